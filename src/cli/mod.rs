@@ -1,0 +1,101 @@
+//! The command line: one file per command, each a thin shell around the
+//! library. Exit codes: 0 allowed, 1 something refused, 2 bad input.
+
+mod check;
+mod review;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::manifest::InputError;
+use crate::policy::{PolicyError, PolicySet};
+use crate::webhook::ReviewError;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "upgrade-guard",
+    version,
+    about = "Safe in-place upgrades of StatefulSets and Deployments"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Arguments every command takes.
+#[derive(Debug, clap::Args)]
+pub struct Common {
+    /// Policy file, or directory of policy files.
+    #[arg(
+        long,
+        global = true,
+        env = "UPGRADE_GUARD_POLICIES",
+        default_value = "policies"
+    )]
+    pub policies: PathBuf,
+    /// Decide as if it were this time (RFC 3339), for reproducible output;
+    /// default: now.
+    #[arg(long, global = true, env = "UPGRADE_GUARD_NOW")]
+    pub now: Option<jiff::Timestamp>,
+}
+
+impl Common {
+    fn now(&self) -> jiff::Timestamp {
+        self.now.unwrap_or_else(jiff::Timestamp::now)
+    }
+
+    fn load_policies(&self) -> Result<PolicySet, Error> {
+        Ok(PolicySet::load(&self.policies)?)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// One AdmissionReview in, the response /validate (or /mutate) would give out.
+    Review(review::Args),
+    /// Judge the changes between two manifest sets, as the webhook would.
+    Check(check::Args),
+}
+
+/// What stops a command; printed as one line on stderr, exit 2.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error("{source_name}: {error}")]
+    Review {
+        source_name: String,
+        error: ReviewError,
+    },
+    #[error("{0}")]
+    Io(String),
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match &cli.command {
+        Command::Review(args) => review::run(args, &cli.common),
+        Command::Check(args) => check::run(args, &cli.common),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("upgrade-guard: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// 0 when everything was allowed, 1 when something was refused.
+fn verdict_code(all_allowed: bool) -> ExitCode {
+    if all_allowed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}

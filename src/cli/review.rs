@@ -1,0 +1,61 @@
+//! `upgrade-guard review [FILE|-] [--mutate] [--objects FILE]`
+
+use std::io::{Read, Write};
+use std::process::ExitCode;
+
+use super::{Common, Error, verdict_code};
+use crate::decide::{ClusterView, NoCluster};
+use crate::manifest;
+use crate::webhook::{self, Endpoint};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The AdmissionReview (JSON); `-` for standard input.
+    #[arg(default_value = "-")]
+    pub file: String,
+    /// Answer as the mutating webhook (/mutate) instead of /validate.
+    #[arg(long)]
+    pub mutate: bool,
+    /// Live objects the server's cache would hold (YAML or JSON, several
+    /// documents, `List`s unwrapped): the workload behind a scale request.
+    #[arg(long)]
+    pub objects: Option<String>,
+}
+
+pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
+    let policies = common.load_policies()?;
+    let snapshot = match &args.objects {
+        Some(path) => Some(manifest::snapshot(&manifest::read(path)?)?),
+        None => None,
+    };
+    let cluster: &dyn ClusterView = match &snapshot {
+        Some(s) => s,
+        None => &NoCluster,
+    };
+    let (source_name, body) = read_input(&args.file)?;
+    let endpoint = if args.mutate {
+        Endpoint::Mutate
+    } else {
+        Endpoint::Validate
+    };
+    let reviewed = webhook::review(&body, endpoint, &policies, cluster, common.now())
+        .map_err(|error| Error::Review { source_name, error })?;
+    std::io::stdout()
+        .write_all(&reviewed.body)
+        .map_err(|e| Error::Io(format!("standard output: {e}")))?;
+    Ok(verdict_code(
+        reviewed.verdict.allowed || endpoint == Endpoint::Mutate,
+    ))
+}
+
+fn read_input(file: &str) -> Result<(String, Vec<u8>), Error> {
+    let mut body = Vec::new();
+    if file == "-" {
+        std::io::stdin()
+            .read_to_end(&mut body)
+            .map_err(|e| Error::Io(format!("standard input: {e}")))?;
+        return Ok(("standard input".into(), body));
+    }
+    body = std::fs::read(file).map_err(|e| Error::Io(format!("{file}: {e}")))?;
+    Ok((file.to_string(), body))
+}

@@ -1,0 +1,77 @@
+//! What a decision may know of the cluster beyond the request: the live
+//! workload behind a `scale` request, and claims' access modes. The server
+//! backs it with a watch cache; `review --objects`, `check` and tests with a
+//! [`Snapshot`].
+
+use std::collections::HashMap;
+
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+
+use crate::workload::{Workload, WorkloadKind};
+
+pub trait ClusterView {
+    fn workload(&self, kind: WorkloadKind, namespace: &str, name: &str) -> Option<Workload>;
+    /// `None`: the claim is not known.
+    fn claim_access_modes(&self, namespace: &str, name: &str) -> Option<Vec<String>>;
+}
+
+/// No cluster access: every lookup comes back empty.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoCluster;
+
+impl ClusterView for NoCluster {
+    fn workload(&self, _: WorkloadKind, _: &str, _: &str) -> Option<Workload> {
+        None
+    }
+    fn claim_access_modes(&self, _: &str, _: &str) -> Option<Vec<String>> {
+        None
+    }
+}
+
+/// A fixed set of objects.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    workloads: HashMap<(WorkloadKind, String, String), Workload>,
+    claims: HashMap<(String, String), Vec<String>>,
+}
+
+impl Snapshot {
+    pub fn insert_workload(&mut self, w: Workload) {
+        let key = (w.kind(), w.namespace().to_string(), w.name().to_string());
+        self.workloads.insert(key, w);
+    }
+
+    pub fn insert_claim(&mut self, claim: &PersistentVolumeClaim) {
+        let key = (
+            claim
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            claim.metadata.name.clone().unwrap_or_default(),
+        );
+        let modes = claim
+            .spec
+            .as_ref()
+            .and_then(|s| s.access_modes.clone())
+            .unwrap_or_default();
+        self.claims.insert(key, modes);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.workloads.is_empty() && self.claims.is_empty()
+    }
+}
+
+impl ClusterView for Snapshot {
+    fn workload(&self, kind: WorkloadKind, namespace: &str, name: &str) -> Option<Workload> {
+        self.workloads
+            .get(&(kind, namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+    fn claim_access_modes(&self, namespace: &str, name: &str) -> Option<Vec<String>> {
+        self.claims
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+}

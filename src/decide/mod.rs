@@ -1,0 +1,893 @@
+//! The decision core: (change, policies, cluster view, now) → verdict.
+//! Pure and synchronous; the webhook, `review`, `check` and the refresh
+//! controller all call [`decide`], so they cannot drift apart.
+
+mod cluster;
+pub mod mutation;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use serde::Serialize;
+
+pub use cluster::{ClusterView, NoCluster, Snapshot};
+pub use mutation::Edit;
+
+use crate::policy::{Downgrade, GovernedVersion, PathOutcome, Policy, PolicySet, Refusal, Version};
+use crate::workload::{
+    FORCE_REASON, FORCE_TO, RefreshRecord, RefreshState, VersionStep, Workload, WorkloadKind,
+};
+
+/// Stable rule ids, as they appear in refusals, audit annotations and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rule {
+    SkipVersion,
+    CrossTrack,
+    Downgrade,
+    FrozenDuringRefresh,
+    UnknownVersion,
+    Matrix,
+    RequireStatefulset,
+    Forced,
+}
+
+impl Rule {
+    pub const ALL: [Rule; 8] = [
+        Rule::SkipVersion,
+        Rule::CrossTrack,
+        Rule::Downgrade,
+        Rule::FrozenDuringRefresh,
+        Rule::UnknownVersion,
+        Rule::Matrix,
+        Rule::RequireStatefulset,
+        Rule::Forced,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::SkipVersion => "skip-version",
+            Rule::CrossTrack => "cross-track",
+            Rule::Downgrade => "downgrade",
+            Rule::FrozenDuringRefresh => "frozen-during-refresh",
+            Rule::UnknownVersion => "unknown-version",
+            Rule::Matrix => "matrix",
+            Rule::RequireStatefulset => "require-statefulset",
+            Rule::Forced => "forced",
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the API server is asked to do.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Create(Workload),
+    Update {
+        old: Workload,
+        new: Workload,
+    },
+    Delete(Workload),
+    /// The `scale` subresource: a Scale object carries only replica counts.
+    Scale {
+        kind: WorkloadKind,
+        namespace: String,
+        name: String,
+        from: i32,
+        to: i32,
+    },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Verdict {
+    pub allowed: bool,
+    /// The refusing rule, or `forced` when an override let a refusal through.
+    pub rule: Option<Rule>,
+    /// Why, in one sentence naming the workload, both versions and the next step.
+    pub reason: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// The policy that judged it (`None`: not governed).
+    pub policy: Option<String>,
+    /// For the validating webhook's response.
+    pub warnings: Vec<String>,
+    /// RFC 6902 operations for the mutating webhook; empty: none.
+    pub patch: Vec<json_patch::PatchOperation>,
+    /// For the mutating webhook's response.
+    pub patch_warnings: Vec<String>,
+}
+
+impl Verdict {
+    fn allow() -> Self {
+        Verdict {
+            allowed: true,
+            ..Default::default()
+        }
+    }
+
+    /// Refusals and forced overrides are audited; plain approvals are not.
+    pub fn is_audited(&self) -> bool {
+        !self.allowed || self.rule == Some(Rule::Forced)
+    }
+
+    /// The `auditAnnotations` of the response. Plain keys: the API server
+    /// prefixes each with the webhook's name itself.
+    pub fn audit_annotations(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        if !self.is_audited() {
+            return out;
+        }
+        if let Some(rule) = self.rule {
+            out.insert("rule".into(), rule.to_string());
+        }
+        for (key, value) in [("from", &self.from), ("to", &self.to)] {
+            if let Some(v) = value {
+                out.insert(key.into(), v.clone());
+            }
+        }
+        out.insert("reason".into(), self.reason.clone());
+        out
+    }
+}
+
+/// Decides one change. `now` stamps a refresh that starts.
+pub fn decide(
+    change: &Change,
+    policies: &PolicySet,
+    cluster: &dyn ClusterView,
+    now: jiff::Timestamp,
+) -> Verdict {
+    match change {
+        Change::Delete(_) => Verdict::allow(),
+        Change::Scale {
+            kind,
+            namespace,
+            name,
+            from,
+            to,
+        } => decide_scale(*kind, namespace, name, *from, *to, policies, cluster),
+        Change::Create(new) => match policies.select(new) {
+            None => Verdict::allow(),
+            Some(policy) => {
+                let mut new = new.clone();
+                let mut verdict = Verdict::allow();
+                verdict.policy = Some(policy.describe());
+                let edits = volume_edits(&new, cluster, &mut verdict.patch_warnings);
+                verdict.patch = mutation::plan(&edits, &mut new);
+                verdict
+            }
+        },
+        Change::Update { old, new } => {
+            match policies.select(new).or_else(|| policies.select(old)) {
+                None => Verdict::allow(),
+                Some(policy) => decide_update(old, new, policy, cluster, now),
+            }
+        }
+    }
+}
+
+fn decide_scale(
+    kind: WorkloadKind,
+    namespace: &str,
+    name: &str,
+    from: i32,
+    to: i32,
+    policies: &PolicySet,
+    cluster: &dyn ClusterView,
+) -> Verdict {
+    if from == to {
+        return Verdict::allow();
+    }
+    let Some(live) = cluster.workload(kind, namespace, name) else {
+        let mut verdict = Verdict::allow();
+        if policies.may_govern(kind, namespace) {
+            verdict.warnings.push(format!(
+                "upgrade-guard: scale of {kind} {namespace}/{name} judged without its live object: a Scale carries no refresh state, so a refresh in progress could not be checked"
+            ));
+        }
+        return verdict;
+    };
+    let Some(policy) = policies.select(&live) else {
+        return Verdict::allow();
+    };
+    let refresh = RefreshView::of(&live);
+    if !refresh.in_progress {
+        return Verdict {
+            allowed: true,
+            policy: Some(policy.describe()),
+            warnings: refresh.warnings,
+            ..Default::default()
+        };
+    }
+    let (rf, rt) = refresh.versions();
+    let refused = Refused {
+        rule: Rule::FrozenDuringRefresh,
+        reason: format!(
+            "scaling from {from} to {to} is refused while {}; scale after it completes or is rolled back",
+            refresh.describe()
+        ),
+        hint: String::new(),
+    };
+    Verdict {
+        allowed: false,
+        rule: Some(Rule::FrozenDuringRefresh),
+        reason: refusal_text(kind, namespace, name, policy, &refused),
+        from: rf,
+        to: rt,
+        policy: Some(policy.describe()),
+        warnings: refresh.warnings,
+        ..Default::default()
+    }
+}
+
+/// What the old object says about a refresh.
+struct RefreshView {
+    record: Option<RefreshRecord>,
+    in_progress: bool,
+    warnings: Vec<String>,
+}
+
+impl RefreshView {
+    fn of(old: &Workload) -> Self {
+        let mut warnings = Vec::new();
+        let record = match old.refresh_record() {
+            Some(Ok(r)) => Some(r),
+            Some(Err(e)) => {
+                warnings.push(format!(
+                    "upgrade-guard: annotation upgradeguard.io/refresh on {} {}/{} is unreadable ({e}); ignored",
+                    old.kind(),
+                    old.namespace(),
+                    old.name()
+                ));
+                None
+            }
+            None => None,
+        };
+        let active = record.as_ref().is_some_and(RefreshRecord::is_active);
+        // Our record keeps the freeze while the partition holds units back or
+        // the controller has not yet seen the change that started it.
+        let held = active && (old.partition().is_some_and(|p| p > 0) || old.status_is_stale());
+        RefreshView {
+            in_progress: old.status_shows_rollout() || held,
+            record: record.filter(RefreshRecord::is_active),
+            warnings,
+        }
+    }
+
+    fn versions(&self) -> (Option<String>, Option<String>) {
+        match &self.record {
+            Some(r) => (Some(r.from.clone()), Some(r.to.clone())),
+            None => (None, None),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match &self.record {
+            Some(r) => format!(
+                "the refresh {} → {} is in progress ({:?})",
+                r.from, r.to, r.state
+            ),
+            None => {
+                "a rollout is in progress (the status shows pods not yet on the update revision)"
+                    .to_string()
+            }
+        }
+    }
+}
+
+/// How an allowed update relates to a refresh, for the mutation plan.
+enum Outcome {
+    /// Nothing about the pod template changed.
+    NoRefresh,
+    /// A refresh starts: versions per changed container (all governed ones
+    /// when only configuration changed).
+    Start(Vec<(String, String, String)>),
+    /// Back to where the running refresh started.
+    Rollback,
+}
+
+fn decide_update(
+    old: &Workload,
+    new: &Workload,
+    policy: &Policy,
+    cluster: &dyn ClusterView,
+    now: jiff::Timestamp,
+) -> Verdict {
+    let refresh = RefreshView::of(old);
+    let mut verdict = Verdict {
+        allowed: true,
+        policy: Some(policy.describe()),
+        warnings: refresh.warnings.clone(),
+        ..Default::default()
+    };
+    let (Some(old_template), Some(new_template)) = (old.template(), new.template()) else {
+        return verdict;
+    };
+    let old_versions = policy.versions(old_template);
+    let new_versions = policy.versions(new_template);
+    if new_versions.is_empty() {
+        verdict.warnings.push(format!(
+            "upgrade-guard: {} names containers {:?}, and {} {}/{} has none of them: not checked",
+            policy.describe(),
+            policy.containers,
+            new.kind(),
+            new.namespace(),
+            new.name()
+        ));
+        return verdict;
+    }
+
+    // What the API server stores is the object after mutation, so judge that.
+    let mut mutated = new.clone();
+    let mut edits = volume_edits(new, cluster, &mut verdict.patch_warnings);
+    if let Some(restore) = partition_reset(old, new, &refresh) {
+        verdict.patch_warnings.push(format!(
+            "upgrade-guard: the partition of StatefulSet {}/{} is managed during the refresh; kept it at {restore} (use `upgrade-guard resume {}/{}` to go on)",
+            new.namespace(),
+            new.name(),
+            new.namespace(),
+            new.name()
+        ));
+        edits.push(Edit::Partition(restore));
+    }
+    let mut patch = mutation::plan(&edits, &mut mutated);
+
+    let judged = if refresh.in_progress {
+        // Our own edits are no change of the user's: compare like with like.
+        let mut old_edited = std::borrow::Cow::Borrowed(old);
+        if !edits.is_empty() {
+            mutation::plan(&edits, old_edited.to_mut());
+        }
+        judge_during_refresh(
+            &old_edited,
+            &mutated,
+            policy,
+            &refresh,
+            &old_versions,
+            &new_versions,
+            &mut verdict,
+        )
+    } else {
+        judge_path(
+            old,
+            &mutated,
+            policy,
+            &refresh,
+            &old_versions,
+            &new_versions,
+            &mut verdict,
+        )
+    };
+    let outcome = match judged {
+        Ok(outcome) => outcome,
+        Err(refused) => {
+            verdict.allowed = false;
+            verdict.rule = Some(refused.rule);
+            verdict.reason =
+                refusal_text(new.kind(), new.namespace(), new.name(), policy, &refused);
+            verdict.patch_warnings.clear();
+            if verdict.from.is_none() {
+                (verdict.from, verdict.to) = refresh.versions();
+            }
+            return verdict;
+        }
+    };
+
+    let record = match outcome {
+        Outcome::NoRefresh => None,
+        Outcome::Start(steps) => Some(start_record(&steps, now)),
+        Outcome::Rollback => refresh.record.as_ref().map(|r| RefreshRecord {
+            from: r.to.clone(),
+            to: r.from.clone(),
+            started: now,
+            state: RefreshState::RollingBack,
+            partition: None,
+            containers: r
+                .containers
+                .iter()
+                .map(|(c, s)| {
+                    (
+                        c.clone(),
+                        VersionStep {
+                            from: s.to.clone(),
+                            to: s.from.clone(),
+                        },
+                    )
+                })
+                .collect(),
+        }),
+    };
+    if let Some(mut record) = record {
+        if verdict.from.is_none() {
+            (verdict.from, verdict.to) = (Some(record.from.clone()), Some(record.to.clone()));
+        }
+        let mut refresh_edits = Vec::new();
+        if let Workload::StatefulSet(_) = new {
+            let partition = (new.replicas() - 1).max(0);
+            record.partition = Some(partition);
+            refresh_edits.push(Edit::Partition(partition));
+        }
+        // Re-invoked on an object we already stamped: keep its start time.
+        if let Some(Ok(existing)) = mutated.refresh_record()
+            && (RefreshRecord {
+                started: existing.started,
+                ..record.clone()
+            }) == existing
+        {
+            record.started = existing.started;
+        }
+        refresh_edits.push(Edit::Record(record));
+        patch.extend(mutation::plan(&refresh_edits, &mut mutated));
+    }
+    verdict.patch = patch;
+    verdict
+}
+
+fn start_record(steps: &[(String, String, String)], now: jiff::Timestamp) -> RefreshRecord {
+    let (from, to) = steps
+        .first()
+        .map(|(_, f, t)| (f.clone(), t.clone()))
+        .unwrap_or_default();
+    RefreshRecord {
+        from,
+        to,
+        started: now,
+        state: RefreshState::RollingOut,
+        partition: None,
+        containers: if steps.len() > 1 {
+            steps
+                .iter()
+                .map(|(c, f, t)| {
+                    (
+                        c.clone(),
+                        VersionStep {
+                            from: f.clone(),
+                            to: t.clone(),
+                        },
+                    )
+                })
+                .collect()
+        } else {
+            BTreeMap::new()
+        },
+    }
+}
+
+/// During a refresh, a lowered partition that the refresh record does not
+/// confirm is a re-apply resetting it (GitOps): keep the live one instead.
+fn partition_reset(old: &Workload, new: &Workload, refresh: &RefreshView) -> Option<i32> {
+    if !refresh.in_progress || refresh.record.is_none() || old.template() != new.template() {
+        return None;
+    }
+    let (live, wanted) = (old.partition()?, new.partition()?);
+    let confirmed =
+        matches!(new.refresh_record(), Some(Ok(r)) if r.is_active() && r.partition == Some(wanted));
+    (wanted < live && !confirmed).then_some(live)
+}
+
+/// Deployments whose pods mount claims: a surge pod would wait forever for
+/// a ReadWriteOnce volume, so roll without one.
+fn volume_edits(w: &Workload, cluster: &dyn ClusterView, warnings: &mut Vec<String>) -> Vec<Edit> {
+    let Workload::Deployment(_) = w else {
+        return Vec::new();
+    };
+    let single_node = claims(w.template()).into_iter().filter(|claim| {
+        cluster
+            .claim_access_modes(w.namespace(), claim)
+            .is_none_or(|modes| {
+                modes
+                    .iter()
+                    .any(|m| m == "ReadWriteOnce" || m == "ReadWriteOncePod")
+            })
+    });
+    let Some(claim) = single_node.into_iter().next() else {
+        return Vec::new();
+    };
+    if !mutation::surges(w) {
+        return Vec::new();
+    }
+    warnings.push(format!(
+        "upgrade-guard: Deployment {}/{} mounts ReadWriteOnce claim {claim}: set maxSurge to 0 so a new pod never waits for the volume; a StatefulSet keeps volumes per replica (`upgrade-guard convert`)",
+        w.namespace(),
+        w.name()
+    ));
+    vec![Edit::NoSurge {
+        raise_unavailable: mutation::unavailable_is_zero(w),
+    }]
+}
+
+/// The PersistentVolumeClaims a pod template mounts.
+pub fn claims(template: Option<&PodTemplateSpec>) -> Vec<&str> {
+    template
+        .and_then(|t| t.spec.as_ref())
+        .and_then(|s| s.volumes.as_ref())
+        .map(|volumes| {
+            volumes
+                .iter()
+                .filter_map(|v| {
+                    v.persistent_volume_claim
+                        .as_ref()
+                        .map(|c| c.claim_name.as_str())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A refusal before the workload is named: the rule, why, and how to get
+/// past it (empty when there is no way).
+struct Refused {
+    rule: Rule,
+    reason: String,
+    hint: String,
+}
+
+type Judged = Result<Outcome, Refused>;
+
+fn frozen(reason: String) -> Judged {
+    Err(Refused {
+        rule: Rule::FrozenDuringRefresh,
+        reason,
+        hint: String::new(),
+    })
+}
+
+/// `StatefulSet shop/db: 1.7.0 → 1.9.0 skips 1.8.x: … (rule skip-version, policy semver-db)`.
+fn refusal_text(
+    kind: WorkloadKind,
+    namespace: &str,
+    name: &str,
+    policy: &Policy,
+    refused: &Refused,
+) -> String {
+    format!(
+        "{kind} {namespace}/{name}: {} (rule {}, {}){}",
+        refused.reason,
+        refused.rule,
+        policy.describe(),
+        refused.hint
+    )
+}
+
+/// While a refresh runs, only its own steps, pausing and a rollback pass.
+fn judge_during_refresh(
+    old: &Workload,
+    new: &Workload,
+    policy: &Policy,
+    refresh: &RefreshView,
+    old_versions: &[GovernedVersion],
+    new_versions: &[GovernedVersion],
+    verdict: &mut Verdict,
+) -> Judged {
+    let during = refresh.describe();
+    let next = "finish or roll back the refresh first";
+    if old.replicas() != new.replicas() {
+        return frozen(format!(
+            "scaling from {} to {} is refused while {during}; {next}",
+            old.replicas(),
+            new.replicas()
+        ));
+    }
+    if let (Workload::StatefulSet(o), Workload::StatefulSet(n)) = (old, new) {
+        let (os, ns) = (o.spec.as_ref(), n.spec.as_ref());
+        if os.map(|s| &s.volume_claim_templates) != ns.map(|s| &s.volume_claim_templates) {
+            return frozen(format!(
+                "changing volumeClaimTemplates is refused while {during}; {next}"
+            ));
+        }
+        let strategy = |s: Option<&k8s_openapi::api::apps::v1::StatefulSetSpec>| {
+            let mut u = s
+                .and_then(|s| s.update_strategy.clone())
+                .unwrap_or_default();
+            if let Some(r) = u.rolling_update.as_mut() {
+                r.partition = None;
+            }
+            u
+        };
+        if strategy(os) != strategy(ns) {
+            return frozen(format!(
+                "changing updateStrategy other than the partition is refused while {during}; {next}"
+            ));
+        }
+    }
+    if let (Workload::Deployment(o), Workload::Deployment(n)) = (old, new) {
+        let strategy = |d: &k8s_openapi::api::apps::v1::Deployment| {
+            d.spec.as_ref().and_then(|s| s.strategy.clone())
+        };
+        if strategy(o) != strategy(n) {
+            return frozen(format!(
+                "changing the rollout strategy is refused while {during}; {next}"
+            ));
+        }
+    }
+    if old.template() == new.template() {
+        return Ok(Outcome::NoRefresh);
+    }
+    let changed: Vec<(&GovernedVersion, &GovernedVersion)> = changed(old_versions, new_versions);
+    if changed.is_empty() {
+        return frozen(format!(
+            "changing the pod template is refused while {during}; {next}"
+        ));
+    }
+    let Some(record) = &refresh.record else {
+        // Started before upgrade-guard saw it: a downgrade may be a rollback,
+        // which nobody should be barred from, so it can be forced.
+        let downgrades = changed
+            .iter()
+            .all(|(o, n)| matches!((&o.version, &n.version), (Ok(a), Ok(b)) if b < a));
+        if !downgrades || policy.downgrade == Downgrade::Deny {
+            return frozen(format!(
+                "{} is refused while {during}; wait for it to complete",
+                steps_text(&changed)
+            ));
+        }
+        let refusal = Refusal {
+            rule: Rule::Downgrade,
+            reason: format!(
+                "{} may be a rollback, but no upgradeguard.io/refresh record says where the rollout in progress started",
+                steps_text(&changed)
+            ),
+            forceable: true,
+        };
+        for (_, n) in &changed {
+            override_for(new, n, &refusal).map_err(|hint| Refused {
+                rule: refusal.rule,
+                reason: refusal.reason.clone(),
+                hint,
+            })?;
+        }
+        record_forced(verdict, new, &[refusal]);
+        return Ok(Outcome::Start(steps_of(&changed, new_versions)));
+    };
+    let is_rollback = changed.iter().all(|(_, n)| {
+        let start: Result<Version, _> = record.from_of(&n.container).parse();
+        matches!((&n.version, start), (Ok(v), Ok(s)) if *v == s)
+    });
+    if !is_rollback {
+        return frozen(format!(
+            "{} is refused while {during}: only a rollback to {} is allowed until it completes",
+            steps_text(&changed),
+            record.from
+        ));
+    }
+    for (o, n) in &changed {
+        if let (Ok(from), Ok(to)) = (&o.version, &n.version)
+            && let PathOutcome::Refused(r) = policy.judge_path(from, to, Some(to))
+        {
+            return Err(Refused {
+                rule: r.rule,
+                reason: r.reason,
+                hint: String::new(),
+            });
+        }
+    }
+    Ok(Outcome::Rollback)
+}
+
+/// Outside a refresh: every changed governed container must follow the
+/// upgrade path, or carry a matching override.
+fn judge_path(
+    old: &Workload,
+    new: &Workload,
+    policy: &Policy,
+    refresh: &RefreshView,
+    old_versions: &[GovernedVersion],
+    new_versions: &[GovernedVersion],
+    verdict: &mut Verdict,
+) -> Judged {
+    if old.template() == new.template() {
+        return Ok(Outcome::NoRefresh);
+    }
+    let changed = changed(old_versions, new_versions);
+    let several = new_versions.len() > 1;
+    let mut rollback = !changed.is_empty();
+    let mut forced: Vec<Refusal> = Vec::new();
+    for (o, n) in &changed {
+        let rollback_to: Option<Version> = refresh
+            .record
+            .as_ref()
+            .and_then(|r| r.from_of(&n.container).parse().ok());
+        let outcome = match (&o.version, &n.version) {
+            (Ok(from), Ok(to)) => policy.judge_path(from, to, rollback_to.as_ref()),
+            (from, to) => {
+                let why = [from, to]
+                    .into_iter()
+                    .find_map(|v| v.as_ref().err())
+                    .cloned()
+                    .unwrap_or_default();
+                PathOutcome::Refused(Refusal {
+                    rule: Rule::UnknownVersion,
+                    reason: format!(
+                        "{} → {}: the version is unknown ({why})",
+                        o.label(),
+                        n.label()
+                    ),
+                    forceable: policy.unknown_version == crate::policy::Override::Force,
+                })
+            }
+        };
+        match outcome {
+            PathOutcome::Unchanged => {}
+            PathOutcome::Allowed {
+                rollback: is_rollback,
+                note,
+            } => {
+                rollback &= is_rollback;
+                if let Some(note) = note {
+                    verdict.warnings.push(format!(
+                        "upgrade-guard: {} → {}: {note}",
+                        o.label(),
+                        n.label()
+                    ));
+                }
+            }
+            PathOutcome::Refused(mut refusal) => {
+                rollback = false;
+                if several {
+                    refusal.reason = format!("container {}: {}", n.container, refusal.reason);
+                }
+                verdict.from = Some(o.label().to_string());
+                verdict.to = Some(n.label().to_string());
+                match override_for(new, n, &refusal) {
+                    Ok(()) => forced.push(refusal),
+                    Err(hint) => {
+                        return Err(Refused {
+                            rule: refusal.rule,
+                            reason: refusal.reason,
+                            hint,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    if let Workload::Deployment(_) = new
+        && !changed.is_empty()
+        && !rollback
+        && !claims(new.template()).is_empty()
+    {
+        let convert = format!(
+            "a Deployment cannot keep a volume per replica: convert it to a StatefulSet first (`upgrade-guard convert` offline, `upgrade-guard migrate {}/{}` live)",
+            new.namespace(),
+            new.name()
+        );
+        if policy.require_stateful_set {
+            return Err(Refused {
+                rule: Rule::RequireStatefulset,
+                reason: format!(
+                    "{} of a Deployment that mounts PersistentVolumeClaims: {convert}",
+                    steps_text(&changed)
+                ),
+                hint: String::new(),
+            });
+        }
+        verdict.warnings.push(format!(
+            "upgrade-guard: Deployment {}/{} mounts PersistentVolumeClaims; {convert}",
+            new.namespace(),
+            new.name()
+        ));
+    }
+    if !forced.is_empty() {
+        record_forced(verdict, new, &forced);
+    }
+    if rollback && refresh.record.is_some() {
+        return Ok(Outcome::Rollback);
+    }
+    Ok(Outcome::Start(steps_of(&changed, new_versions)))
+}
+
+/// (container, from, to) for the refresh record: the changed containers, or
+/// every governed one when only configuration changed.
+fn steps_of(
+    changed: &[(&GovernedVersion, &GovernedVersion)],
+    new_versions: &[GovernedVersion],
+) -> Vec<(String, String, String)> {
+    if changed.is_empty() {
+        return new_versions
+            .iter()
+            .map(|n| {
+                (
+                    n.container.clone(),
+                    n.label().to_string(),
+                    n.label().to_string(),
+                )
+            })
+            .collect();
+    }
+    changed
+        .iter()
+        .map(|(o, n)| {
+            (
+                n.container.clone(),
+                o.label().to_string(),
+                n.label().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// An override let these refusals through: say so, audibly.
+fn record_forced(verdict: &mut Verdict, new: &Workload, overridden: &[Refusal]) {
+    let reason = new.annotation(FORCE_REASON).unwrap_or_default();
+    let what: Vec<String> = overridden
+        .iter()
+        .map(|r| format!("{} ({})", r.reason, r.rule))
+        .collect();
+    verdict.rule = Some(Rule::Forced);
+    verdict.reason = format!(
+        "{} {}/{}: forced past {}: {reason}",
+        new.kind(),
+        new.namespace(),
+        new.name(),
+        what.join("; ")
+    );
+    verdict
+        .warnings
+        .push(format!("upgrade-guard: {}", verdict.reason));
+}
+
+/// Governed containers whose version (or image, when unreadable) changed;
+/// a container that is new in the template has nothing to change from.
+fn changed<'a>(
+    old: &'a [GovernedVersion],
+    new: &'a [GovernedVersion],
+) -> Vec<(&'a GovernedVersion, &'a GovernedVersion)> {
+    new.iter()
+        .filter_map(|n| {
+            let o = old.iter().find(|o| o.container == n.container)?;
+            (!o.same_as(n)).then_some((o, n))
+        })
+        .collect()
+}
+
+fn steps_text(changed: &[(&GovernedVersion, &GovernedVersion)]) -> String {
+    let steps: Vec<String> = changed
+        .iter()
+        .map(|(o, n)| format!("{} → {}", o.label(), n.label()))
+        .collect();
+    steps.join(", ")
+}
+
+/// Whether `upgradeguard.io/force-to` lets this refusal through; the error
+/// says why not, when someone tried.
+fn override_for(new: &Workload, target: &GovernedVersion, refusal: &Refusal) -> Result<(), String> {
+    let hint = format!(
+        "; to accept the risk, set {FORCE_TO}: \"{}\" and {FORCE_REASON}",
+        target.label()
+    );
+    let Some(force_to) = new.annotation(FORCE_TO) else {
+        return Err(if refusal.forceable {
+            hint
+        } else {
+            String::new()
+        });
+    };
+    let names_target = force_to == target.label()
+        || force_to == target.image
+        || matches!((&target.version, force_to.parse::<Version>()), (Ok(v), Ok(f)) if *v == f);
+    if !names_target {
+        return Err(format!(
+            "; {FORCE_TO} is {force_to:?}, which is not this target ({}): an override applies to one exact version",
+            target.label()
+        ));
+    }
+    if !refusal.forceable {
+        return Err(format!(
+            "; rule {} cannot be forced under this policy",
+            refusal.rule
+        ));
+    }
+    if new
+        .annotation(FORCE_REASON)
+        .is_none_or(|r| r.trim().is_empty())
+    {
+        return Err(format!("; {FORCE_TO} needs a non-empty {FORCE_REASON}"));
+    }
+    Ok(())
+}

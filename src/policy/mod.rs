@@ -1,0 +1,504 @@
+//! Upgrade policies: the model, its strict parser, which workloads a policy
+//! governs, and how a version is read from a pod template. Pure: loading a
+//! directory is the only I/O, and it lives in [`PolicySet::load`].
+
+mod path;
+pub mod spec;
+pub mod version;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use regex::Regex;
+
+pub use path::{PathOutcome, Refusal};
+pub use spec::{Downgrade, Health, Operator, Override, PauseAfter, Selector, Step, Track};
+pub use version::{ImageRef, Version, VersionError};
+
+use crate::workload::{Workload, WorkloadKind};
+
+/// A policy ready to decide with: patterns compiled, versions parsed.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub name: String,
+    /// `None` in a file: the policy applies in every namespace.
+    pub namespace: Option<String>,
+    /// Where it came from, for messages: `policies/fate.yaml: document 2`.
+    pub source: String,
+    pub selector: Selector,
+    pub kinds: Vec<WorkloadKind>,
+    pub containers: Vec<String>,
+    pub version_source: VersionSource,
+    pub track: Track,
+    pub step: Step,
+    /// Sorted ascending.
+    pub releases: Vec<Version>,
+    pub matrix: Vec<MatrixEdge>,
+    pub unknown_version: Override,
+    pub cross_track: Override,
+    pub downgrade: Downgrade,
+    pub require_stateful_set: bool,
+    pub pause_after: PauseAfter,
+    pub health: Health,
+}
+
+#[derive(Debug, Clone)]
+pub enum VersionSource {
+    Tag {
+        pattern: Option<Regex>,
+        digests: HashMap<String, Version>,
+    },
+    Label(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct MatrixEdge {
+    pub from: String,
+    pub to: String,
+    from_glob: wildmatch::WildMatch,
+    to_glob: wildmatch::WildMatch,
+    pub allow: bool,
+    pub note: Option<String>,
+}
+
+impl MatrixEdge {
+    /// A glob matches the version as written (`v1.9.3`) or in semver form
+    /// (`1.9.3`), so `1.9.*` works whatever the tag's spelling.
+    fn matches(&self, from: &Version, to: &Version) -> bool {
+        let hit = |glob: &wildmatch::WildMatch, v: &Version| {
+            glob.matches(v.as_str())
+                || glob.matches(&format!("{}.{}.{}", v.major(), v.minor(), v.patch()))
+        };
+        hit(&self.from_glob, from) && hit(&self.to_glob, to)
+    }
+}
+
+/// What a governed container's image (or the version label) says.
+#[derive(Debug, Clone)]
+pub struct GovernedVersion {
+    pub container: String,
+    /// The image reference, or the label value for `source: label`.
+    pub image: String,
+    pub version: Result<Version, String>,
+}
+
+impl GovernedVersion {
+    /// The version as text, or the image when it has none.
+    pub fn label(&self) -> &str {
+        match &self.version {
+            Ok(v) => v.as_str(),
+            Err(_) => ImageRef::parse(&self.image).tag.unwrap_or(&self.image),
+        }
+    }
+
+    /// Same version, or the same image when a version cannot be read.
+    pub fn same_as(&self, other: &GovernedVersion) -> bool {
+        match (&self.version, &other.version) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => self.image == other.image,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{location}: {}{message}", field.as_ref().map(|f| format!("{f}: ")).unwrap_or_default())]
+pub struct PolicyError {
+    pub location: String,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl PolicyError {
+    fn at(location: &str, field: impl Into<String>, message: impl Into<String>) -> Self {
+        PolicyError {
+            location: location.to_string(),
+            field: Some(field.into()),
+            message: message.into(),
+        }
+    }
+}
+
+impl Policy {
+    /// Compiles one parsed document; `location` names it in errors.
+    pub fn compile(doc: spec::Document, location: &str) -> Result<Policy, PolicyError> {
+        let err = |field: &str, message: String| PolicyError::at(location, field, message);
+        if doc.api_version != spec::API_VERSION {
+            return Err(err(
+                "apiVersion",
+                format!(
+                    "{:?} is not supported, expected {}",
+                    doc.api_version,
+                    spec::API_VERSION
+                ),
+            ));
+        }
+        if doc.kind != spec::KIND {
+            return Err(err("kind", format!("{:?} is not {}", doc.kind, spec::KIND)));
+        }
+        if doc.metadata.name.is_empty() {
+            return Err(err("metadata.name", "must not be empty".into()));
+        }
+        let spec = doc.spec;
+        for (i, req) in spec.selector.match_expressions.iter().enumerate() {
+            let needs_values = matches!(req.operator, Operator::In | Operator::NotIn);
+            if needs_values == req.values.is_empty() {
+                return Err(err(
+                    &format!("spec.selector.matchExpressions[{i}].values"),
+                    format!(
+                        "operator {:?} {}",
+                        req.operator,
+                        if needs_values {
+                            "needs values"
+                        } else {
+                            "takes no values"
+                        }
+                    ),
+                ));
+            }
+        }
+        if spec.kinds.is_empty() {
+            return Err(err(
+                "spec.kinds",
+                "selects no kind: omit it for both".into(),
+            ));
+        }
+        let version_source = match (spec.version.source, spec.version.label) {
+            (spec::VersionSourceKind::Label, Some(label)) => {
+                if spec.version.pattern.is_some() || !spec.version.digests.is_empty() {
+                    return Err(err(
+                        "spec.version",
+                        "pattern and digests apply to source: tag, not to source: label".into(),
+                    ));
+                }
+                VersionSource::Label(label)
+            }
+            (spec::VersionSourceKind::Label, None) => {
+                return Err(err(
+                    "spec.version.label",
+                    "source: label needs the name of the pod-template label".into(),
+                ));
+            }
+            (spec::VersionSourceKind::Tag, Some(_)) => {
+                return Err(err(
+                    "spec.version.label",
+                    "applies only to source: label".into(),
+                ));
+            }
+            (spec::VersionSourceKind::Tag, None) => {
+                let pattern = match spec.version.pattern {
+                    Some(p) => {
+                        let re = Regex::new(&p)
+                            .map_err(|e| err("spec.version.pattern", e.to_string()))?;
+                        if !re.capture_names().any(|n| n == Some("version")) {
+                            return Err(err(
+                                "spec.version.pattern",
+                                "needs a named group (?P<version>...)".into(),
+                            ));
+                        }
+                        Some(re)
+                    }
+                    None => None,
+                };
+                let mut digests = HashMap::new();
+                for (digest, v) in spec.version.digests {
+                    let parsed = v.parse().map_err(|e: VersionError| {
+                        err(&format!("spec.version.digests[{digest}]"), e.to_string())
+                    })?;
+                    digests.insert(digest, parsed);
+                }
+                VersionSource::Tag { pattern, digests }
+            }
+        };
+        let mut releases = Vec::with_capacity(spec.releases.len());
+        for (i, r) in spec.releases.iter().enumerate() {
+            let v: Version = r
+                .parse()
+                .map_err(|e: VersionError| err(&format!("spec.releases[{i}]"), e.to_string()))?;
+            if releases.contains(&v) {
+                return Err(err(
+                    &format!("spec.releases[{i}]"),
+                    format!("{r} is listed twice"),
+                ));
+            }
+            releases.push(v);
+        }
+        releases.sort();
+        let mut matrix = Vec::with_capacity(spec.matrix.len());
+        for (i, edge) in spec.matrix.into_iter().enumerate() {
+            for (field, glob) in [("from", &edge.from), ("to", &edge.to)] {
+                if glob.trim().is_empty() {
+                    return Err(err(
+                        &format!("spec.matrix[{i}].{field}"),
+                        "must not be empty".into(),
+                    ));
+                }
+            }
+            matrix.push(MatrixEdge {
+                from_glob: wildmatch::WildMatch::new(&edge.from),
+                to_glob: wildmatch::WildMatch::new(&edge.to),
+                from: edge.from,
+                to: edge.to,
+                allow: edge.allow,
+                note: edge.note,
+            });
+        }
+        if spec.refresh.health.ready_timeout_seconds == 0 {
+            return Err(err(
+                "spec.refresh.health.readyTimeoutSeconds",
+                "must be at least 1".into(),
+            ));
+        }
+        Ok(Policy {
+            name: doc.metadata.name,
+            namespace: doc.metadata.namespace,
+            source: location.to_string(),
+            selector: spec.selector,
+            kinds: spec.kinds,
+            containers: spec.containers,
+            version_source,
+            track: spec.track,
+            step: spec.step,
+            releases,
+            matrix,
+            unknown_version: spec.unknown_version,
+            cross_track: spec.cross_track,
+            downgrade: spec.downgrade,
+            require_stateful_set: spec.require_stateful_set,
+            pause_after: spec.refresh.pause_after,
+            health: spec.refresh.health,
+        })
+    }
+
+    /// Whether this policy governs the workload.
+    pub fn governs(&self, workload: &Workload) -> bool {
+        self.kinds.contains(&workload.kind())
+            && self
+                .namespace
+                .as_deref()
+                .is_none_or(|ns| ns == workload.namespace())
+            && self.selector.matches(workload.labels())
+    }
+
+    /// Whether this policy could govern some workload of `kind` in `namespace`.
+    pub fn may_govern(&self, kind: WorkloadKind, namespace: &str) -> bool {
+        self.kinds.contains(&kind) && self.namespace.as_deref().is_none_or(|ns| ns == namespace)
+    }
+
+    /// The versions of the governed containers, in pod-template order.
+    pub fn versions(&self, template: &PodTemplateSpec) -> Vec<GovernedVersion> {
+        if let VersionSource::Label(label) = &self.version_source {
+            let value = template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.labels.as_ref())
+                .and_then(|l| l.get(label));
+            return vec![GovernedVersion {
+                container: format!("label {label}"),
+                image: value.cloned().unwrap_or_default(),
+                version: match value {
+                    Some(v) => v.parse().map_err(|e: VersionError| e.to_string()),
+                    None => Err(format!("pod-template label {label} is missing")),
+                },
+            }];
+        }
+        let containers = template
+            .spec
+            .as_ref()
+            .map(|s| s.containers.as_slice())
+            .unwrap_or_default();
+        containers
+            .iter()
+            .filter(|c| self.containers.is_empty() || self.containers.contains(&c.name))
+            .map(|c| {
+                let image = c.image.clone().unwrap_or_default();
+                let version = self.version_of_image(&image);
+                GovernedVersion {
+                    container: c.name.clone(),
+                    image,
+                    version,
+                }
+            })
+            .collect()
+    }
+
+    /// Reads the version an image carries: a known digest first, then the tag.
+    pub fn version_of_image(&self, image: &str) -> Result<Version, String> {
+        let VersionSource::Tag { pattern, digests } = &self.version_source else {
+            return Err("this policy reads versions from a label".into());
+        };
+        let reference = ImageRef::parse(image);
+        if let Some(v) = reference.digest.and_then(|d| digests.get(d)) {
+            return Ok(v.clone());
+        }
+        let Some(tag) = reference.tag else {
+            return Err(match reference.digest {
+                Some(d) => format!(
+                    "image {image} has no tag and digest {d} is not in spec.version.digests"
+                ),
+                None => format!("image {image} has no tag"),
+            });
+        };
+        let text = match pattern {
+            Some(re) => re
+                .captures(tag)
+                .and_then(|c| c.name("version"))
+                .map(|m| m.as_str())
+                .ok_or_else(|| format!("tag {tag} does not match spec.version.pattern"))?,
+            None => tag,
+        };
+        text.parse()
+            .map_err(|e: VersionError| format!("tag {tag}: {e}"))
+    }
+
+    /// Why a workload was judged by this policy, for messages.
+    pub fn describe(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("policy {ns}/{}", self.name),
+            None => format!("policy {}", self.name),
+        }
+    }
+}
+
+impl Selector {
+    /// Kubernetes LabelSelector semantics: every term must hold; an empty
+    /// selector matches everything.
+    pub fn matches(&self, labels: Option<&BTreeMap<String, String>>) -> bool {
+        let get = |k: &str| labels.and_then(|l| l.get(k));
+        self.match_labels.iter().all(|(k, v)| get(k) == Some(v))
+            && self.match_expressions.iter().all(|r| match r.operator {
+                Operator::In => get(&r.key).is_some_and(|v| r.values.contains(v)),
+                Operator::NotIn => get(&r.key).is_none_or(|v| !r.values.contains(v)),
+                Operator::Exists => get(&r.key).is_some(),
+                Operator::DoesNotExist => get(&r.key).is_none(),
+            })
+    }
+}
+
+/// All loaded policies; a namespaced policy wins over a cluster-wide one,
+/// then names decide, so the choice never depends on file order.
+#[derive(Debug, Clone, Default)]
+pub struct PolicySet {
+    policies: Vec<Policy>,
+}
+
+impl PolicySet {
+    pub fn new(mut policies: Vec<Policy>) -> Result<Self, PolicyError> {
+        policies.sort_by(|a, b| {
+            (a.namespace.is_none(), &a.namespace, &a.name).cmp(&(
+                b.namespace.is_none(),
+                &b.namespace,
+                &b.name,
+            ))
+        });
+        for pair in policies.windows(2) {
+            if pair[0].namespace == pair[1].namespace && pair[0].name == pair[1].name {
+                return Err(PolicyError::at(
+                    &pair[1].source,
+                    "metadata.name",
+                    format!(
+                        "{} is also defined in {}",
+                        pair[1].describe(),
+                        pair[0].source
+                    ),
+                ));
+            }
+        }
+        Ok(PolicySet { policies })
+    }
+
+    /// Parses every document of one YAML (or JSON) text.
+    pub fn parse(text: &str, source: &str) -> Result<Vec<Policy>, PolicyError> {
+        let mut out = Vec::new();
+        for (i, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+            let location = format!("{source}: document {}", i + 1);
+            let doc: Option<spec::Document> =
+                serde_path_to_error::deserialize(document).map_err(|e| {
+                    let path = e.path().to_string();
+                    PolicyError {
+                        location: location.clone(),
+                        field: (path != ".").then_some(path),
+                        message: e
+                            .into_inner()
+                            .to_string()
+                            .replace("unknown variant", "unknown value"),
+                    }
+                })?;
+            if let Some(doc) = doc {
+                out.push(Policy::compile(doc, &location)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Loads a policy file, or every `.yaml`, `.yml` and `.json` file of a
+    /// directory (not recursive).
+    pub fn load(path: &Path) -> Result<Self, PolicyError> {
+        let io_err = |p: &Path, e: std::io::Error| PolicyError {
+            location: p.display().to_string(),
+            field: None,
+            message: e.to_string(),
+        };
+        let mut files = Vec::new();
+        if path.is_dir() {
+            for entry in std::fs::read_dir(path).map_err(|e| io_err(path, e))? {
+                let file = entry.map_err(|e| io_err(path, e))?.path();
+                let is_policy = file
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"));
+                if is_policy && file.is_file() {
+                    files.push(file);
+                }
+            }
+            files.sort();
+        } else {
+            files.push(path.to_path_buf());
+        }
+        let mut policies = Vec::new();
+        for file in files {
+            let text = std::fs::read_to_string(&file).map_err(|e| io_err(&file, e))?;
+            policies.extend(Self::parse(&text, &file.display().to_string())?);
+        }
+        Self::new(policies)
+    }
+
+    /// The policy that governs this workload, if any.
+    pub fn select(&self, workload: &Workload) -> Option<&Policy> {
+        self.policies.iter().find(|p| p.governs(workload))
+    }
+
+    pub fn may_govern(&self, kind: WorkloadKind, namespace: &str) -> bool {
+        self.policies.iter().any(|p| p.may_govern(kind, namespace))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Policy> {
+        self.policies.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.policies.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+}
+
+/// Lets a policy be read from a value (a custom resource from the cluster).
+impl Policy {
+    pub fn from_value(value: serde_json::Value, location: &str) -> Result<Policy, PolicyError> {
+        let doc: spec::Document = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            PolicyError {
+                location: location.to_string(),
+                field: (path != ".").then_some(path),
+                message: e
+                    .into_inner()
+                    .to_string()
+                    .replace("unknown variant", "unknown value"),
+            }
+        })?;
+        Policy::compile(doc, location)
+    }
+}

@@ -1,0 +1,351 @@
+//! One view over StatefulSet and Deployment: what upgrade-guard reads of a
+//! workload (labels, pod template, replicas, partition, refresh state) without
+//! caring which of the two it is.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::{Deserialize, Serialize};
+
+/// Annotations on the workload (DESIGN.md, "Annotations").
+pub const FORCE_TO: &str = "upgradeguard.io/force-to";
+pub const FORCE_REASON: &str = "upgradeguard.io/force-reason";
+pub const PAUSE_AFTER: &str = "upgradeguard.io/pause-after";
+pub const RESUME: &str = "upgradeguard.io/resume";
+pub const REFRESH: &str = "upgradeguard.io/refresh";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum WorkloadKind {
+    StatefulSet,
+    Deployment,
+}
+
+impl WorkloadKind {
+    pub const ALL: [WorkloadKind; 2] = [WorkloadKind::StatefulSet, WorkloadKind::Deployment];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkloadKind::StatefulSet => "StatefulSet",
+            WorkloadKind::Deployment => "Deployment",
+        }
+    }
+
+    /// The kind behind an `apps/v1` resource name, as a `scale` subresource
+    /// request names it.
+    pub fn from_resource(resource: &str) -> Option<Self> {
+        match resource {
+            "statefulsets" => Some(WorkloadKind::StatefulSet),
+            "deployments" => Some(WorkloadKind::Deployment),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for WorkloadKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for WorkloadKind {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "StatefulSet" => Ok(WorkloadKind::StatefulSet),
+            "Deployment" => Ok(WorkloadKind::Deployment),
+            _ => Err(()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Workload {
+    StatefulSet(Box<StatefulSet>),
+    Deployment(Box<Deployment>),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{kind} {name}: {source}")]
+pub struct WorkloadError {
+    kind: WorkloadKind,
+    name: String,
+    #[source]
+    source: serde_path_to_error::Error<serde_json::Error>,
+}
+
+impl Workload {
+    /// Reads an `apps/v1` StatefulSet or Deployment; `Ok(None)` for any other
+    /// kind, which upgrade-guard leaves alone.
+    pub fn from_value(value: serde_json::Value) -> Result<Option<Self>, WorkloadError> {
+        let kind = match (
+            value.get("apiVersion").and_then(|v| v.as_str()),
+            value.get("kind").and_then(|v| v.as_str()),
+        ) {
+            (Some("apps/v1"), Some(kind)) => match kind.parse::<WorkloadKind>() {
+                Ok(kind) => kind,
+                Err(()) => return Ok(None),
+            },
+            _ => return Ok(None),
+        };
+        let name = value
+            .pointer("/metadata/name")
+            .and_then(|v| v.as_str())
+            .unwrap_or("(unnamed)")
+            .to_string();
+        let wrap = |source| WorkloadError { kind, name, source };
+        Ok(Some(match kind {
+            WorkloadKind::StatefulSet => Workload::StatefulSet(Box::new(
+                serde_path_to_error::deserialize(value).map_err(wrap)?,
+            )),
+            WorkloadKind::Deployment => Workload::Deployment(Box::new(
+                serde_path_to_error::deserialize(value).map_err(wrap)?,
+            )),
+        }))
+    }
+
+    pub fn kind(&self) -> WorkloadKind {
+        match self {
+            Workload::StatefulSet(_) => WorkloadKind::StatefulSet,
+            Workload::Deployment(_) => WorkloadKind::Deployment,
+        }
+    }
+
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Workload::StatefulSet(s) => &s.metadata,
+            Workload::Deployment(d) => &d.metadata,
+        }
+    }
+
+    pub fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Workload::StatefulSet(s) => &mut s.metadata,
+            Workload::Deployment(d) => &mut d.metadata,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.metadata().name.as_deref().unwrap_or("")
+    }
+
+    /// A manifest without a namespace lands in `default`, as kubectl puts it.
+    pub fn namespace(&self) -> &str {
+        self.metadata().namespace.as_deref().unwrap_or("default")
+    }
+
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.metadata()
+            .annotations
+            .as_ref()?
+            .get(key)
+            .map(String::as_str)
+    }
+
+    pub fn labels(&self) -> Option<&BTreeMap<String, String>> {
+        self.metadata().labels.as_ref()
+    }
+
+    pub fn template(&self) -> Option<&PodTemplateSpec> {
+        match self {
+            Workload::StatefulSet(s) => s.spec.as_ref().map(|s| &s.template),
+            Workload::Deployment(d) => d.spec.as_ref().map(|s| &s.template),
+        }
+    }
+
+    /// `spec.replicas`, defaulted to 1 as the API server does.
+    pub fn replicas(&self) -> i32 {
+        match self {
+            Workload::StatefulSet(s) => s.spec.as_ref().and_then(|s| s.replicas),
+            Workload::Deployment(d) => d.spec.as_ref().and_then(|s| s.replicas),
+        }
+        .unwrap_or(1)
+    }
+
+    /// The RollingUpdate partition of a StatefulSet (0 when unset); `None` for
+    /// a Deployment, which has none.
+    pub fn partition(&self) -> Option<i32> {
+        match self {
+            Workload::StatefulSet(s) => Some(
+                s.spec
+                    .as_ref()
+                    .and_then(|s| s.update_strategy.as_ref())
+                    .and_then(|u| u.rolling_update.as_ref())
+                    .and_then(|r| r.partition)
+                    .unwrap_or(0),
+            ),
+            Workload::Deployment(_) => None,
+        }
+    }
+
+    /// The refresh record kept in the `upgradeguard.io/refresh` annotation:
+    /// `None` when absent, `Some(Err)` when someone wrote something unreadable.
+    pub fn refresh_record(&self) -> Option<Result<RefreshRecord, serde_json::Error>> {
+        self.annotation(REFRESH).map(serde_json::from_str)
+    }
+
+    /// Whether the workload's status shows a rollout that has not finished.
+    /// Compared with `status.replicas` (the pods that exist), not
+    /// `spec.replicas`, so a StatefulSet still creating pods in order is not
+    /// mistaken for a refresh.
+    pub fn status_shows_rollout(&self) -> bool {
+        match self {
+            Workload::StatefulSet(s) => s.status.as_ref().is_some_and(|st| {
+                let revisions_differ = match (&st.current_revision, &st.update_revision) {
+                    (Some(current), Some(update)) => current != update,
+                    _ => false,
+                };
+                revisions_differ || st.updated_replicas.unwrap_or(0) < st.replicas
+            }),
+            Workload::Deployment(d) => d.status.as_ref().is_some_and(|st| {
+                let generation_lags = match (st.observed_generation, d.metadata.generation) {
+                    (Some(observed), Some(generation)) => observed < generation,
+                    _ => false,
+                };
+                generation_lags || st.updated_replicas.unwrap_or(0) < st.replicas.unwrap_or(0)
+            }),
+        }
+    }
+
+    /// Whether the API server's status lags the spec (the controller has not
+    /// seen the last change yet).
+    pub fn status_is_stale(&self) -> bool {
+        let (observed, generation) = match self {
+            Workload::StatefulSet(s) => (
+                s.status.as_ref().and_then(|st| st.observed_generation),
+                s.metadata.generation,
+            ),
+            Workload::Deployment(d) => (
+                d.status.as_ref().and_then(|st| st.observed_generation),
+                d.metadata.generation,
+            ),
+        };
+        matches!((observed, generation), (Some(o), Some(g)) if o < g)
+    }
+}
+
+/// What the webhook (and later the refresh controller) records about a
+/// refresh, as JSON in the `upgradeguard.io/refresh` annotation. Everything
+/// needed to resume lives here and in the status, never in memory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefreshRecord {
+    pub from: String,
+    pub to: String,
+    pub started: jiff::Timestamp,
+    pub state: RefreshState,
+    /// The partition this record was written for; a partition lower than
+    /// this that the record does not confirm is not a step of the refresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<i32>,
+    /// Per container, when more than one governed container changes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub containers: BTreeMap<String, VersionStep>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionStep {
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefreshState {
+    RollingOut,
+    Paused,
+    Failed,
+    RollingBack,
+    Completed,
+}
+
+impl RefreshRecord {
+    pub fn is_active(&self) -> bool {
+        self.state != RefreshState::Completed
+    }
+
+    /// The version container `name` had when this refresh started.
+    pub fn from_of(&self, name: &str) -> &str {
+        self.containers.get(name).map_or(&self.from, |s| &s.from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sts(status: serde_json::Value) -> Workload {
+        Workload::from_value(json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "db", "generation": 2},
+            "spec": {"selector": {}, "serviceName": "db", "template": {}},
+            "status": status,
+        }))
+        .unwrap()
+        .unwrap()
+    }
+
+    #[test]
+    fn other_kinds_are_not_workloads() {
+        for value in [
+            json!({"apiVersion": "v1", "kind": "Service"}),
+            json!({"apiVersion": "apps/v1beta1", "kind": "StatefulSet"}),
+            json!({"apiVersion": "apps/v1", "kind": "DaemonSet"}),
+            json!({"kind": "StatefulSet"}),
+        ] {
+            assert!(Workload::from_value(value).unwrap().is_none());
+        }
+    }
+
+    #[test]
+    fn a_wrongly_typed_field_is_named() {
+        let err = Workload::from_value(json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "db"}, "spec": {"replicas": "three"},
+        }))
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("StatefulSet db: spec.replicas: "),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn statefulset_rollout_is_read_from_status_pods_not_spec() {
+        // As recorded: 3 wanted, one pod created, on the update revision.
+        let settled = json!({"replicas": 1, "updatedReplicas": 1,
+            "currentRevision": "a", "updateRevision": "a"});
+        assert!(!sts(settled).status_shows_rollout());
+        let moving = json!({"replicas": 1, "currentRevision": "a", "updateRevision": "b"});
+        assert!(sts(moving).status_shows_rollout());
+        let lagging = json!({"replicas": 3, "updatedReplicas": 2,
+            "currentRevision": "a", "updateRevision": "a"});
+        assert!(sts(lagging).status_shows_rollout());
+        assert!(!sts(json!(null)).status_shows_rollout());
+    }
+
+    #[test]
+    fn stale_status_is_observed_generation_behind() {
+        assert!(sts(json!({"replicas": 0, "observedGeneration": 1})).status_is_stale());
+        assert!(!sts(json!({"replicas": 0, "observedGeneration": 2})).status_is_stale());
+        assert!(!sts(json!({"replicas": 0})).status_is_stale());
+    }
+
+    #[test]
+    fn refresh_record_round_trips_and_tolerates_extra_fields() {
+        let text = r#"{"from":"1.7.0","to":"1.8.0","started":"2026-11-21T19:33:22Z","state":"RollingOut","partition":2,"units":[]}"#;
+        let record: RefreshRecord = serde_json::from_str(text).unwrap();
+        assert_eq!(record.partition, Some(2));
+        assert!(record.is_active());
+        assert_eq!(record.from_of("db"), "1.7.0");
+        let back = serde_json::to_string(&record).unwrap();
+        assert_eq!(
+            back,
+            r#"{"from":"1.7.0","to":"1.8.0","started":"2026-11-21T19:33:22Z","state":"RollingOut","partition":2}"#
+        );
+    }
+}
