@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use serde::Deserialize;
 
 use crate::decide::Snapshot;
 use crate::workload::{Workload, WorkloadKind};
@@ -32,35 +33,44 @@ impl InputError {
     }
 }
 
-/// Parses every document of a YAML or JSON text.
+/// Parses every document of a YAML text, or every value of a JSON stream
+/// (kubectl prints several objects as concatenated JSON).
 pub fn parse(text: &str, source: &str) -> Result<Vec<Manifest>, InputError> {
     let mut out = Vec::new();
-    for (i, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-        let location = format!("{source}: document {}", i + 1);
-        let value: serde_json::Value = serde_path_to_error::deserialize(document).map_err(|e| {
-            let path = e.path().to_string();
-            let message = e.into_inner().to_string();
-            InputError::new(
-                &location,
-                if path == "." {
-                    message
-                } else {
-                    format!("{path}: {message}")
-                },
-            )
-        })?;
-        match value {
-            serde_json::Value::Null => {}
-            serde_json::Value::Object(_) => unwrap_list(value, location, &mut out)?,
-            other => {
-                return Err(InputError::new(
-                    location,
-                    format!("expected a Kubernetes object, found {}", json_type(&other)),
-                ));
-            }
+    if text.trim_start().starts_with(['{', '[']) {
+        let stream = serde_json::Deserializer::from_str(text).into_iter::<serde_json::Value>();
+        for (i, value) in stream.enumerate() {
+            let location = format!("{source}: document {}", i + 1);
+            let value = value.map_err(|e| InputError::new(&location, e))?;
+            document(value, location, &mut out)?;
         }
+        return Ok(out);
+    }
+    for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let location = format!("{source}: document {}", i + 1);
+        // Through serde_yaml_ng's own Value, which refuses a key given twice
+        // (serde_json's map would silently keep the last one).
+        let value = serde_yaml_ng::Value::deserialize(doc)
+            .and_then(|yaml| serde_json::to_value(yaml).map_err(serde::ser::Error::custom))
+            .map_err(|e| InputError::new(&location, e))?;
+        document(value, location, &mut out)?;
     }
     Ok(out)
+}
+
+fn document(
+    value: serde_json::Value,
+    location: String,
+    out: &mut Vec<Manifest>,
+) -> Result<(), InputError> {
+    match value {
+        serde_json::Value::Null => Ok(()),
+        serde_json::Value::Object(_) => unwrap_list(value, location, out),
+        other => Err(InputError::new(
+            location,
+            format!("expected a Kubernetes object, found {}", json_type(&other)),
+        )),
+    }
 }
 
 fn unwrap_list(

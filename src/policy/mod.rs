@@ -11,6 +11,7 @@ use std::path::Path;
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use regex::Regex;
+use serde::Deserialize;
 
 pub use path::{PathOutcome, Refusal};
 pub use spec::{Downgrade, Health, Operator, Override, PauseAfter, Selector, Step, Track};
@@ -412,18 +413,12 @@ impl PolicySet {
         let mut out = Vec::new();
         for (i, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
             let location = format!("{source}: document {}", i + 1);
-            let doc: Option<spec::Document> =
-                serde_path_to_error::deserialize(document).map_err(|e| {
-                    let path = e.path().to_string();
-                    PolicyError {
-                        location: location.clone(),
-                        field: (path != ".").then_some(path),
-                        message: e
-                            .into_inner()
-                            .to_string()
-                            .replace("unknown variant", "unknown value"),
-                    }
-                })?;
+            // serde_yaml_ng's own message names the field path, line and column.
+            let doc = Option::<spec::Document>::deserialize(document).map_err(|e| PolicyError {
+                location: location.clone(),
+                field: None,
+                message: friendly(&e.to_string()),
+            })?;
             if let Some(doc) = doc {
                 out.push(Policy::compile(doc, &location)?);
             }
@@ -437,7 +432,7 @@ impl PolicySet {
         let io_err = |p: &Path, e: std::io::Error| PolicyError {
             location: p.display().to_string(),
             field: None,
-            message: e.to_string(),
+            message: format!("cannot read policies: {e}"),
         };
         let mut files = Vec::new();
         if path.is_dir() {
@@ -485,18 +480,21 @@ impl PolicySet {
     }
 }
 
+/// serde says "variant" where a policy author thinks "value".
+fn friendly(message: &str) -> String {
+    message.replace("unknown variant", "unknown value")
+}
+
 /// Lets a policy be read from a value (a custom resource from the cluster).
 impl Policy {
     pub fn from_value(value: serde_json::Value, location: &str) -> Result<Policy, PolicyError> {
+        // A JSON value carries no positions: track the path to name the field.
         let doc: spec::Document = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             PolicyError {
                 location: location.to_string(),
                 field: (path != ".").then_some(path),
-                message: e
-                    .into_inner()
-                    .to_string()
-                    .replace("unknown variant", "unknown value"),
+                message: friendly(&e.into_inner().to_string()),
             }
         })?;
         Policy::compile(doc, location)

@@ -2,6 +2,7 @@
 //! server's wire format and [`decide`]. `upgrade-guard review` and the server
 //! both call [`review`], so they return the same bytes.
 
+use base64::Engine;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use kube::core::{DynamicObject, response::StatusSummary};
 
@@ -35,7 +36,7 @@ impl Endpoint {
 pub enum ReviewError {
     #[error("the body is empty")]
     Empty,
-    #[error("the body is not an AdmissionReview: {path}: {message}")]
+    #[error("the body is not an AdmissionReview: {}{message}", if path == "." { String::new() } else { format!("{path}: ") })]
     Malformed { path: String, message: String },
     #[error("apiVersion {0:?} is not supported: send admission.k8s.io/v1")]
     ApiVersion(String),
@@ -234,9 +235,14 @@ fn respond(
 /// `HashMap` in kube-core).
 pub fn render(resp: AdmissionResponse) -> Vec<u8> {
     let review = resp.into_review();
-    let mut body = serde_json::to_value(&review)
-        .and_then(|v| serde_json::to_vec(&v))
-        .unwrap_or_default();
+    let mut value = serde_json::to_value(&review).unwrap_or_default();
+    // kube-core serializes the patch bytes as a number array; the API server
+    // reads a Go []byte, which is base64 (kube-rs issue #1781).
+    if let Some(patch) = value.pointer_mut("/response/patch") {
+        let bytes: Vec<u8> = serde_json::from_value(patch.take()).unwrap_or_default();
+        *patch = serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
+    }
+    let mut body = serde_json::to_vec(&value).unwrap_or_default();
     body.push(b'\n');
     body
 }

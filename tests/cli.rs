@@ -1,0 +1,523 @@
+//! `upgrade-guard review` and `check` end to end, through the binary, on
+//! AdmissionReviews recorded from a real API server and manifests edited by
+//! real kubectl.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use base64::Engine;
+use common::*;
+use serde_json::{Value, json};
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(args: &[&str], stdin: &[u8]) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_upgrade-guard"))
+        .args(args)
+        .current_dir(root())
+        .env_remove("UPGRADE_GUARD_POLICIES")
+        .env("UPGRADE_GUARD_NOW", NOW)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code().unwrap(),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+fn response(run: &Run) -> Value {
+    let review: Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout));
+    assert_eq!(review["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(review["kind"], "AdmissionReview");
+    review["response"].clone()
+}
+
+fn sample_path(name: &str) -> String {
+    samples_dir().join(name).display().to_string()
+}
+
+/// A bad input: exit 2, one line on stderr, nothing on stdout.
+fn bad_input(run: &Run, says: &str) {
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(run.stderr.starts_with("upgrade-guard: "), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(says),
+        "expected {says:?} in {}",
+        run.stderr
+    );
+}
+
+#[test]
+fn every_recorded_kubectl_action_gets_its_verdict() {
+    // (sample, allowed, rule)
+    let table = [
+        ("sts-create-apply.json", true, None),
+        ("sts-update-set-image.json", true, None),
+        ("sts-scale-subresource.json", true, None),
+        ("sts-update-annotate.json", true, None),
+        ("sts-update-patch-partition.json", true, None),
+        ("sts-update-rollout-undo.json", false, Some("downgrade")),
+        (
+            "sts-update-client-side-apply.json",
+            false,
+            Some("skip-version"),
+        ),
+        (
+            "sts-update-server-side-apply-dry-run.json",
+            false,
+            Some("skip-version"),
+        ),
+        ("sts-delete.json", true, None),
+        ("deploy-create.json", true, None),
+        ("deploy-update-set-image.json", true, None),
+        ("deploy-scale-subresource.json", true, None),
+    ];
+    for (name, allowed, rule) in table {
+        let out = run(&["review", &sample_path(name)], b"");
+        let resp = response(&out);
+        assert_eq!(
+            resp["uid"],
+            sample(name)["request"]["uid"],
+            "{name}: uid echoed"
+        );
+        assert_eq!(resp["allowed"], allowed, "{name}: {resp}");
+        assert_eq!(out.code, if allowed { 0 } else { 1 }, "{name}");
+        assert!(
+            resp.get("patch").is_none(),
+            "{name}: /validate never patches"
+        );
+        match rule {
+            Some(rule) => {
+                assert_eq!(resp["status"]["code"], 403, "{name}");
+                assert_eq!(resp["auditAnnotations"]["rule"], rule, "{name}");
+                let message = resp["status"]["message"].as_str().unwrap();
+                assert!(
+                    message.starts_with("StatefulSet shop/db: "),
+                    "{name}: {message}"
+                );
+            }
+            None => assert!(resp.get("auditAnnotations").is_none(), "{name}"),
+        }
+    }
+}
+
+#[test]
+fn mutate_returns_the_patch_that_starts_a_one_pod_refresh() {
+    let out = run(
+        &[
+            "review",
+            "--mutate",
+            &sample_path("sts-update-set-image.json"),
+        ],
+        b"",
+    );
+    assert_eq!(out.code, 0);
+    let resp = response(&out);
+    assert_eq!(resp["allowed"], true);
+    assert_eq!(resp["patchType"], "JSONPatch");
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(resp["patch"].as_str().unwrap())
+        .unwrap();
+    let patch: Value = serde_json::from_slice(&patch).unwrap();
+    let record = format!(
+        r#"{{"from":"1.7.0","to":"1.8.0","started":"{NOW}","state":"RollingOut","partition":2}}"#
+    );
+    assert_eq!(
+        patch,
+        json!([
+            {"op": "add", "path": "/spec/updateStrategy/rollingUpdate/partition", "value": 2},
+            {"op": "add", "path": "/metadata/annotations/upgradeguard.io~1refresh", "value": record},
+        ])
+    );
+    // The patched object, reviewed again as the API server re-invokes, needs nothing more.
+    let mut review = sample("sts-update-set-image.json");
+    let ops: json_patch::Patch = serde_json::from_value(patch).unwrap();
+    json_patch::patch(&mut review["request"]["object"], &ops).unwrap();
+    let again = run(&["review", "--mutate", "-"], review.to_string().as_bytes());
+    assert!(response(&again).get("patch").is_none(), "{}", again.stdout);
+    // And the validating webhook admits what was mutated.
+    let validated = run(&["review", "-"], review.to_string().as_bytes());
+    assert_eq!(response(&validated)["allowed"], true);
+}
+
+#[test]
+fn mutate_never_refuses_and_leaves_a_refused_change_unpatched() {
+    let out = run(
+        &[
+            "review",
+            "--mutate",
+            &sample_path("sts-update-client-side-apply.json"),
+        ],
+        b"",
+    );
+    assert_eq!(out.code, 0);
+    let resp = response(&out);
+    assert_eq!(resp["allowed"], true);
+    assert!(resp.get("patch").is_none());
+}
+
+#[test]
+fn a_kubectl_edit_of_the_live_object_is_judged_like_the_recording() {
+    // The recorded set-image envelope, carrying `kubectl set image --local` output.
+    let mut review = sample("sts-update-set-image.json");
+    review["request"]["oldObject"] = value("generated/live-db-1.8.0.json");
+    review["request"]["object"] = value("generated/live-db-1.9.0.yaml");
+    let out = run(&["review"], review.to_string().as_bytes());
+    let resp = response(&out);
+    assert_eq!(resp["allowed"], true, "1.8 → 1.9 is the next minor: {resp}");
+    review["request"]["oldObject"] = value("generated/live-db-1.8.0.json");
+    review["request"]["object"]["spec"]["template"]["spec"]["containers"][0]["image"] =
+        json!("registry.example.com/shop/db:2.0.0");
+    let resp = response(&run(&["review"], review.to_string().as_bytes()));
+    assert_eq!(resp["auditAnnotations"]["rule"], "cross-track");
+}
+
+#[test]
+fn scale_is_judged_against_the_objects_the_cache_would_hold() {
+    let scale = sample_path("sts-scale-subresource.json");
+    let blind = response(&run(&["review", &scale], b""));
+    assert_eq!(blind["allowed"], true);
+    assert!(
+        blind["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("a Scale carries no refresh state")
+    );
+
+    let live = root().join("tests/fixtures/generated/live-db-refreshing.json");
+    let out = run(
+        &["review", &scale, "--objects", live.to_str().unwrap()],
+        b"",
+    );
+    assert_eq!(out.code, 1);
+    let resp = response(&out);
+    assert_eq!(resp["status"]["code"], 403);
+    assert!(
+        resp["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("scaling from 3 to 5 is refused while a rollout is in progress")
+    );
+
+    // `kubectl get -o yaml` prints a List: it is unwrapped.
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": [value("generated/live-db-refreshing.json")]});
+    let dir = tempdir();
+    let path = dir.join("objects.yaml");
+    std::fs::write(&path, serde_json::to_string(&list).unwrap()).unwrap();
+    assert_eq!(
+        run(
+            &["review", &scale, "--objects", path.to_str().unwrap()],
+            b""
+        )
+        .code,
+        1
+    );
+}
+
+#[test]
+fn dry_run_requests_get_the_same_verdict() {
+    let dry = response(&run(
+        &[
+            "review",
+            &sample_path("sts-update-server-side-apply-dry-run.json"),
+        ],
+        b"",
+    ));
+    let mut live = sample("sts-update-server-side-apply-dry-run.json");
+    live["request"]["dryRun"] = json!(false);
+    let real = response(&run(&["review"], live.to_string().as_bytes()));
+    assert_eq!(dry["status"], real["status"]);
+    assert_eq!(dry["auditAnnotations"], real["auditAnnotations"]);
+}
+
+#[test]
+fn bad_reviews_exit_2_with_one_line() {
+    bad_input(&run(&["review"], b""), "standard input: the body is empty");
+    bad_input(
+        &run(&["review"], b"{\"apiVersion\": "),
+        "the body is not an AdmissionReview: apiVersion: EOF while parsing",
+    );
+    bad_input(
+        &run(&["review"], b"[1, 2]"),
+        "invalid type: sequence, expected struct AdmissionReview",
+    );
+    bad_input(
+        &run(
+            &["review"],
+            br#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}"#,
+        ),
+        "apiVersion \"v1\" is not supported: send admission.k8s.io/v1",
+    );
+    let mut old = sample("sts-update-set-image.json");
+    old["apiVersion"] = json!("admission.k8s.io/v1beta1");
+    bad_input(
+        &run(&["review"], old.to_string().as_bytes()),
+        "apiVersion \"admission.k8s.io/v1beta1\" is not supported",
+    );
+    bad_input(
+        &run(
+            &["review"],
+            br#"{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}"#,
+        ),
+        "the AdmissionReview has no request",
+    );
+    let mut wrong = sample("sts-update-set-image.json");
+    wrong["request"]["object"]["spec"]["replicas"] = json!("three");
+    bad_input(
+        &run(&["review"], wrong.to_string().as_bytes()),
+        "request.object: StatefulSet db: spec.replicas: invalid type",
+    );
+    let mut missing = sample("sts-update-set-image.json");
+    missing["request"]["oldObject"] = Value::Null;
+    bad_input(
+        &run(&["review"], missing.to_string().as_bytes()),
+        "request.oldObject is missing for a UPDATE request",
+    );
+    bad_input(
+        &run(&["review", "no/such/file.json"], b""),
+        "no/such/file.json: No such file or directory",
+    );
+}
+
+#[test]
+fn a_bad_policy_stops_every_command_with_exit_2() {
+    let dir = tempdir();
+    std::fs::write(
+        dir.join("p.yaml"),
+        "apiVersion: upgradeguard.io/v1alpha1\nkind: UpgradePolicy\nmetadata: {name: p}\nspec:\n  selector: {}\n  tarck: major\n",
+    )
+    .unwrap();
+    let policies = dir.display().to_string();
+    let sample = sample_path("sts-update-set-image.json");
+    bad_input(
+        &run(&["--policies", &policies, "review", &sample], b""),
+        "p.yaml: document 1: spec: unknown field `tarck`",
+    );
+    let fixtures = root().join("tests/fixtures/check/allowed");
+    let (old, new) = (fixtures.join("old"), fixtures.join("new"));
+    bad_input(
+        &run(
+            &[
+                "check",
+                "--policies",
+                &policies,
+                "--old",
+                old.to_str().unwrap(),
+                "--new",
+                new.to_str().unwrap(),
+            ],
+            b"",
+        ),
+        "unknown field `tarck`",
+    );
+}
+
+fn check(case: &str, extra: &[&str]) -> Run {
+    let dir = root().join("tests/fixtures/check").join(case);
+    let (old, new) = (dir.join("old"), dir.join("new"));
+    let mut args = vec![
+        "check",
+        "--old",
+        old.to_str().unwrap(),
+        "--new",
+        new.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    run(&args, b"")
+}
+
+#[test]
+fn check_passes_a_repository_whose_changes_are_all_allowed() {
+    let out = check("allowed", &[]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(lines[0].starts_with("OBJECT"), "{}", out.stdout);
+    assert!(out.stdout.contains("StatefulSet shop/db"), "{}", out.stdout);
+    assert!(
+        lines.iter().any(|l| l.contains("analytics/kyuubi")
+            && l.contains("3.4.1 → 3.4.3")
+            && l.contains("allowed")),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn check_refuses_a_repository_with_an_unsafe_upgrade() {
+    let out = check("refused", &["--output", "json"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let report: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["allowed"], false);
+    let verdict = |name: &str| {
+        report["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {report}"))
+            .clone()
+    };
+    assert_eq!(verdict("db")["verdict"], "allowed");
+    assert_eq!(verdict("kyuubi")["rule"], "cross-track");
+    assert_eq!(verdict("clusterdb")["rule"], "skip-version");
+    assert!(
+        verdict("clusterdb")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("v1 → v3 skips v2: upgrade to v2 first")
+    );
+    // Both FATE Deployments came from a List in the old set.
+    assert_eq!(verdict("mysql")["rule"], "matrix");
+    assert_eq!(verdict("fateboard")["rule"], "matrix");
+    assert_eq!(verdict("fateboard")["operation"], "UPDATE");
+
+    let table = check("refused", &[]);
+    assert_eq!(table.code, 1);
+    assert!(
+        table
+            .stdout
+            .lines()
+            .any(|l| l.contains("StatefulSet data/clusterdb")
+                && l.contains("v1 → v3")
+                && l.contains("refused")
+                && l.contains("skip-version")),
+        "{}",
+        table.stdout
+    );
+}
+
+#[test]
+fn check_reads_standard_input_and_treats_new_objects_as_creates() {
+    let new = std::fs::read(fixture("manifests/db.yaml")).unwrap();
+    let empty = tempdir();
+    let out = run(
+        &[
+            "check",
+            "--old",
+            empty.to_str().unwrap(),
+            "--new",
+            "-",
+            "--output",
+            "json",
+        ],
+        &new,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let report: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["results"][0]["operation"], "CREATE");
+}
+
+#[test]
+fn check_reads_a_kubectl_json_stream() {
+    let stream = format!(
+        "{}\n{}",
+        value("generated/db-1.8.0.yaml"),
+        value("generated/kyuubi-3.4.3.yaml")
+    );
+    let old = root().join("tests/fixtures/check/allowed/old");
+    let out = run(
+        &["check", "--old", old.to_str().unwrap(), "--new", "-"],
+        stream.as_bytes(),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.stdout
+            .lines()
+            .filter(|l| l.contains(" UPDATE "))
+            .count(),
+        2,
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn check_refuses_bad_manifests_with_exit_2() {
+    let dir = tempdir();
+    let good = fixture("manifests/db.yaml");
+    let good = good.to_str().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let broken = write(
+        "broken.yaml",
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db\n",
+    );
+    bad_input(
+        &run(&["check", "--old", good, "--new", &broken], b""),
+        "broken.yaml: document 1: ",
+    );
+    let scalar = write("scalar.yaml", "kind: ConfigMap\n---\njust text\n");
+    bad_input(
+        &run(&["check", "--old", good, "--new", &scalar], b""),
+        "scalar.yaml: document 2: expected a Kubernetes object, found a string",
+    );
+    // kubectl --local -o yaml glues objects together without `---`.
+    let glued = write(
+        "glued.yaml",
+        "apiVersion: v1\nkind: ConfigMap\napiVersion: apps/v1\nkind: Deployment\n",
+    );
+    bad_input(
+        &run(&["check", "--old", good, "--new", &glued], b""),
+        "glued.yaml: document 1: duplicate entry with key \"apiVersion\"",
+    );
+    let typed = write(
+        "typed.yaml",
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db, namespace: shop}\nspec: {replicas: many}\n",
+    );
+    bad_input(
+        &run(&["check", "--old", good, "--new", &typed], b""),
+        "typed.yaml: document 1: StatefulSet db: spec.replicas: invalid type",
+    );
+    let twice = write(
+        "twice.yaml",
+        &format!(
+            "{}---\n{}",
+            std::fs::read_to_string(good).unwrap(),
+            std::fs::read_to_string(good).unwrap()
+        ),
+    );
+    bad_input(
+        &run(&["check", "--old", good, "--new", &twice], b""),
+        "StatefulSet shop/db is also defined at",
+    );
+    bad_input(
+        &run(&["check", "--old", good, "--new", "no/such/dir"], b""),
+        "no/such/dir: No such file or directory",
+    );
+    bad_input(
+        &run(&["check", "--old", "-", "--new", "-"], b""),
+        "cannot both read standard input",
+    );
+}
+
+/// A fresh directory under the target dir (no extra dependency for it).
+fn tempdir() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "upgrade-guard-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -1,0 +1,652 @@
+//! The decision core, judged on objects made by real kubectl edits
+//! (tests/fixtures/generate.sh) and on live objects recorded from an API server.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use upgrade_guard::decide::{Change, NoCluster, Rule, Snapshot};
+use upgrade_guard::workload::{REFRESH, RefreshRecord, RefreshState, Workload, WorkloadKind};
+
+fn record(w: &Workload) -> RefreshRecord {
+    w.refresh_record().expect("a refresh record").unwrap()
+}
+
+fn refused(v: &upgrade_guard::decide::Verdict, rule: Rule) {
+    assert!(!v.allowed, "expected a refusal: {v:?}");
+    assert_eq!(v.rule, Some(rule), "{}", v.reason);
+    assert!(v.patch.is_empty(), "a refusal carries no patch");
+}
+
+/// The StatefulSet as recorded mid-refresh (1.7.0 → 1.8.0, pod 4 of 5
+/// updated), with the record and partition the webhook would have written.
+fn refreshing_with_record() -> Workload {
+    let live = workload("generated/live-db-refreshing.json");
+    let live = with(
+        &live,
+        "/spec/updateStrategy/rollingUpdate/partition",
+        json!(4),
+    );
+    let text = r#"{"from":"1.7.0","to":"1.8.0","started":"2026-11-21T19:00:00Z","state":"RollingOut","partition":4}"#;
+    with(
+        &live,
+        &format!("/metadata/annotations/{}", REFRESH.replace('/', "~1")),
+        json!(text),
+    )
+}
+
+#[test]
+fn a_minor_step_is_allowed_and_starts_a_refresh_at_the_highest_ordinal() {
+    let (old, new) = (
+        workload("manifests/db.yaml"),
+        workload("generated/db-1.8.0.yaml"),
+    );
+    let v = update(&old, &new, &policies());
+    assert!(v.allowed, "{v:?}");
+    assert_eq!(v.rule, None);
+    assert_eq!(
+        (v.from.as_deref(), v.to.as_deref()),
+        (Some("1.7.0"), Some("1.8.0"))
+    );
+    assert!(
+        v.audit_annotations().is_empty(),
+        "a plain approval is not audited"
+    );
+    let after = patched(&new, &v);
+    assert_eq!(
+        after.partition(),
+        Some(2),
+        "3 replicas: only ordinal 2 refreshes first"
+    );
+    let r = record(&after);
+    assert_eq!((r.from.as_str(), r.to.as_str()), ("1.7.0", "1.8.0"));
+    assert_eq!(r.state, RefreshState::RollingOut);
+    assert_eq!(r.partition, Some(2));
+    assert_eq!(r.started, now());
+}
+
+#[test]
+fn deciding_again_on_the_mutated_object_adds_nothing() {
+    let (old, new) = (
+        workload("manifests/db.yaml"),
+        workload("generated/db-1.8.0.yaml"),
+    );
+    let first = update(&old, &new, &policies());
+    let after = patched(&new, &first);
+    // Re-invoked later (reinvocationPolicy: IfNeeded), with a later clock.
+    let later = upgrade_guard::decide::decide(
+        &Change::Update {
+            old: old.clone(),
+            new: after.clone(),
+        },
+        &policies(),
+        &NoCluster,
+        "2026-11-22T08:00:00Z".parse().unwrap(),
+    );
+    assert!(later.allowed);
+    assert!(later.patch.is_empty(), "{:?}", later.patch);
+    assert_eq!(record(&after).started, now(), "the start time is kept");
+}
+
+#[test]
+fn skipping_a_minor_release_is_refused_with_the_next_step() {
+    let v = update(
+        &workload("manifests/db.yaml"),
+        &workload("generated/db-1.9.0.yaml"),
+        &policies(),
+    );
+    refused(&v, Rule::SkipVersion);
+    assert!(
+        v.reason.starts_with("StatefulSet shop/db: 1.7.0 → 1.9.0 skips 1.8.x: upgrade to 1.8.x first (rule skip-version, policy semver-db)"),
+        "{}",
+        v.reason
+    );
+    let audit = v.audit_annotations();
+    assert_eq!(audit["rule"], "skip-version");
+    assert_eq!(audit["from"], "1.7.0");
+    assert_eq!(audit["to"], "1.9.0");
+    assert!(
+        audit.keys().all(|k| !k.contains('/')),
+        "plain keys: the API server adds the prefix"
+    );
+}
+
+#[test]
+fn a_major_change_leaves_the_track() {
+    let v = update(
+        &workload("manifests/db.yaml"),
+        &workload("generated/db-2.0.0.yaml"),
+        &policies(),
+    );
+    refused(&v, Rule::CrossTrack);
+    assert!(
+        v.reason.contains("1.7.0 → 2.0.0 leaves release track 1.x"),
+        "{}",
+        v.reason
+    );
+    assert!(
+        !v.reason.contains("force-to"),
+        "crossTrack: deny cannot be forced, so no hint: {}",
+        v.reason
+    );
+}
+
+#[test]
+fn an_image_without_a_version_is_an_unknown_version() {
+    let v = update(
+        &workload("manifests/db.yaml"),
+        &workload("generated/db-latest.yaml"),
+        &policies(),
+    );
+    refused(&v, Rule::UnknownVersion);
+    assert!(
+        v.reason.contains("1.7.0 → latest: the version is unknown"),
+        "{}",
+        v.reason
+    );
+}
+
+#[test]
+fn a_force_override_applies_to_its_exact_target_only_and_is_audited() {
+    let old = workload("manifests/db.yaml");
+    let v = update(
+        &old,
+        &workload("generated/db-1.9.0-forced.yaml"),
+        &policies(),
+    );
+    assert!(v.allowed, "{}", v.reason);
+    assert_eq!(v.rule, Some(Rule::Forced));
+    assert!(
+        v.reason.contains("forced past 1.7.0 → 1.9.0 skips 1.8.x"),
+        "{}",
+        v.reason
+    );
+    assert!(
+        v.reason
+            .ends_with("1.8 was withdrawn; vendor-approved jump"),
+        "{}",
+        v.reason
+    );
+    assert_eq!(v.audit_annotations()["rule"], "forced");
+    assert!(v.warnings.iter().any(|w| w.contains("forced past")));
+    assert_eq!(
+        record(&patched(&workload("generated/db-1.9.0-forced.yaml"), &v)).to,
+        "1.9.0"
+    );
+
+    let other = update(
+        &old,
+        &workload("generated/db-1.9.0-forced-other.yaml"),
+        &policies(),
+    );
+    refused(&other, Rule::SkipVersion);
+    assert!(
+        other
+            .reason
+            .contains("upgradeguard.io/force-to is \"1.9.1\", which is not this target (1.9.0)"),
+        "{}",
+        other.reason
+    );
+}
+
+#[test]
+fn a_force_override_needs_a_reason_and_a_forceable_rule() {
+    let old = workload("manifests/db.yaml");
+    let no_reason = with(
+        &workload("generated/db-1.9.0-forced.yaml"),
+        "/metadata/annotations/upgradeguard.io~1force-reason",
+        json!(" "),
+    );
+    let v = update(&old, &no_reason, &policies());
+    refused(&v, Rule::SkipVersion);
+    assert!(
+        v.reason
+            .contains("needs a non-empty upgradeguard.io/force-reason"),
+        "{}",
+        v.reason
+    );
+
+    let major = with(
+        &workload("generated/db-2.0.0.yaml"),
+        "/metadata/annotations",
+        json!({
+        "upgradeguard.io/force-to": "2.0.0", "upgradeguard.io/force-reason": "please"}),
+    );
+    let v = update(&old, &major, &policies());
+    refused(&v, Rule::CrossTrack);
+    assert!(
+        v.reason
+            .contains("rule cross-track cannot be forced under this policy"),
+        "{}",
+        v.reason
+    );
+}
+
+#[test]
+fn kyuubi_stays_on_its_major_minor_track() {
+    let old = workload("manifests/kyuubi.yaml");
+    let v = update(&old, &workload("generated/kyuubi-3.4.3.yaml"), &policies());
+    assert!(v.allowed, "{}", v.reason);
+    let v = update(&old, &workload("generated/kyuubi-3.5.0.yaml"), &policies());
+    refused(&v, Rule::CrossTrack);
+    assert!(
+        v.reason
+            .contains("3.4.1 → 3.5.0 leaves release track 3.4.x"),
+        "{}",
+        v.reason
+    );
+}
+
+#[test]
+fn a_sidecar_change_is_a_refresh_without_a_version_change() {
+    let new = workload("generated/kyuubi-sidecar.yaml");
+    let v = update(&workload("manifests/kyuubi.yaml"), &new, &policies());
+    assert!(v.allowed, "{}", v.reason);
+    let r = record(&patched(&new, &v));
+    assert_eq!((r.from.as_str(), r.to.as_str()), ("3.4.1", "3.4.1"));
+}
+
+#[test]
+fn protocol_v1_to_v3_must_go_through_v2() {
+    let old = workload("manifests/clusterdb.yaml");
+    let v = update(&old, &workload("generated/clusterdb-v3.yaml"), &policies());
+    refused(&v, Rule::SkipVersion);
+    assert!(
+        v.reason.contains("v1 → v3 skips v2: upgrade to v2 first"),
+        "{}",
+        v.reason
+    );
+    let v = update(&old, &workload("generated/clusterdb-v2.yaml"), &policies());
+    assert!(v.allowed);
+    assert_eq!(
+        patched(&workload("generated/clusterdb-v2.yaml"), &v).partition(),
+        Some(4)
+    );
+}
+
+#[test]
+fn fate_deployment_releases_follow_the_matrix_and_need_a_statefulset_for_volumes() {
+    let p = policies();
+    let mysql = workload("manifests/fate/mysql.yaml");
+    let v = update(&mysql, &workload("generated/fate-mysql-1.8.0.yaml"), &p);
+    refused(&v, Rule::Matrix);
+    assert!(
+        v.reason
+            .contains("Deployment-based 1.7 charts lose their PVs"),
+        "{}",
+        v.reason
+    );
+    let v = update(&mysql, &workload("generated/fate-mysql-1.7.2.yaml"), &p);
+    refused(&v, Rule::RequireStatefulset);
+    assert!(
+        v.reason.contains("upgrade-guard migrate fate/mysql"),
+        "{}",
+        v.reason
+    );
+
+    let board = workload("manifests/fate/fateboard.yaml");
+    let v = update(&board, &workload("generated/fate-fateboard-1.7.2.yaml"), &p);
+    assert!(v.allowed, "no claims: nothing to convert: {}", v.reason);
+    let r = record(&patched(
+        &workload("generated/fate-fateboard-1.7.2.yaml"),
+        &v,
+    ));
+    assert_eq!(
+        (r.from.as_str(), r.to.as_str(), r.partition),
+        ("1.7.0", "1.7.2", None)
+    );
+}
+
+#[test]
+fn a_deployment_with_a_single_node_claim_rolls_without_a_surge_pod() {
+    let mysql = workload("manifests/fate/mysql.yaml");
+    let v = decide_with(Change::Create(mysql.clone()), &policies(), &NoCluster);
+    assert!(v.allowed);
+    assert!(
+        v.patch_warnings
+            .iter()
+            .any(|w| w.contains("ReadWriteOnce claim mysql-data"))
+    );
+    let Workload::Deployment(d) = patched(&mysql, &v) else {
+        unreachable!()
+    };
+    let rolling = d.spec.unwrap().strategy.unwrap().rolling_update.unwrap();
+    assert_eq!(
+        rolling.max_surge,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(0))
+    );
+
+    // A claim the cluster knows as ReadWriteMany can take a surge pod.
+    let mut cluster = Snapshot::default();
+    let claim: k8s_openapi::api::core::v1::PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "mysql-data", "namespace": "fate"},
+        "spec": {"accessModes": ["ReadWriteMany"]}}))
+    .unwrap();
+    cluster.insert_claim(&claim);
+    let v = decide_with(Change::Create(mysql), &policies(), &cluster);
+    assert!(v.patch.is_empty());
+}
+
+#[test]
+fn surge_zero_raises_max_unavailable_when_it_was_zero() {
+    let mysql = with(
+        &workload("manifests/fate/mysql.yaml"),
+        "/spec/strategy",
+        json!({
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}}),
+    );
+    let v = decide_with(Change::Create(mysql.clone()), &policies(), &NoCluster);
+    let Workload::Deployment(d) = patched(&mysql, &v) else {
+        unreachable!()
+    };
+    let rolling = d.spec.unwrap().strategy.unwrap().rolling_update.unwrap();
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int;
+    assert_eq!(
+        (rolling.max_surge, rolling.max_unavailable),
+        (Some(Int(0)), Some(Int(1)))
+    );
+}
+
+#[test]
+fn during_a_refresh_scaling_config_volumes_and_strategy_changes_are_frozen() {
+    let live = workload("generated/live-db-refreshing.json");
+    let p = policies();
+    let cases = [
+        ("/spec/replicas", json!(7), "scaling from 5 to 7"),
+        (
+            "/spec/template/spec/containers/0/env/0/value",
+            json!("standalone"),
+            "changing the pod template",
+        ),
+        (
+            "/spec/volumeClaimTemplates/0/spec/resources/requests/storage",
+            json!("2Gi"),
+            "changing volumeClaimTemplates",
+        ),
+        (
+            "/spec/updateStrategy/type",
+            json!("OnDelete"),
+            "changing updateStrategy",
+        ),
+        (
+            "/spec/template/spec/containers/0/image",
+            json!("registry.example.com/shop/db:1.9.0"),
+            "1.8.0 → 1.9.0 is refused while a rollout is in progress",
+        ),
+    ];
+    for (pointer, value, says) in cases {
+        let v = update(&live, &with(&live, pointer, value), &p);
+        refused(&v, Rule::FrozenDuringRefresh);
+        assert!(v.reason.contains(says), "{pointer}: {}", v.reason);
+    }
+}
+
+#[test]
+fn during_a_refresh_metadata_and_partition_steps_pass() {
+    let live = workload("generated/live-db-refreshing.json");
+    let p = policies();
+    let annotated = with(
+        &live,
+        "/metadata/annotations/upgradeguard.io~1pause-after",
+        json!("all"),
+    );
+    assert!(update(&live, &annotated, &p).allowed);
+    let labelled = with(&live, "/metadata/labels/team", json!("storage"));
+    assert!(update(&live, &labelled, &p).allowed);
+    let held = with(
+        &live,
+        "/spec/updateStrategy/rollingUpdate/partition",
+        json!(3),
+    );
+    assert!(update(&live, &held, &p).allowed);
+}
+
+#[test]
+fn a_second_new_version_during_our_refresh_is_refused_but_rollback_is_allowed() {
+    let live = refreshing_with_record();
+    let p = policies();
+    let next = with(
+        &live,
+        "/spec/template/spec/containers/0/image",
+        json!("registry.example.com/shop/db:1.9.0"),
+    );
+    let v = update(&live, &next, &p);
+    refused(&v, Rule::FrozenDuringRefresh);
+    assert!(
+        v.reason
+            .contains("the refresh 1.7.0 → 1.8.0 is in progress"),
+        "{}",
+        v.reason
+    );
+    assert!(
+        v.reason.contains("only a rollback to 1.7.0 is allowed"),
+        "{}",
+        v.reason
+    );
+
+    let back = with(
+        &live,
+        "/spec/template/spec/containers/0/image",
+        json!("registry.example.com/shop/db:1.7.0"),
+    );
+    let v = update(&live, &back, &p);
+    assert!(v.allowed, "{}", v.reason);
+    let after = patched(&back, &v);
+    let r = record(&after);
+    assert_eq!(
+        (r.from.as_str(), r.to.as_str(), r.state),
+        ("1.8.0", "1.7.0", RefreshState::RollingBack)
+    );
+    assert_eq!(
+        after.partition(),
+        Some(4),
+        "rollback starts again from the highest ordinal"
+    );
+    assert!(update(&live, &after, &p).patch.is_empty(), "idempotent");
+}
+
+#[test]
+fn a_rollback_without_our_record_can_be_forced_but_not_assumed() {
+    let live = workload("generated/live-db-refreshing.json");
+    let back = with(
+        &live,
+        "/spec/template/spec/containers/0/image",
+        json!("registry.example.com/shop/db:1.7.0"),
+    );
+    let v = update(&live, &back, &policies());
+    refused(&v, Rule::Downgrade);
+    assert!(v.reason.contains("may be a rollback"), "{}", v.reason);
+    assert!(
+        v.reason.contains("upgradeguard.io/force-to: \"1.7.0\""),
+        "{}",
+        v.reason
+    );
+    let forced = with(
+        &back,
+        "/metadata/annotations/upgradeguard.io~1force-to",
+        json!("1.7.0"),
+    );
+    let forced = with(
+        &forced,
+        "/metadata/annotations/upgradeguard.io~1force-reason",
+        json!("1.8.0 crashes"),
+    );
+    let v = update(&live, &forced, &policies());
+    assert!(v.allowed, "{}", v.reason);
+    assert_eq!(v.rule, Some(Rule::Forced));
+}
+
+#[test]
+fn a_gitops_reapply_keeps_the_live_partition_and_a_controller_step_is_kept() {
+    let live = refreshing_with_record();
+    let p = policies();
+    let reset = with(
+        &live,
+        "/spec/updateStrategy/rollingUpdate/partition",
+        json!(0),
+    );
+    let v = update(&live, &reset, &p);
+    assert!(v.allowed, "{}", v.reason);
+    assert_eq!(patched(&reset, &v).partition(), Some(4));
+    assert!(
+        v.patch_warnings.iter().any(|w| w.contains("kept it at 4")),
+        "{:?}",
+        v.patch_warnings
+    );
+
+    let step = with(
+        &live,
+        "/spec/updateStrategy/rollingUpdate/partition",
+        json!(3),
+    );
+    let text = r#"{"from":"1.7.0","to":"1.8.0","started":"2026-11-21T19:00:00Z","state":"RollingOut","partition":3}"#;
+    let step = with(
+        &step,
+        "/metadata/annotations/upgradeguard.io~1refresh",
+        json!(text),
+    );
+    let v = update(&live, &step, &p);
+    assert!(v.allowed && v.patch.is_empty(), "{v:?}");
+}
+
+#[test]
+fn the_scale_subresource_is_judged_against_the_live_object() {
+    let p = policies();
+    let scale = || Change::Scale {
+        kind: WorkloadKind::StatefulSet,
+        namespace: "shop".into(),
+        name: "db".into(),
+        from: 5,
+        to: 7,
+    };
+    let mut cluster = Snapshot::default();
+    cluster.insert_workload(workload("generated/live-db-refreshing.json"));
+    let v = decide_with(scale(), &p, &cluster);
+    refused(&v, Rule::FrozenDuringRefresh);
+    assert!(
+        v.reason.starts_with(
+            "StatefulSet shop/db: scaling from 5 to 7 is refused while a rollout is in progress"
+        ),
+        "{}",
+        v.reason
+    );
+
+    let mut settled = Snapshot::default();
+    settled.insert_workload(workload("generated/live-db-1.8.0.json"));
+    assert!(decide_with(scale(), &p, &settled).allowed);
+
+    let blind = decide_with(scale(), &p, &NoCluster);
+    assert!(blind.allowed);
+    assert!(
+        blind.warnings[0].contains("a Scale carries no refresh state"),
+        "{:?}",
+        blind.warnings
+    );
+}
+
+#[test]
+fn an_unreadable_refresh_record_is_ignored_with_a_warning() {
+    let old = with(
+        &workload("manifests/db.yaml"),
+        "/metadata/annotations",
+        json!({REFRESH: "{not json"}),
+    );
+    let v = update(&old, &workload("generated/db-1.8.0.yaml"), &policies());
+    assert!(v.allowed);
+    assert!(
+        v.warnings.iter().any(|w| w.contains("is unreadable")),
+        "{:?}",
+        v.warnings
+    );
+}
+
+#[test]
+fn workloads_no_policy_governs_pass_untouched() {
+    let review = sample("deploy-update-set-image.json");
+    let old = of(review["request"]["oldObject"].clone());
+    let new = of(review["request"]["object"].clone());
+    let v = update(&old, &new, &policies());
+    assert!(v.allowed && v.patch.is_empty() && v.warnings.is_empty() && v.policy.is_none());
+    let v = decide_with(
+        Change::Delete(workload("manifests/db.yaml")),
+        &policies(),
+        &NoCluster,
+    );
+    assert!(v.allowed && v.patch.is_empty());
+}
+
+const TWO_CONTAINERS: &str = r#"
+apiVersion: upgradeguard.io/v1alpha1
+kind: UpgradePolicy
+metadata: {name: pair}
+spec:
+  selector: {matchLabels: {app: pair}}
+  step: minor
+"#;
+
+fn pair(app: &str, sidecar: &str) -> Workload {
+    of(json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "pair", "namespace": "default", "labels": {"app": "pair"}},
+        "spec": {"replicas": 2, "serviceName": "pair", "selector": {"matchLabels": {"app": "pair"}},
+            "template": {"spec": {"containers": [
+                {"name": "app", "image": format!("app:{app}")},
+                {"name": "agent", "image": format!("agent:{sidecar}")}]}}}
+    }))
+}
+
+#[test]
+fn every_governed_container_is_checked_and_named() {
+    let p = policy_text(TWO_CONTAINERS);
+    let v = update(&pair("1.0.0", "2.0.0"), &pair("1.1.0", "2.2.0"), &p);
+    refused(&v, Rule::SkipVersion);
+    assert!(
+        v.reason
+            .contains("container agent: 2.0.0 → 2.2.0 skips 2.1.x"),
+        "{}",
+        v.reason
+    );
+
+    let new = pair("1.1.0", "2.1.0");
+    let v = update(&pair("1.0.0", "2.0.0"), &new, &p);
+    assert!(v.allowed);
+    let r = record(&patched(&new, &v));
+    assert_eq!(r.containers["agent"].to, "2.1.0");
+    assert_eq!(r.containers["app"].from, "1.0.0");
+}
+
+#[test]
+fn versions_can_come_from_a_pod_template_label_or_a_digest() {
+    let by_label = policy_text(
+        "apiVersion: upgradeguard.io/v1alpha1\nkind: UpgradePolicy\nmetadata: {name: l}\nspec:\n  selector: {}\n  version: {source: label, label: app.kubernetes.io/version}\n",
+    );
+    let labelled = |v: &str| {
+        with(
+            &workload("manifests/db.yaml"),
+            "/spec/template/metadata/labels/app.kubernetes.io~1version",
+            json!(v),
+        )
+    };
+    let v = update(&labelled("1.7.0"), &labelled("1.9.0"), &by_label);
+    refused(&v, Rule::SkipVersion);
+
+    let by_digest = policy_text(
+        "apiVersion: upgradeguard.io/v1alpha1\nkind: UpgradePolicy\nmetadata: {name: d}\nspec:\n  selector: {}\n  version:\n    digests: {\"sha256:aaa\": 1.7.0, \"sha256:bbb\": 1.8.0, \"sha256:ccc\": 1.9.0}\n",
+    );
+    let pinned = |d: &str| {
+        with(
+            &workload("manifests/db.yaml"),
+            "/spec/template/spec/containers/0/image",
+            json!(format!("registry.example.com/shop/db@{d}")),
+        )
+    };
+    assert!(update(&pinned("sha256:aaa"), &pinned("sha256:bbb"), &by_digest).allowed);
+    refused(
+        &update(&pinned("sha256:aaa"), &pinned("sha256:ccc"), &by_digest),
+        Rule::SkipVersion,
+    );
+    refused(
+        &update(&pinned("sha256:aaa"), &pinned("sha256:zzz"), &by_digest),
+        Rule::UnknownVersion,
+    );
+}
