@@ -96,14 +96,18 @@ impl Workload {
             .and_then(|v| v.as_str())
             .unwrap_or("(unnamed)")
             .to_string();
+        // Path tracking is slow; pay for it only to explain a failure.
+        fn read<T: serde::de::DeserializeOwned>(
+            value: &serde_json::Value,
+        ) -> Result<T, serde_path_to_error::Error<serde_json::Error>> {
+            T::deserialize(value).or_else(|_| serde_path_to_error::deserialize(value))
+        }
         let wrap = |source| WorkloadError { kind, name, source };
         Ok(Some(match kind {
-            WorkloadKind::StatefulSet => Workload::StatefulSet(Box::new(
-                serde_path_to_error::deserialize(value).map_err(wrap)?,
-            )),
-            WorkloadKind::Deployment => Workload::Deployment(Box::new(
-                serde_path_to_error::deserialize(value).map_err(wrap)?,
-            )),
+            WorkloadKind::StatefulSet => {
+                Workload::StatefulSet(Box::new(read(&value).map_err(wrap)?))
+            }
+            WorkloadKind::Deployment => Workload::Deployment(Box::new(read(&value).map_err(wrap)?)),
         }))
     }
 

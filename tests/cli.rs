@@ -280,7 +280,7 @@ fn bad_reviews_exit_2_with_one_line() {
     wrong["request"]["object"]["spec"]["replicas"] = json!("three");
     bad_input(
         &run(&["review"], wrong.to_string().as_bytes()),
-        "request.object: StatefulSet db: spec.replicas: invalid type",
+        "request.object.spec.replicas: invalid type: string \"three\", expected i32",
     );
     let mut missing = sample("sts-update-set-image.json");
     missing["request"]["oldObject"] = Value::Null;
@@ -520,4 +520,14 @@ fn tempdir() -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+#[test]
+fn an_object_of_another_kind_than_its_resource_is_refused() {
+    let mut review = sample("sts-update-set-image.json");
+    review["request"]["object"]["kind"] = json!("Deployment");
+    bad_input(
+        &run(&["review"], review.to_string().as_bytes()),
+        "request.object",
+    );
 }

@@ -650,3 +650,21 @@ fn versions_can_come_from_a_pod_template_label_or_a_digest() {
         Rule::UnknownVersion,
     );
 }
+
+#[test]
+fn a_deployment_from_before_upgrade_guard_is_not_frozen_by_our_own_surge_fix() {
+    // Created without a strategy, mounting a claim, mid-rollout.
+    let old = with(
+        &workload("manifests/fate/mysql.yaml"),
+        "/status",
+        json!({
+        "replicas": 2, "updatedReplicas": 1, "observedGeneration": 1}),
+    );
+    let new = with(&old, "/metadata/labels/team", json!("data"));
+    let first = update(&old, &new, &policies());
+    assert!(first.allowed, "{}", first.reason);
+    assert!(!first.patch.is_empty(), "maxSurge is set to 0");
+    let again = update(&old, &patched(&new, &first), &policies());
+    assert!(again.allowed, "{}", again.reason);
+    assert!(again.patch.is_empty());
+}

@@ -339,10 +339,12 @@ fn decide_update(
     let mut patch = mutation::plan(&edits, &mut mutated);
 
     let judged = if refresh.in_progress {
-        // Our own edits are no change of the user's: compare like with like.
+        // What our mutation makes of an object is no change of the user's:
+        // compare with the old object as our mutation would have left it.
         let mut old_edited = std::borrow::Cow::Borrowed(old);
-        if !edits.is_empty() {
-            mutation::plan(&edits, old_edited.to_mut());
+        let old_edits = volume_edits(old, cluster, &mut Vec::new());
+        if !old_edits.is_empty() {
+            mutation::plan(&old_edits, old_edited.to_mut());
         }
         judge_during_refresh(
             &old_edited,

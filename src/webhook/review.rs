@@ -3,12 +3,15 @@
 //! both call [`review`], so they return the same bytes.
 
 use base64::Engine;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v1::Scale;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use kube::core::{DynamicObject, response::StatusSummary};
+use kube::core::{DynamicObject, GroupVersionResource, Resource, response::StatusSummary};
+use serde::de::DeserializeOwned;
 
 use crate::decide::{self, Change, ClusterView, Verdict};
 use crate::policy::PolicySet;
-use crate::workload::{Workload, WorkloadError, WorkloadKind};
+use crate::workload::{Workload, WorkloadKind};
 
 const API_VERSION: &str = "admission.k8s.io/v1";
 const KIND: &str = "AdmissionReview";
@@ -49,12 +52,6 @@ pub enum ReviewError {
         field: &'static str,
         operation: &'static str,
     },
-    #[error("request.{field}: {source}")]
-    Object {
-        field: &'static str,
-        #[source]
-        source: WorkloadError,
-    },
 }
 
 /// The decision and the facts an audit line and the metrics need.
@@ -73,6 +70,25 @@ pub struct Reviewed {
     pub dry_run: bool,
 }
 
+/// Enough of a review to know which type its objects are, read before the
+/// whole body so the objects are parsed once, straight into their types.
+#[derive(serde::Deserialize)]
+struct Peek {
+    #[serde(rename = "apiVersion")]
+    api_version: String,
+    kind: String,
+    #[serde(default)]
+    request: Option<PeekRequest>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PeekRequest {
+    resource: GroupVersionResource,
+    #[serde(default)]
+    sub_resource: Option<String>,
+}
+
 /// Reads one AdmissionReview and answers it as `endpoint` would.
 pub fn review(
     body: &[u8],
@@ -84,45 +100,147 @@ pub fn review(
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ReviewError::Empty);
     }
+    let peek: Peek = serde_json::from_slice(body).map_err(|e| explain::<DynamicObject>(body, e))?;
+    if peek.api_version != API_VERSION {
+        return Err(ReviewError::ApiVersion(peek.api_version));
+    }
+    if peek.kind != KIND {
+        return Err(ReviewError::Kind(peek.kind));
+    }
+    let request = peek.request.ok_or(ReviewError::NoRequest)?;
+    let resource = &request.resource;
+    let kind = (resource.group == "apps" && resource.version == "v1")
+        .then(|| WorkloadKind::from_resource(&resource.resource))
+        .flatten();
+    let ctx = Context {
+        endpoint,
+        policies,
+        cluster,
+        now,
+    };
+    match (kind, request.sub_resource.as_deref().unwrap_or("")) {
+        (Some(WorkloadKind::StatefulSet), "") => ctx.answer(parse::<StatefulSet>(body)?, |o| {
+            Workload::StatefulSet(Box::new(o))
+        }),
+        (Some(WorkloadKind::Deployment), "") => ctx.answer(parse::<Deployment>(body)?, |o| {
+            Workload::Deployment(Box::new(o))
+        }),
+        (Some(kind), "scale") => {
+            let request = parse::<Scale>(body)?;
+            let replicas = |o: &Option<Scale>| {
+                o.as_ref()
+                    .and_then(|s| s.spec.as_ref())
+                    .and_then(|s| s.replicas)
+            };
+            let change = match (replicas(&request.old_object), replicas(&request.object)) {
+                (Some(from), Some(to)) => Some(Change::Scale {
+                    kind,
+                    namespace: request
+                        .namespace
+                        .clone()
+                        .unwrap_or_else(|| "default".into()),
+                    name: request.name.clone(),
+                    from,
+                    to,
+                }),
+                _ => None,
+            };
+            Ok(ctx.finish(&request, change))
+        }
+        _ => {
+            let request = parse::<DynamicObject>(body)?;
+            Ok(ctx.finish(&request, None))
+        }
+    }
+}
+
+/// The full request, its objects typed.
+fn parse<T: Resource + DeserializeOwned>(body: &[u8]) -> Result<AdmissionRequest<T>, ReviewError> {
+    let review: AdmissionReview<T> =
+        serde_json::from_slice(body).map_err(|e| explain::<T>(body, e))?;
+    review.try_into().map_err(|_| ReviewError::NoRequest)
+}
+
+/// Says where a body went wrong. Path tracking is slow, so it runs only
+/// once parsing has failed.
+fn explain<T: Resource + DeserializeOwned>(body: &[u8], plain: serde_json::Error) -> ReviewError {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let parsed: AdmissionReview<DynamicObject> = serde_path_to_error::deserialize(&mut de)
-        .map_err(|e| ReviewError::Malformed {
+    match serde_path_to_error::deserialize::<_, AdmissionReview<T>>(&mut de) {
+        Err(e) => ReviewError::Malformed {
             path: e.path().to_string(),
             message: e.into_inner().to_string(),
-        })?;
-    de.end().map_err(|e| ReviewError::Malformed {
-        path: ".".into(),
-        message: e.to_string(),
-    })?;
-    if parsed.types.api_version != API_VERSION {
-        return Err(ReviewError::ApiVersion(parsed.types.api_version));
-    }
-    if parsed.types.kind != KIND {
-        return Err(ReviewError::Kind(parsed.types.kind));
-    }
-    let request: AdmissionRequest<DynamicObject> =
-        parsed.try_into().map_err(|_| ReviewError::NoRequest)?;
-    let change = change_of(&request)?;
-    let verdict = match &change {
-        Some(change) => decide::decide(change, policies, cluster, now),
-        None => Verdict {
-            allowed: true,
-            ..Default::default()
         },
-    };
-    let body = render(respond(&request, &verdict, endpoint));
-    Ok(Reviewed {
-        body,
-        uid: request.uid.clone(),
-        operation: operation_name(&request.operation),
-        kind: request.kind.kind.clone(),
-        namespace: request.namespace.clone().unwrap_or_default(),
-        name: request.name.clone(),
-        user: request.user_info.username.clone().unwrap_or_default(),
-        groups: request.user_info.groups.clone().unwrap_or_default(),
-        dry_run: request.dry_run,
-        verdict,
-    })
+        // Valid up to trailing bytes: the plain error says where.
+        Ok(_) => ReviewError::Malformed {
+            path: ".".into(),
+            message: plain.to_string(),
+        },
+    }
+}
+
+struct Context<'a> {
+    endpoint: Endpoint,
+    policies: &'a PolicySet,
+    cluster: &'a dyn ClusterView,
+    now: jiff::Timestamp,
+}
+
+impl Context<'_> {
+    /// A request on a workload itself: its objects become the change.
+    fn answer<T: Resource>(
+        &self,
+        mut request: AdmissionRequest<T>,
+        workload: fn(T) -> Workload,
+    ) -> Result<Reviewed, ReviewError> {
+        let operation = operation_name(&request.operation);
+        let mut take = |field: &'static str| {
+            let slot = match field {
+                "object" => request.object.take(),
+                _ => request.old_object.take(),
+            };
+            slot.map(workload)
+                .ok_or(ReviewError::MissingObject { field, operation })
+        };
+        let change = match request.operation {
+            Operation::Create => Some(Change::Create(take("object")?)),
+            Operation::Update => {
+                let new = take("object")?;
+                Some(Change::Update {
+                    old: take("oldObject")?,
+                    new,
+                })
+            }
+            Operation::Delete => Some(Change::Delete(take("oldObject")?)),
+            Operation::Connect => None,
+        };
+        Ok(self.finish(&request, change))
+    }
+
+    fn finish<T: Resource>(
+        &self,
+        request: &AdmissionRequest<T>,
+        change: Option<Change>,
+    ) -> Reviewed {
+        let verdict = match &change {
+            Some(change) => decide::decide(change, self.policies, self.cluster, self.now),
+            None => Verdict {
+                allowed: true,
+                ..Default::default()
+            },
+        };
+        Reviewed {
+            body: render(respond(request, &verdict, self.endpoint)),
+            uid: request.uid.clone(),
+            operation: operation_name(&request.operation),
+            kind: request.kind.kind.clone(),
+            namespace: request.namespace.clone().unwrap_or_default(),
+            name: request.name.clone(),
+            user: request.user_info.username.clone().unwrap_or_default(),
+            groups: request.user_info.groups.clone().unwrap_or_default(),
+            dry_run: request.dry_run,
+            verdict,
+        }
+    }
 }
 
 fn operation_name(op: &Operation) -> &'static str {
@@ -134,70 +252,8 @@ fn operation_name(op: &Operation) -> &'static str {
     }
 }
 
-/// The change a request asks for; `None` for anything upgrade-guard leaves
-/// alone (other kinds, other subresources, CONNECT).
-fn change_of(req: &AdmissionRequest<DynamicObject>) -> Result<Option<Change>, ReviewError> {
-    let operation = operation_name(&req.operation);
-    if req.resource.group != "apps" || req.resource.version != "v1" {
-        return Ok(None);
-    }
-    let Some(kind) = WorkloadKind::from_resource(&req.resource.resource) else {
-        return Ok(None);
-    };
-    match req.sub_resource.as_deref() {
-        None | Some("") => {}
-        Some("scale") => {
-            let replicas = |o: &Option<DynamicObject>| {
-                o.as_ref()
-                    .and_then(|o| o.data.pointer("/spec/replicas"))
-                    .and_then(|v| v.as_i64())
-                    .and_then(|n| i32::try_from(n).ok())
-            };
-            let (Some(from), Some(to)) = (replicas(&req.old_object), replicas(&req.object)) else {
-                return Ok(None);
-            };
-            return Ok(Some(Change::Scale {
-                kind,
-                namespace: req.namespace.clone().unwrap_or_else(|| "default".into()),
-                name: req.name.clone(),
-                from,
-                to,
-            }));
-        }
-        Some(_) => return Ok(None),
-    }
-    let workload =
-        |field: &'static str, o: &Option<DynamicObject>| -> Result<Workload, ReviewError> {
-            let o = o
-                .as_ref()
-                .ok_or(ReviewError::MissingObject { field, operation })?;
-            let value = serde_json::to_value(o).map_err(|e| ReviewError::Malformed {
-                path: format!("request.{field}"),
-                message: e.to_string(),
-            })?;
-            match Workload::from_value(value) {
-                Ok(Some(w)) => Ok(w),
-                // The resource says apps/v1 workload; the object must agree.
-                Ok(None) => Err(ReviewError::Malformed {
-                    path: format!("request.{field}"),
-                    message: format!("expected an apps/v1 {kind}"),
-                }),
-                Err(source) => Err(ReviewError::Object { field, source }),
-            }
-        };
-    Ok(Some(match req.operation {
-        Operation::Create => Change::Create(workload("object", &req.object)?),
-        Operation::Update => Change::Update {
-            old: workload("oldObject", &req.old_object)?,
-            new: workload("object", &req.object)?,
-        },
-        Operation::Delete => Change::Delete(workload("oldObject", &req.old_object)?),
-        Operation::Connect => return Ok(None),
-    }))
-}
-
-fn respond(
-    req: &AdmissionRequest<DynamicObject>,
+fn respond<T: Resource>(
+    req: &AdmissionRequest<T>,
     verdict: &Verdict,
     endpoint: Endpoint,
 ) -> AdmissionResponse {
