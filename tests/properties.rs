@@ -149,10 +149,10 @@ fn pair() -> impl Strategy<Value = (Workload, Workload)> {
         for (pointer, value) in edits {
             if let Some(slot) = new.pointer_mut(&pointer) {
                 *slot = value;
-            } else if let Some((parent, key)) = pointer.rsplit_once('/') {
-                if let Some(Value::Object(map)) = new.pointer_mut(parent) {
-                    map.insert(key.replace("~1", "/"), value);
-                }
+            } else if let Some((parent, key)) = pointer.rsplit_once('/')
+                && let Some(Value::Object(map)) = new.pointer_mut(parent)
+            {
+                map.insert(key.replace("~1", "/"), value);
             }
         }
         (of(old), of(new))
