@@ -4,6 +4,7 @@
 //! Everything that decides is pure ([`policy`], [`workload`], [`decide`]);
 //! [`webhook`] and [`cli`] only translate to and from it.
 
+pub mod certs;
 pub mod cli;
 pub mod decide;
 pub mod manifest;

@@ -1,8 +1,10 @@
 //! The command line: one file per command, each a thin shell around the
 //! library. Exit codes: 0 allowed, 1 something refused, 2 bad input.
 
+mod certs;
 mod check;
 mod review;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,10 +57,14 @@ impl Common {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The webhook server: /validate, /mutate, /healthz, /readyz, /metrics.
+    Serve(serve::Args),
     /// One AdmissionReview in, the response /validate (or /mutate) would give out.
     Review(review::Args),
     /// Judge the changes between two manifest sets, as the webhook would.
     Check(check::Args),
+    /// A CA and serving certificate for the webhook Service, and the caBundle.
+    Certs(certs::Args),
 }
 
 /// What stops a command; printed as one line on stderr, exit 2.
@@ -81,6 +87,8 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match &cli.command {
         Command::Review(args) => review::run(args, &cli.common),
         Command::Check(args) => check::run(args, &cli.common),
+        Command::Serve(args) => serve::run(args, &cli.common),
+        Command::Certs(args) => certs::run(args, &cli.common),
     };
     match result {
         Ok(code) => code,

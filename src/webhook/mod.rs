@@ -1,6 +1,10 @@
 //! The admission webhook: translation between AdmissionReview and the
 //! decision core. Nothing here decides.
 
+pub mod live;
+pub mod metrics;
 pub mod review;
+pub mod server;
+pub mod tls;
 
 pub use review::{Endpoint, ReviewError, Reviewed, review};

@@ -39,7 +39,7 @@ impl Endpoint {
 pub enum ReviewError {
     #[error("the body is empty")]
     Empty,
-    #[error("the body is not an AdmissionReview: {}{message}", if path == "." { String::new() } else { format!("{path}: ") })]
+    #[error("the body is not an AdmissionReview: {}{message}", if path == "." || path == "?" { String::new() } else { format!("{path}: ") })]
     Malformed { path: String, message: String },
     #[error("apiVersion {0:?} is not supported: send admission.k8s.io/v1")]
     ApiVersion(String),

@@ -1,0 +1,107 @@
+//! `upgrade-guard certs --service NAME --namespace NS --out DIR [--patch-manifests]`
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use base64::Engine;
+
+use super::{Common, Error};
+use crate::certs;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The webhook Service's name.
+    #[arg(long, default_value = "upgrade-guard")]
+    pub service: String,
+    /// The webhook Service's namespace.
+    #[arg(long, default_value = "upgrade-guard")]
+    pub namespace: String,
+    /// Where to write ca.crt, tls.crt and tls.key.
+    #[arg(long, default_value = "certs")]
+    pub out: PathBuf,
+    /// How long the certificates are valid.
+    #[arg(long, default_value_t = 365)]
+    pub days: i64,
+    /// Also write the caBundle into the webhook configurations of this file.
+    #[arg(long, num_args = 0..=1, default_missing_value = "manifests/webhooks.yaml")]
+    pub patch_manifests: Option<PathBuf>,
+}
+
+pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
+    let names = certs::service_names(&args.service, &args.namespace);
+    let bundle =
+        certs::generate(&names, common.now(), args.days).map_err(|e| Error::Io(e.to_string()))?;
+    std::fs::create_dir_all(&args.out).map_err(|e| io(&args.out, e))?;
+    write(&args.out.join("ca.crt"), &bundle.ca_pem, 0o644)?;
+    write(&args.out.join("tls.crt"), &bundle.cert_pem, 0o644)?;
+    write(&args.out.join("tls.key"), &bundle.key_pem, 0o600)?;
+    let ca_bundle = base64::engine::general_purpose::STANDARD.encode(&bundle.ca_pem);
+    if let Some(path) = &args.patch_manifests {
+        let text = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
+        let (patched, count) = set_ca_bundle(&text, &ca_bundle);
+        if count == 0 {
+            return Err(Error::Io(format!(
+                "{}: no clientConfig to put the caBundle in",
+                path.display()
+            )));
+        }
+        std::fs::write(path, patched).map_err(|e| io(path, e))?;
+        eprintln!(
+            "wrote the caBundle into {} webhook(s) of {}",
+            count,
+            path.display()
+        );
+    }
+    eprintln!(
+        "wrote {0}/ca.crt, {0}/tls.crt, {0}/tls.key for {1}; the caBundle follows",
+        args.out.display(),
+        names.join(", ")
+    );
+    println!("{ca_bundle}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Puts `caBundle` under every `clientConfig:` line, replacing an old one,
+/// and keeps the rest of the file (comments included) as it is.
+pub fn set_ca_bundle(text: &str, ca_bundle: &str) -> (String, usize) {
+    let mut out = Vec::new();
+    let mut count = 0;
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        out.push(line.to_string());
+        if line.trim_end().trim_start() != "clientConfig:" {
+            continue;
+        }
+        let indent = line.len() - line.trim_start().len() + 2;
+        while lines.peek().is_some_and(|next| {
+            next.trim_start().starts_with("caBundle:")
+                && next.len() - next.trim_start().len() == indent
+        }) {
+            lines.next();
+        }
+        out.push(format!("{}caBundle: {ca_bundle}", " ".repeat(indent)));
+        count += 1;
+    }
+    let mut patched = out.join("\n");
+    if text.ends_with('\n') {
+        patched.push('\n');
+    }
+    (patched, count)
+}
+
+fn write(path: &Path, text: &str, mode: u32) -> Result<(), Error> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| io(path, e))?;
+    file.write_all(text.as_bytes()).map_err(|e| io(path, e))
+}
+
+fn io(path: &Path, e: std::io::Error) -> Error {
+    Error::Io(format!("{}: {e}", path.display()))
+}

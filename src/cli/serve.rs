@@ -1,0 +1,239 @@
+//! `upgrade-guard serve`: the webhook server. With no flags: 127.0.0.1:8443,
+//! a development certificate made in memory, policies from `./policies`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+use super::{Common, Error};
+use crate::decide::{ClusterView, NoCluster};
+use crate::webhook::metrics::Metrics;
+use crate::webhook::server::{self, App, Limits};
+use crate::webhook::{live, tls};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address to serve HTTPS on.
+    #[arg(long, env = "UPGRADE_GUARD_ADDR", default_value = "127.0.0.1:8443")]
+    pub addr: SocketAddr,
+    /// Serving certificate (PEM); reloaded when it changes. Without it, a
+    /// development certificate for loopback is made.
+    #[arg(long, env = "UPGRADE_GUARD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Serving key (PEM).
+    #[arg(long, env = "UPGRADE_GUARD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve only clients with a certificate from this CA (mTLS).
+    #[arg(long, env = "UPGRADE_GUARD_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
+    /// A plain-HTTP address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "UPGRADE_GUARD_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    #[arg(
+        long,
+        env = "UPGRADE_GUARD_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+    /// Watch a cluster with this kubeconfig (in a pod, the in-cluster
+    /// configuration is used without it).
+    #[arg(long, env = "UPGRADE_GUARD_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Largest request body accepted (larger gets 413).
+    #[arg(long, env = "UPGRADE_GUARD_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Time to answer one request; keep it below the webhook's timeoutSeconds.
+    #[arg(
+        long,
+        env = "UPGRADE_GUARD_REQUEST_TIMEOUT_SECONDS",
+        default_value_t = 4.0
+    )]
+    pub request_timeout_seconds: f64,
+    /// How often the certificate files are checked for a change.
+    #[arg(long, env = "UPGRADE_GUARD_CERT_RELOAD_SECONDS", default_value_t = 5.0)]
+    pub cert_reload_seconds: f64,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
+    init_logging(args.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Io(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(serve(args, common))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+async fn serve(args: &Args, common: &Common) -> Result<ExitCode, Error> {
+    let file_policies = common.load_policies()?;
+    tracing::info!(policies = file_policies.len(), path = %common.policies.display(), "policies loaded");
+    let mut registry = Registry::with_prefix("upgrade_guard");
+    let metrics = Arc::new(Metrics::register(&mut registry));
+
+    let certs = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let store =
+                tls::CertStore::from_files(cert, key).map_err(|e| Error::Io(e.to_string()))?;
+            let (gauge, every) = (
+                metrics.certificate_expiry.clone(),
+                Duration::from_secs_f64(args.cert_reload_seconds.max(0.05)),
+            );
+            tokio::spawn(store.clone().watch(every, move |s| {
+                gauge.set(s.not_after().unwrap_or_default());
+            }));
+            store
+        }
+        _ => development_certificate(common.now())?,
+    };
+    metrics
+        .certificate_expiry
+        .set(certs.not_after().unwrap_or_default());
+    let tls_config = tls::server_config(certs, args.client_ca.as_deref())
+        .map_err(|e| Error::Io(e.to_string()))?;
+
+    let policies = Arc::new(ArcSwap::from_pointee(file_policies.clone()));
+    let ready = Arc::new(AtomicBool::new(false));
+    let cluster: Arc<dyn ClusterView + Send + Sync> = match cluster_client(
+        args.kubeconfig.as_deref(),
+    )
+    .await?
+    {
+        Some(client) => {
+            tracing::info!(
+                "watching the cluster: StatefulSets, Deployments, claims, UpgradePolicies"
+            );
+            Arc::new(live::start(
+                client,
+                file_policies.iter().cloned().collect(),
+                policies.clone(),
+                ready.clone(),
+            ))
+        }
+        None => {
+            tracing::info!(
+                "no cluster access: policies from files; scale requests are judged without the live object"
+            );
+            ready.store(true, std::sync::atomic::Ordering::Release);
+            Arc::new(NoCluster)
+        }
+    };
+    let app = Arc::new(App {
+        policies,
+        cluster,
+        metrics: metrics.clone(),
+        registry: Arc::new(registry),
+        ready,
+        clock: jiff::Timestamp::now,
+    });
+    let limits = Limits {
+        body_bytes: args.max_body_bytes,
+        request: Duration::from_secs_f64(args.request_timeout_seconds.max(0.1)),
+    };
+
+    let listener = TcpListener::bind(args.addr)
+        .await
+        .map_err(|e| Error::Io(format!("cannot listen on {}: {e}", args.addr)))?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing requests in flight");
+        let _ = stop.send(true);
+    });
+    if let Some(addr) = args.metrics_addr {
+        let plain = TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::Io(format!("cannot listen on {addr}: {e}")))?;
+        tracing::info!(%addr, "serving /metrics, /healthz and /readyz over plain HTTP");
+        let router = server::probes().with_state(app.clone());
+        tokio::spawn(server::serve_plain(plain, router, until(stopped.clone())));
+    }
+    tracing::info!(addr = %args.addr, "serving /validate and /mutate over HTTPS");
+    server::serve_tls(
+        listener,
+        tls_config,
+        server::router(app, limits),
+        metrics,
+        until(stopped),
+    )
+    .await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A development CA and loopback certificate, made in memory; the CA is
+/// written to a file so a client can trust it.
+fn development_certificate(now: jiff::Timestamp) -> Result<Arc<tls::CertStore>, Error> {
+    let names = ["localhost", "127.0.0.1", "::1"].map(String::from);
+    let bundle = crate::certs::generate(&names, now, 30).map_err(|e| Error::Io(e.to_string()))?;
+    let ca_path =
+        std::env::temp_dir().join(format!("upgrade-guard-dev-ca-{}.crt", std::process::id()));
+    std::fs::write(&ca_path, &bundle.ca_pem)
+        .map_err(|e| Error::Io(format!("{}: {e}", ca_path.display())))?;
+    tracing::info!(ca = %ca_path.display(), "development certificate for localhost; trust this CA (e.g. curl --cacert)");
+    tls::CertStore::from_pem(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes())
+        .map_err(|e| Error::Io(e.to_string()))
+}
+
+/// A client when there is cluster access: `--kubeconfig`, or in a pod.
+async fn cluster_client(
+    kubeconfig: Option<&std::path::Path>,
+) -> Result<Option<kube::Client>, Error> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?
+        }
+        None if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => kube::Config::incluster()
+            .map_err(|e| Error::Io(format!("in-cluster configuration: {e}")))?,
+        None => return Ok(None),
+    };
+    kube::Client::try_from(config)
+        .map(Some)
+        .map_err(|e| Error::Io(format!("cannot make a Kubernetes client: {e}")))
+}
+
+async fn until(mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,156 @@
+//! The cluster view from kube-runtime reflectors: decisions read the cache,
+//! never the API per request. Thin: the stores are filled by kube-runtime
+//! and read through [`ClusterView`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use crate::decide::ClusterView;
+use crate::policy::{Policy, PolicySet};
+use crate::workload::{Workload, WorkloadKind};
+
+/// The `UpgradePolicy` custom resource.
+pub fn policy_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("upgradeguard.io", "v1alpha1", "UpgradePolicy"),
+        "upgradepolicies",
+    )
+}
+
+#[derive(Clone)]
+pub struct LiveCluster {
+    statefulsets: Store<StatefulSet>,
+    deployments: Store<Deployment>,
+    claims: Store<PersistentVolumeClaim>,
+}
+
+impl ClusterView for LiveCluster {
+    fn workload(&self, kind: WorkloadKind, namespace: &str, name: &str) -> Option<Workload> {
+        match kind {
+            WorkloadKind::StatefulSet => self
+                .statefulsets
+                .get(&ObjectRef::new(name).within(namespace))
+                .map(|s| Workload::StatefulSet(Box::new((*s).clone()))),
+            WorkloadKind::Deployment => self
+                .deployments
+                .get(&ObjectRef::new(name).within(namespace))
+                .map(|d| Workload::Deployment(Box::new((*d).clone()))),
+        }
+    }
+
+    fn claim_access_modes(&self, namespace: &str, name: &str) -> Option<Vec<String>> {
+        let claim = self.claims.get(&ObjectRef::new(name).within(namespace))?;
+        claim.spec.as_ref().and_then(|s| s.access_modes.clone())
+    }
+}
+
+/// Starts the watches. `policies` is kept equal to the file policies plus
+/// every readable `UpgradePolicy`; `ready` turns true once all caches synced.
+pub fn start(
+    client: Client,
+    file_policies: Vec<Policy>,
+    policies: Arc<ArcSwap<PolicySet>>,
+    ready: Arc<AtomicBool>,
+) -> LiveCluster {
+    let statefulsets = watch(Api::<StatefulSet>::all(client.clone()));
+    let deployments = watch(Api::<Deployment>::all(client.clone()));
+    let claims = watch(Api::<PersistentVolumeClaim>::all(client.clone()));
+
+    let resource = policy_resource();
+    let writer = reflector::store::Writer::<DynamicObject>::new(resource.clone());
+    let custom = writer.as_reader();
+    let stream = watcher(
+        Api::<DynamicObject>::all_with(client, &resource),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .applied_objects();
+    let store = custom.clone();
+    tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => policies.store(Arc::new(merge(&file_policies, &store))),
+                Err(e) => tracing::warn!(error = %e, "UpgradePolicy watch"),
+            }
+        }
+    });
+
+    let view = LiveCluster {
+        statefulsets,
+        deployments,
+        claims,
+    };
+    let waiting = view.clone();
+    tokio::spawn(async move {
+        let synced = futures::join!(
+            waiting.statefulsets.wait_until_ready(),
+            waiting.deployments.wait_until_ready(),
+            waiting.claims.wait_until_ready(),
+            custom.wait_until_ready(),
+        );
+        if matches!(synced, (Ok(()), Ok(()), Ok(()), Ok(()))) {
+            ready.store(true, Ordering::Release);
+            tracing::info!("caches synced: ready");
+        }
+    });
+    view
+}
+
+/// A reflector whose store drops managedFields (often half an object).
+fn watch<K>(api: Api<K>) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(|o| o.managed_fields_mut().clear())
+        .reflect(writer)
+        .applied_objects();
+    tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            // A watch error is retried with backoff; one bad object is skipped.
+            if let Err(e) = event {
+                tracing::warn!(error = %e, kind = %K::kind(&Default::default()), "watch");
+            }
+        }
+    });
+    reader
+}
+
+/// File policies and the cluster's, the unreadable ones skipped with a warning.
+fn merge(file_policies: &[Policy], custom: &Store<DynamicObject>) -> PolicySet {
+    let mut all = file_policies.to_vec();
+    for object in custom.state() {
+        let location = format!(
+            "UpgradePolicy {}/{}",
+            object.namespace().unwrap_or_default(),
+            object.name_any()
+        );
+        let parsed = serde_json::to_value(&*object)
+            .map_err(|e| e.to_string())
+            .and_then(|v| Policy::from_value(v, &location).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(policy) => all.push(policy),
+            Err(e) => tracing::warn!(error = %e, "policy skipped"),
+        }
+    }
+    PolicySet::new(all).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "duplicate policy names; keeping the file policies only");
+        PolicySet::new(file_policies.to_vec()).unwrap_or_default()
+    })
+}

@@ -1,0 +1,78 @@
+//! Prometheus metrics, registered once under the `upgrade_guard` prefix.
+
+use std::sync::atomic::AtomicI64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub endpoint: &'static str,
+    pub operation: &'static str,
+    /// `allowed`, `refused`, `forced`, or `invalid` for a malformed request.
+    pub verdict: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    pub rule: &'static str,
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    pub requests: Family<RequestLabels, Counter>,
+    pub refusals: Family<RuleLabels, Counter>,
+    pub overrides: Counter,
+    pub decision_seconds: Histogram,
+    pub tls_handshake_failures: Counter,
+    pub certificate_expiry: Gauge<i64, AtomicI64>,
+}
+
+impl Metrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Metrics {
+            requests: Family::default(),
+            refusals: Family::default(),
+            overrides: Counter::default(),
+            // 10 µs to ~80 ms.
+            decision_seconds: Histogram::new(exponential_buckets(1e-5, 2.0, 14)),
+            tls_handshake_failures: Counter::default(),
+            certificate_expiry: Gauge::default(),
+        };
+        registry.register(
+            "admission_requests",
+            "AdmissionReviews answered, by endpoint, operation and verdict",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "refusals",
+            "Changes refused, by rule",
+            metrics.refusals.clone(),
+        );
+        registry.register(
+            "overrides",
+            "Refusals let through by upgradeguard.io/force-to",
+            metrics.overrides.clone(),
+        );
+        registry.register(
+            "decision_duration_seconds",
+            "Time to read, decide and answer one AdmissionReview",
+            metrics.decision_seconds.clone(),
+        );
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed or timed out",
+            metrics.tls_handshake_failures.clone(),
+        );
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "When the serving certificate expires (Unix time)",
+            metrics.certificate_expiry.clone(),
+        );
+        metrics
+    }
+}

@@ -1,0 +1,812 @@
+//! The webhook over a real socket with a real TLS client (rustls, HTTP/2 and
+//! HTTP/1.1 as the API server speaks them), on reviews recorded from a real
+//! API server.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::body::Bytes;
+use base64::Engine;
+use common::*;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use prometheus_client::registry::Registry;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsConnector;
+use upgrade_guard::certs;
+use upgrade_guard::decide::{ClusterView, NoCluster, Snapshot};
+use upgrade_guard::webhook::metrics::Metrics;
+use upgrade_guard::webhook::server::{self, App, Limits};
+use upgrade_guard::webhook::tls::{self, CertStore};
+
+struct Options {
+    client_ca: Option<PathBuf>,
+    cluster: Arc<dyn ClusterView + Send + Sync>,
+    ready: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            client_ca: None,
+            cluster: Arc::new(NoCluster),
+            ready: true,
+        }
+    }
+}
+
+struct Harness {
+    addr: SocketAddr,
+    ca: String,
+    dir: PathBuf,
+    store: Arc<CertStore>,
+    metrics: Arc<Metrics>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+fn fixed_now() -> jiff::Timestamp {
+    now()
+}
+
+fn tempdir() -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "ug-server-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn loopback_names() -> Vec<String> {
+    vec!["localhost".into(), "127.0.0.1".into()]
+}
+
+async fn start(options: Options) -> Harness {
+    let dir = tempdir();
+    let bundle = certs::generate(&loopback_names(), now(), 30).unwrap();
+    std::fs::write(dir.join("tls.crt"), &bundle.cert_pem).unwrap();
+    std::fs::write(dir.join("tls.key"), &bundle.key_pem).unwrap();
+    let store = CertStore::from_files(&dir.join("tls.crt"), &dir.join("tls.key")).unwrap();
+    let tls_config = tls::server_config(store.clone(), options.client_ca.as_deref()).unwrap();
+    let mut registry = Registry::with_prefix("upgrade_guard");
+    let metrics = Arc::new(Metrics::register(&mut registry));
+    let app = Arc::new(App {
+        policies: Arc::new(ArcSwap::from_pointee(policies())),
+        cluster: options.cluster,
+        metrics: metrics.clone(),
+        registry: Arc::new(registry),
+        ready: Arc::new(AtomicBool::new(options.ready)),
+        clock: fixed_now,
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let router = server::router(app, Limits::default());
+    let done = tokio::spawn(server::serve_tls(
+        listener,
+        tls_config,
+        router,
+        metrics.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    Harness {
+        addr,
+        ca: bundle.ca_pem,
+        dir,
+        store,
+        metrics,
+        stop: Some(stop),
+        done,
+    }
+}
+
+impl Harness {
+    async fn client(&self, alpn: &'static str) -> Client {
+        Client::connect(self.addr, &[&self.ca], alpn, None)
+            .await
+            .unwrap()
+    }
+
+    async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(30), self.done)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// One TLS connection speaking HTTP/2 or HTTP/1.1, as negotiated by ALPN.
+enum Client {
+    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+type Reply = (StatusCode, Option<String>, Bytes);
+
+fn client_tls(
+    roots: &[&str],
+    alpn: &str,
+    identity: Option<(&str, &str)>,
+) -> Arc<rustls::ClientConfig> {
+    let mut store = rustls::RootCertStore::empty();
+    for pem in roots {
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            store.add(cert.unwrap()).unwrap();
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store);
+    let mut config = match identity {
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+                .map(Result::unwrap)
+                .collect();
+            builder
+                .with_client_auth_cert(
+                    chain,
+                    PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+                )
+                .unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![alpn.as_bytes().to_vec()];
+    Arc::new(config)
+}
+
+impl Client {
+    async fn connect(
+        addr: SocketAddr,
+        roots: &[&str],
+        alpn: &'static str,
+        identity: Option<(&str, &str)>,
+    ) -> Result<Client, String> {
+        let (client, _) = Self::connect_seeing(addr, roots, alpn, identity).await?;
+        Ok(client)
+    }
+
+    /// Also returns the certificate the server presented.
+    async fn connect_seeing(
+        addr: SocketAddr,
+        roots: &[&str],
+        alpn: &'static str,
+        identity: Option<(&str, &str)>,
+    ) -> Result<(Client, Vec<u8>), String> {
+        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let connector = TlsConnector::from(client_tls(roots, alpn, identity));
+        let name = ServerName::try_from("localhost").unwrap();
+        let stream = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        let presented = stream.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+        let io = TokioIo::new(stream);
+        let client = if alpn == "h2" {
+            let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            Client::H2(send)
+        } else {
+            let (send, conn) = hyper::client::conn::http1::handshake(io)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            Client::H1(send)
+        };
+        Ok((client, presented))
+    }
+
+    async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<Reply, String> {
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("https://localhost{path}"))
+            .header("host", "localhost")
+            .header("content-type", content_type)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let response = match self {
+            Client::H1(send) => {
+                send.ready().await.map_err(|e| e.to_string())?;
+                send.send_request(request).await
+            }
+            Client::H2(send) => {
+                send.ready().await.map_err(|e| e.to_string())?;
+                send.send_request(request).await
+            }
+        }
+        .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((status, content_type, body))
+    }
+
+    async fn post(&mut self, path: &str, body: Vec<u8>) -> Reply {
+        self.request("POST", path, "application/json", body)
+            .await
+            .unwrap()
+    }
+
+    async fn get(&mut self, path: &str) -> Reply {
+        self.request("GET", path, "text/plain", Vec::new())
+            .await
+            .unwrap()
+    }
+}
+
+fn sample_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(samples_dir().join(name)).unwrap()
+}
+
+fn response_of(body: &Bytes) -> Value {
+    let review: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(review["apiVersion"], "admission.k8s.io/v1");
+    review["response"].clone()
+}
+
+/// What `upgrade-guard review` prints for the same request.
+fn cli_review(args: &[&str], input: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_upgrade-guard"))
+        .args(["review", "--now", NOW])
+        .args(args)
+        .current_dir(root())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap().stdout
+}
+
+#[tokio::test]
+async fn allow_refuse_and_mutate_over_http2_and_http1_match_review_byte_for_byte() {
+    let server = start(Options::default()).await;
+    for alpn in ["h2", "http/1.1"] {
+        let mut client = server.client(alpn).await;
+        for (sample, allowed) in [
+            ("sts-update-set-image.json", true),
+            ("sts-update-client-side-apply.json", false),
+        ] {
+            let body = sample_bytes(sample);
+            let (status, content_type, reply) = client.post("/validate", body.clone()).await;
+            assert_eq!(status, StatusCode::OK, "{alpn} {sample}");
+            assert_eq!(content_type.as_deref(), Some("application/json"));
+            assert_eq!(response_of(&reply)["allowed"], allowed, "{alpn} {sample}");
+            assert_eq!(
+                reply.as_ref(),
+                cli_review(&[], &body).as_slice(),
+                "{alpn} {sample}: same bytes as review"
+            );
+            let (_, _, mutated) = client.post("/mutate", body.clone()).await;
+            assert_eq!(
+                mutated.as_ref(),
+                cli_review(&["--mutate"], &body).as_slice(),
+                "{alpn} {sample} /mutate"
+            );
+        }
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_refusal_carries_403_and_its_text_in_status_message() {
+    let server = start(Options::default()).await;
+    let mut client = server.client("h2").await;
+    let (_, _, reply) = client
+        .post(
+            "/validate",
+            sample_bytes("sts-update-client-side-apply.json"),
+        )
+        .await;
+    let response = response_of(&reply);
+    assert_eq!(response["uid"], "8d93d30b-7447-4976-9e9f-45dbd4bf8e59");
+    assert_eq!(response["status"]["code"], 403);
+    assert!(
+        response["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1.7.0 → 1.9.0 skips 1.8.x")
+    );
+    assert_eq!(response["auditAnnotations"]["rule"], "skip-version");
+    let (_, _, metrics) = client.get("/metrics").await;
+    let text = String::from_utf8(metrics.to_vec()).unwrap();
+    assert!(
+        text.contains("upgrade_guard_refusals_total{rule=\"skip-version\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("upgrade_guard_admission_requests_total{endpoint=\"validate\",operation=\"UPDATE\",verdict=\"refused\"} 1"), "{text}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_mutating_patch_applies_and_sets_the_partition() {
+    let server = start(Options::default()).await;
+    let mut client = server.client("h2").await;
+    let (_, _, reply) = client
+        .post("/mutate", sample_bytes("sts-update-set-image.json"))
+        .await;
+    let response = response_of(&reply);
+    assert_eq!(response["patchType"], "JSONPatch");
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(response["patch"].as_str().unwrap())
+        .unwrap();
+    let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
+    let mut object = sample("sts-update-set-image.json")["request"]["object"].clone();
+    json_patch::patch(&mut object, &patch).unwrap();
+    assert_eq!(
+        object["spec"]["updateStrategy"]["rollingUpdate"]["partition"],
+        2
+    );
+    let record: Value = serde_json::from_str(
+        object["metadata"]["annotations"]["upgradeguard.io/refresh"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["to"], "1.8.0");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn scale_and_dry_run_are_judged_as_the_api_server_sends_them() {
+    let mut live = Snapshot::default();
+    live.insert_workload(workload("generated/live-db-refreshing.json"));
+    let server = start(Options {
+        cluster: Arc::new(live),
+        ..Options::default()
+    })
+    .await;
+    let mut client = server.client("h2").await;
+    let (_, _, reply) = client
+        .post("/validate", sample_bytes("sts-scale-subresource.json"))
+        .await;
+    let response = response_of(&reply);
+    assert_eq!(response["allowed"], false);
+    assert!(
+        response["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("scaling from 3 to 5 is refused")
+    );
+
+    let (_, _, dry) = client
+        .post(
+            "/validate",
+            sample_bytes("sts-update-server-side-apply-dry-run.json"),
+        )
+        .await;
+    assert_eq!(
+        response_of(&dry)["auditAnnotations"]["rule"],
+        "skip-version"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_json_error_and_the_server_keeps_serving() {
+    let server = start(Options::default()).await;
+    let good = sample_bytes("sts-update-set-image.json");
+    let mut v1beta1: Value = serde_json::from_slice(&good).unwrap();
+    v1beta1["apiVersion"] = json!("admission.k8s.io/v1beta1");
+    // (method, path, content type, body, status, the error says)
+    type Case = (
+        &'static str,
+        &'static str,
+        &'static str,
+        Vec<u8>,
+        StatusCode,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "POST",
+            "/validate",
+            "application/json",
+            b"{\"apiVersion\":".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "EOF while parsing",
+        ),
+        (
+            "POST",
+            "/validate",
+            "text/plain",
+            good.clone(),
+            StatusCode::BAD_REQUEST,
+            "content-type must be application/json",
+        ),
+        (
+            "POST",
+            "/mutate",
+            "application/json",
+            v1beta1.to_string().into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "admission.k8s.io/v1beta1",
+        ),
+        (
+            "POST",
+            "/validate",
+            "application/json",
+            br#"{"apiVersion":"v1","kind":"Pod"}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "is not supported",
+        ),
+        (
+            "POST",
+            "/validate",
+            "application/json",
+            br#"{"kind":"AdmissionReview"}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "missing field `apiVersion`",
+        ),
+        (
+            "POST",
+            "/validate",
+            "application/json",
+            Vec::new(),
+            StatusCode::BAD_REQUEST,
+            "the body is empty",
+        ),
+        (
+            "POST",
+            "/validate",
+            "application/json",
+            vec![b' '; 3 * 1024 * 1024 + 1],
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "length limit exceeded",
+        ),
+        (
+            "GET",
+            "/nowhere",
+            "text/plain",
+            Vec::new(),
+            StatusCode::NOT_FOUND,
+            "no such endpoint",
+        ),
+    ];
+    for alpn in ["h2", "http/1.1"] {
+        let mut client = server.client(alpn).await;
+        for (method, path, content_type, body, status, says) in &cases {
+            let (got, reply_type, reply) = client
+                .request(method, path, content_type, body.clone())
+                .await
+                .unwrap();
+            assert_eq!(got, *status, "{alpn} {path} {says}");
+            assert_eq!(
+                reply_type.as_deref(),
+                Some("application/json"),
+                "{alpn} {says}"
+            );
+            let error: Value = serde_json::from_slice(&reply).unwrap();
+            assert!(
+                error["error"].as_str().unwrap().contains(says),
+                "{alpn}: {error}"
+            );
+        }
+        let (status, _, _) = client
+            .request("GET", "/validate", "text/plain", Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        let (status, _, reply) = client.post("/validate", good.clone()).await;
+        assert_eq!(status, StatusCode::OK, "still serving after bad input");
+        assert_eq!(response_of(&reply)["allowed"], true);
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn probes_say_healthy_and_ready_only_once_ready() {
+    let server = start(Options {
+        ready: false,
+        ..Options::default()
+    })
+    .await;
+    let mut client = server.client("http/1.1").await;
+    assert_eq!(client.get("/healthz").await.0, StatusCode::OK);
+    assert_eq!(
+        client.get("/readyz").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    server.shutdown().await;
+    let ready = start(Options::default()).await;
+    assert_eq!(
+        ready.client("http/1.1").await.get("/readyz").await.0,
+        StatusCode::OK
+    );
+    ready.shutdown().await;
+}
+
+/// A client CA and a certificate from it that can authenticate a client.
+fn client_identity(name: &str) -> (String, String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa,
+        KeyPair,
+    };
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let mut leaf = CertificateParams::new(vec![name.to_string()]).unwrap();
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf.signed_by(&key, &ca).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test]
+async fn mtls_serves_only_clients_with_a_certificate_from_the_client_ca() {
+    let (client_ca, cert, key) = client_identity("kube-apiserver");
+    let (_, stranger_cert, stranger_key) = client_identity("stranger");
+    let dir = tempdir();
+    std::fs::write(dir.join("client-ca.crt"), &client_ca).unwrap();
+    let server = start(Options {
+        client_ca: Some(dir.join("client-ca.crt")),
+        ..Options::default()
+    })
+    .await;
+    let mut trusted = Client::connect(server.addr, &[&server.ca], "h2", Some((&cert, &key)))
+        .await
+        .unwrap();
+    let (status, _, _) = trusted
+        .post("/validate", sample_bytes("sts-update-set-image.json"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    for identity in [None, Some((stranger_cert.as_str(), stranger_key.as_str()))] {
+        // TLS 1.3 reports a refused client certificate on the first read.
+        let outcome = match Client::connect(server.addr, &[&server.ca], "h2", identity).await {
+            Err(e) => Err(e),
+            Ok(mut c) => c
+                .request("GET", "/healthz", "text/plain", Vec::new())
+                .await
+                .map(|_| ()),
+        };
+        assert!(
+            outcome.is_err(),
+            "a client without a trusted certificate was served"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        server.metrics.tls_handshake_failures.get() >= 2,
+        "handshake failures are counted"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_certificate_is_picked_up_mid_traffic_with_no_failed_request() {
+    let server = start(Options::default()).await;
+    tokio::spawn(
+        server
+            .store
+            .clone()
+            .watch(Duration::from_millis(20), |_| {}),
+    );
+    let rotated = certs::generate(&loopback_names(), now(), 60).unwrap();
+    let roots: [Arc<str>; 2] = [server.ca.as_str().into(), rotated.ca_pem.as_str().into()];
+    let new_der = CertificateDer::from_pem_slice(rotated.cert_pem.as_bytes())
+        .unwrap()
+        .to_vec();
+    let body = sample_bytes("sts-update-set-image.json");
+    let addr = server.addr;
+
+    // Traffic: a long-lived HTTP/2 connection and fresh handshakes, nonstop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = {
+        let (stop, roots, body, new_der) =
+            (stop.clone(), roots.clone(), body.clone(), new_der.clone());
+        tokio::spawn(async move {
+            let roots: Vec<&str> = roots.iter().map(|r| &**r).collect();
+            let mut kept = Client::connect(addr, &roots, "h2", None).await.unwrap();
+            let (mut sent, mut failed, mut new_seen) = (0, Vec::new(), 0);
+            let mut round = 0;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                round += 1;
+                let alpn = if round % 2 == 0 { "h2" } else { "http/1.1" };
+                match Client::connect_seeing(addr, &roots, alpn, None).await {
+                    Ok((mut fresh, presented)) => {
+                        new_seen += usize::from(presented == new_der);
+                        for client in [&mut fresh, &mut kept] {
+                            sent += 1;
+                            match client
+                                .request("POST", "/validate", "application/json", body.clone())
+                                .await
+                            {
+                                Ok((StatusCode::OK, _, _)) => {}
+                                other => failed.push(format!("{other:?}")),
+                            }
+                        }
+                    }
+                    Err(e) => failed.push(e),
+                }
+            }
+            (sent, failed, new_seen)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // As a Secret update lands: the files change under the running server.
+    std::fs::write(server.dir.join("tls.key"), &rotated.key_pem).unwrap();
+    std::fs::write(server.dir.join("tls.crt"), &rotated.cert_pem).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, presented) =
+            Client::connect_seeing(addr, &[&server.ca, &rotated.ca_pem], "h2", None)
+                .await
+                .unwrap();
+        if presented == new_der {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new certificate was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let (sent, failed, new_seen) = traffic.await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of {sent} requests failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    assert!(sent >= 10, "traffic ran throughout ({sent} requests)");
+    assert!(
+        new_seen > 0,
+        "handshakes after the rotation got the new certificate"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_half_written_rotation_keeps_the_old_pair() {
+    let server = start(Options::default()).await;
+    let rotated = certs::generate(&loopback_names(), now(), 60).unwrap();
+    // The certificate lands before its key: they do not match yet.
+    std::fs::write(server.dir.join("tls.crt"), &rotated.cert_pem).unwrap();
+    assert!(server.store.reload().is_err());
+    let mut client = server.client("h2").await;
+    assert_eq!(
+        client.get("/healthz").await.0,
+        StatusCode::OK,
+        "still served with the old pair"
+    );
+    std::fs::write(server.dir.join("tls.key"), &rotated.key_pem).unwrap();
+    assert!(server.store.reload().unwrap());
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_requests_all_succeed() {
+    let server = start(Options::default()).await;
+    let body = Bytes::from(sample_bytes("sts-update-client-side-apply.json"));
+    let mut clients = Vec::new();
+    for i in 0..20 {
+        clients.push(
+            server
+                .client(if i % 4 == 0 { "http/1.1" } else { "h2" })
+                .await,
+        );
+    }
+    // HTTP/2 connections multiplex; each HTTP/1.1 one takes its turn.
+    let shared: Vec<_> = clients
+        .into_iter()
+        .map(|c| Arc::new(tokio::sync::Mutex::new(c)))
+        .collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..1000 {
+        let client = shared[i % shared.len()].clone();
+        let body = body.clone();
+        tasks.spawn(async move {
+            let mut guard = client.lock().await;
+            let result = match &mut *guard {
+                Client::H2(send) => {
+                    let mut send = send.clone();
+                    drop(guard);
+                    let request = Request::post("https://localhost/validate")
+                        .header("content-type", "application/json")
+                        .body(Full::new(body))
+                        .unwrap();
+                    send.ready().await.map_err(|e| e.to_string())?;
+                    send.send_request(request)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .status()
+                }
+                h1 => {
+                    h1.request("POST", "/validate", "application/json", body.to_vec())
+                        .await?
+                        .0
+                }
+            };
+            Ok::<_, String>(result)
+        });
+    }
+    let mut ok = 0;
+    while let Some(result) = tasks.join_next().await {
+        assert_eq!(result.unwrap(), Ok(StatusCode::OK));
+        ok += 1;
+    }
+    assert_eq!(ok, 1000);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_finishes_a_request_in_flight() {
+    let server = start(Options::default()).await;
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let connector = TlsConnector::from(client_tls(&[&server.ca], "http/1.1", None));
+    let mut stream = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let body = sample_bytes("sts-update-set-image.json");
+    let head = format!(
+        "POST /validate HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..body.len() / 2]).await.unwrap();
+    stream.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let Harness {
+        stop, done, addr, ..
+    } = server;
+    let _ = stop.unwrap().send(());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "no new connections once shutting down"
+    );
+    stream.write_all(&body[body.len() / 2..]).await.unwrap();
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).await.unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
+    assert!(reply.contains("\"allowed\":true"));
+    tokio::time::timeout(Duration::from_secs(10), done)
+        .await
+        .unwrap()
+        .unwrap();
+}
