@@ -1,0 +1,162 @@
+//! A real TLS client (rustls) speaking HTTP/2 or HTTP/1.1, as the API
+//! server does when it calls a webhook.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use upgrade_guard::webhook::tls;
+
+/// One TLS connection speaking HTTP/2 or HTTP/1.1, as negotiated by ALPN.
+pub enum Client {
+    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+pub type Reply = (StatusCode, Option<String>, Bytes);
+
+pub fn client_tls(
+    roots: &[&str],
+    alpn: &str,
+    identity: Option<(&str, &str)>,
+) -> Arc<rustls::ClientConfig> {
+    let mut store = rustls::RootCertStore::empty();
+    for pem in roots {
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            store.add(cert.unwrap()).unwrap();
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store);
+    let mut config = match identity {
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+                .map(Result::unwrap)
+                .collect();
+            builder
+                .with_client_auth_cert(
+                    chain,
+                    PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+                )
+                .unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![alpn.as_bytes().to_vec()];
+    Arc::new(config)
+}
+
+impl Client {
+    pub async fn connect(
+        addr: SocketAddr,
+        roots: &[&str],
+        alpn: &'static str,
+        identity: Option<(&str, &str)>,
+    ) -> Result<Client, String> {
+        let (client, _) = Self::connect_seeing(addr, roots, alpn, identity).await?;
+        Ok(client)
+    }
+
+    /// Also returns the certificate the server presented.
+    pub async fn connect_seeing(
+        addr: SocketAddr,
+        roots: &[&str],
+        alpn: &'static str,
+        identity: Option<(&str, &str)>,
+    ) -> Result<(Client, Vec<u8>), String> {
+        Self::connect_to(addr, "localhost", roots, alpn, identity).await
+    }
+
+    /// Connects asking for (and verifying) the server name `name`.
+    pub async fn connect_to(
+        addr: SocketAddr,
+        name: &str,
+        roots: &[&str],
+        alpn: &'static str,
+        identity: Option<(&str, &str)>,
+    ) -> Result<(Client, Vec<u8>), String> {
+        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let connector = TlsConnector::from(client_tls(roots, alpn, identity));
+        let name = ServerName::try_from(name.to_string()).map_err(|e| e.to_string())?;
+        let stream = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        let presented = stream.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+        let io = TokioIo::new(stream);
+        let client = if alpn == "h2" {
+            let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            Client::H2(send)
+        } else {
+            let (send, conn) = hyper::client::conn::http1::handshake(io)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            Client::H1(send)
+        };
+        Ok((client, presented))
+    }
+
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<Reply, String> {
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("https://localhost{path}"))
+            .header("host", "localhost")
+            .header("content-type", content_type)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let response = match self {
+            Client::H1(send) => {
+                send.ready().await.map_err(|e| e.to_string())?;
+                send.send_request(request).await
+            }
+            Client::H2(send) => {
+                send.ready().await.map_err(|e| e.to_string())?;
+                send.send_request(request).await
+            }
+        }
+        .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((status, content_type, body))
+    }
+
+    pub async fn post(&mut self, path: &str, body: Vec<u8>) -> Reply {
+        self.request("POST", path, "application/json", body)
+            .await
+            .unwrap()
+    }
+
+    pub async fn get(&mut self, path: &str) -> Reply {
+        self.request("GET", path, "text/plain", Vec::new())
+            .await
+            .unwrap()
+    }
+}

@@ -1,0 +1,276 @@
+//! `upgrade-guard serve` and `upgrade-guard certs` as a user runs them: the
+//! real binary, real files, real TLS, real signals.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use common::tls_client::Client;
+use common::*;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use serde_json::Value;
+
+fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_upgrade-guard"));
+    cmd.current_dir(root()).env_remove("UPGRADE_GUARD_POLICIES");
+    cmd
+}
+
+fn tempdir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ug-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A running `serve` whose JSON log lines arrive on a channel.
+struct Serving {
+    child: Child,
+    lines: mpsc::Receiver<Value>,
+}
+
+impl Serving {
+    fn start(args: &[&str]) -> Serving {
+        let mut child = bin()
+            .args(["serve", "--log-format", "json"])
+            .args(args)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let value = serde_json::from_str(&line)
+                    .unwrap_or_else(|_| panic!("a log line that is not JSON: {line}"));
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        Serving { child, lines }
+    }
+
+    /// The first log line for which `pick` says yes.
+    fn wait_for(&self, what: &str, pick: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if pick(&line) => return line,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        panic!("no log line: {what}");
+    }
+
+    fn terminate(mut self) -> i32 {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn message(line: &Value) -> &str {
+    line["message"].as_str().unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_no_certificate_makes_a_development_one_audits_refusals_and_stops_on_sigterm() {
+    let addr = free_port();
+    let serving = Serving::start(&["--addr", &addr.to_string()]);
+    let dev = serving.wait_for("the development CA path", |l| {
+        message(l).starts_with("development certificate")
+    });
+    let ca = std::fs::read_to_string(dev["ca"].as_str().unwrap()).unwrap();
+    serving.wait_for("serving", |l| message(l).starts_with("serving /validate"));
+
+    let mut client = Client::connect(addr, &[&ca], "h2", None).await.unwrap();
+    let body =
+        std::fs::read(samples_dir().join("sts-update-server-side-apply-dry-run.json")).unwrap();
+    let (status, _, reply) = client.post("/validate", body).await;
+    assert_eq!(status, hyper::StatusCode::OK);
+    let reply: Value = serde_json::from_slice(&reply).unwrap();
+    assert_eq!(reply["response"]["allowed"], false);
+
+    let audit = serving.wait_for("an audit line", |l| l["target"] == "upgrade_guard::audit");
+    assert_eq!(audit["uid"], "f93a0627-eeae-41d5-9da7-723f06759cb1");
+    assert_eq!(audit["user"], "cluster-admin");
+    assert_eq!(audit["operation"], "UPDATE");
+    assert_eq!(audit["kind"], "StatefulSet");
+    assert_eq!(
+        (audit["namespace"].as_str(), audit["name"].as_str()),
+        (Some("shop"), Some("db"))
+    );
+    assert_eq!(
+        (audit["from"].as_str(), audit["to"].as_str()),
+        (Some("1.7.0"), Some("1.9.0"))
+    );
+    assert_eq!(audit["rule"], "skip-version");
+    assert_eq!(audit["dry_run"], true);
+    assert!(audit["groups"].as_str().unwrap().contains("system:masters"));
+
+    // The client closes on the server's GOAWAY, as the API server does.
+    drop(client);
+    let started = Instant::now();
+    assert_eq!(serving.terminate(), 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "drained promptly: {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn serve_refuses_to_start_on_bad_policies_with_one_line() {
+    let dir = tempdir("bad-policy");
+    std::fs::write(dir.join("p.yaml"), "apiVersion: upgradeguard.io/v1alpha1\nkind: UpgradePolicy\nmetadata: {name: p}\nspec: {selector: {}, step: minr}\n").unwrap();
+    let out = bin()
+        .args([
+            "serve",
+            "--addr",
+            &free_port().to_string(),
+            "--policies",
+            dir.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("upgrade-guard: "),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("p.yaml: document 1: spec.step: unknown value `minr`"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certs_makes_a_serving_pair_for_the_service_and_patches_the_webhooks() {
+    let dir = tempdir("certs");
+    let webhooks = dir.join("webhooks.yaml");
+    std::fs::copy(root().join("manifests/webhooks.yaml"), &webhooks).unwrap();
+    let run = || {
+        bin()
+            .args([
+                "certs",
+                "--service",
+                "upgrade-guard",
+                "--namespace",
+                "upgrade-guard",
+                "--out",
+            ])
+            .arg(dir.join("out"))
+            .arg("--patch-manifests")
+            .arg(&webhooks)
+            .output()
+            .unwrap()
+    };
+    run();
+    let out = run(); // twice: the caBundle is replaced, not repeated
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ca = std::fs::read_to_string(dir.join("out/ca.crt")).unwrap();
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(printed.trim())
+        .unwrap();
+    assert_eq!(decoded, ca.as_bytes(), "stdout is the base64 caBundle");
+
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join("out/tls.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "the key is private: {mode:o}");
+
+    let patched = std::fs::read_to_string(&webhooks).unwrap();
+    assert_eq!(patched.matches("caBundle:").count(), 2, "{patched}");
+    assert!(
+        patched.contains("# caBundle is deliberately absent"),
+        "comments kept"
+    );
+    let docs = upgrade_guard::manifest::parse(&patched, "webhooks.yaml").unwrap();
+    let mutating: MutatingWebhookConfiguration =
+        serde_json::from_value(docs[0].value.clone()).unwrap();
+    let validating: ValidatingWebhookConfiguration =
+        serde_json::from_value(docs[1].value.clone()).unwrap();
+    for bundle in [
+        &mutating.webhooks.unwrap()[0].client_config.ca_bundle,
+        &validating.webhooks.unwrap()[0].client_config.ca_bundle,
+    ] {
+        assert_eq!(bundle.as_ref().unwrap().0, ca.as_bytes());
+    }
+
+    // The pair serves the Service's names, verified against ca.crt.
+    let addr = free_port();
+    let (cert, key) = (dir.join("out/tls.crt"), dir.join("out/tls.key"));
+    let serving = Serving::start(&[
+        "--addr",
+        &addr.to_string(),
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    serving.wait_for("serving", |l| message(l).starts_with("serving /validate"));
+    for name in [
+        "upgrade-guard.upgrade-guard.svc",
+        "upgrade-guard.upgrade-guard.svc.cluster.local",
+    ] {
+        let (mut client, _) = Client::connect_to(addr, name, &[&ca], "h2", None)
+            .await
+            .unwrap();
+        assert_eq!(
+            client.get("/healthz").await.0,
+            hyper::StatusCode::OK,
+            "{name}"
+        );
+        drop(client);
+    }
+    assert!(
+        Client::connect_to(addr, "other.upgrade-guard.svc", &[&ca], "h2", None)
+            .await
+            .is_err()
+    );
+    assert_eq!(serving.terminate(), 0);
+}
