@@ -74,13 +74,14 @@ pub fn start(
         watcher::Config::default(),
     )
     .default_backoff()
-    .reflect(writer)
-    .applied_objects();
+    .reflect(writer);
     let store = custom.clone();
     tokio::spawn(async move {
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
             match event {
+                // The store swaps in a (re)list only at InitDone.
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
                 Ok(_) => policies.store(Arc::new(merge(&file_policies, &store))),
                 Err(e) => tracing::warn!(error = %e, "UpgradePolicy watch"),
             }
