@@ -5,6 +5,7 @@
 mod cluster;
 pub mod mutation;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -155,7 +156,7 @@ pub fn decide(
         Change::Create(new) => match policies.select(new) {
             None => Verdict::allow(),
             Some(policy) => {
-                let mut new = new.clone();
+                let mut new = Cow::Borrowed(new);
                 let mut verdict = Verdict::allow();
                 verdict.policy = Some(policy.describe());
                 let edits = volume_edits(&new, cluster, &mut verdict.patch_warnings);
@@ -324,7 +325,7 @@ fn decide_update(
     }
 
     // What the API server stores is the object after mutation, so judge that.
-    let mut mutated = new.clone();
+    let mut mutated = Cow::Borrowed(new);
     let mut edits = volume_edits(new, cluster, &mut verdict.patch_warnings);
     if let Some(restore) = partition_reset(old, new, &refresh) {
         verdict.patch_warnings.push(format!(
@@ -341,11 +342,9 @@ fn decide_update(
     let judged = if refresh.in_progress {
         // What our mutation makes of an object is no change of the user's:
         // compare with the old object as our mutation would have left it.
-        let mut old_edited = std::borrow::Cow::Borrowed(old);
+        let mut old_edited = Cow::Borrowed(old);
         let old_edits = volume_edits(old, cluster, &mut Vec::new());
-        if !old_edits.is_empty() {
-            mutation::plan(&old_edits, old_edited.to_mut());
-        }
+        mutation::plan(&old_edits, &mut old_edited);
         judge_during_refresh(
             &old_edited,
             &mutated,
@@ -425,7 +424,7 @@ fn decide_update(
             record.started = existing.started;
         }
         refresh_edits.push(Edit::Record(record));
-        patch.extend(mutation::plan(&refresh_edits, &mut mutated));
+        patch.extend(mutation::patch_for(&refresh_edits, &mutated));
     }
     verdict.patch = patch;
     verdict

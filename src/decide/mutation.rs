@@ -3,6 +3,8 @@
 //! store) and written as an RFC 6902 JSON Patch for the response.
 
 use json_patch::jsonptr::PointerBuf;
+use std::borrow::Cow;
+
 use json_patch::{AddOperation, PatchOperation};
 use k8s_openapi::api::apps::v1::{
     DeploymentStrategy, RollingUpdateDeployment, RollingUpdateStatefulSetStrategy,
@@ -202,14 +204,25 @@ fn add(path: &[&str], value: Value) -> PatchOperation {
 }
 
 /// Applies the edits that the object does not already satisfy, in order,
-/// and returns the patch that does the same to its JSON form.
-pub fn plan(edits: &[Edit], w: &mut Workload) -> Vec<PatchOperation> {
+/// and returns the patch that does the same to its JSON form. The object is
+/// copied only if an edit applies.
+pub fn plan(edits: &[Edit], w: &mut Cow<'_, Workload>) -> Vec<PatchOperation> {
     let mut ops = Vec::new();
     for edit in edits {
         if !edit.is_satisfied(w) {
             ops.extend(edit.operations(w));
-            edit.apply(w);
+            edit.apply(w.to_mut());
         }
     }
     ops
+}
+
+/// The patch for edits of disjoint fields, without applying them: for the
+/// last edits of a decision, whose result nobody reads.
+pub fn patch_for(edits: &[Edit], w: &Workload) -> Vec<PatchOperation> {
+    edits
+        .iter()
+        .filter(|e| !e.is_satisfied(w))
+        .flat_map(|e| e.operations(w))
+        .collect()
 }

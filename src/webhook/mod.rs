@@ -1,6 +1,7 @@
 //! The admission webhook: translation between AdmissionReview and the
 //! decision core. Nothing here decides.
 
+pub mod lean;
 pub mod live;
 pub mod metrics;
 pub mod review;

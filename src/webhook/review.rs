@@ -9,6 +9,7 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use kube::core::{DynamicObject, GroupVersionResource, Resource, response::StatusSummary};
 use serde::de::DeserializeOwned;
 
+use super::lean::Lean;
 use crate::decide::{self, Change, ClusterView, Verdict};
 use crate::policy::PolicySet;
 use crate::workload::{Workload, WorkloadKind};
@@ -119,11 +120,12 @@ pub fn review(
         now,
     };
     match (kind, request.sub_resource.as_deref().unwrap_or("")) {
-        (Some(WorkloadKind::StatefulSet), "") => ctx.answer(parse::<StatefulSet>(body)?, |o| {
-            Workload::StatefulSet(Box::new(o))
-        }),
-        (Some(WorkloadKind::Deployment), "") => ctx.answer(parse::<Deployment>(body)?, |o| {
-            Workload::Deployment(Box::new(o))
+        (Some(WorkloadKind::StatefulSet), "") => ctx
+            .answer(parse::<Lean<StatefulSet>>(body)?, |o| {
+                Workload::StatefulSet(Box::new(o.0))
+            }),
+        (Some(WorkloadKind::Deployment), "") => ctx.answer(parse::<Lean<Deployment>>(body)?, |o| {
+            Workload::Deployment(Box::new(o.0))
         }),
         (Some(kind), "scale") => {
             let request = parse::<Scale>(body)?;
