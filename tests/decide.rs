@@ -668,3 +668,23 @@ fn a_deployment_from_before_upgrade_guard_is_not_frozen_by_our_own_surge_fix() {
     assert!(again.allowed, "{}", again.reason);
     assert!(again.patch.is_empty());
 }
+
+#[test]
+fn a_rollback_that_writes_out_the_default_strategy_is_not_frozen_when_decided_again() {
+    // A StatefulSet whose manifest never set updateStrategy, mid-refresh.
+    let live = refreshing_with_record();
+    let bare = with(&live, "/spec/updateStrategy", serde_json::Value::Null);
+    let bare = with(&bare, "/status/observedGeneration", json!(1));
+    let bare = with(&bare, "/metadata/generation", json!(2));
+    let back = with(
+        &bare,
+        "/spec/template/spec/containers/0/image",
+        json!("registry.example.com/shop/db:1.7.0"),
+    );
+    let first = update(&bare, &back, &policies());
+    assert!(first.allowed, "{}", first.reason);
+    let after = patched(&back, &first);
+    let again = update(&bare, &after, &policies());
+    assert!(again.allowed, "{}", again.reason);
+    assert!(again.patch.is_empty(), "{:?}", again.patch);
+}

@@ -9,7 +9,9 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
+use k8s_openapi::api::apps::v1::StatefulSetSpec;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 
 pub use cluster::{ClusterView, NoCluster, Snapshot};
@@ -582,16 +584,7 @@ fn judge_during_refresh(
                 "changing volumeClaimTemplates is refused while {during}; {next}"
             ));
         }
-        let strategy = |s: Option<&k8s_openapi::api::apps::v1::StatefulSetSpec>| {
-            let mut u = s
-                .and_then(|s| s.update_strategy.clone())
-                .unwrap_or_default();
-            if let Some(r) = u.rolling_update.as_mut() {
-                r.partition = None;
-            }
-            u
-        };
-        if strategy(os) != strategy(ns) {
+        if update_strategy(os) != update_strategy(ns) {
             return frozen(format!(
                 "changing updateStrategy other than the partition is refused while {during}; {next}"
             ));
@@ -669,6 +662,19 @@ fn judge_during_refresh(
         }
     }
     Ok(Outcome::Rollback)
+}
+
+/// A StatefulSet's update strategy but the partition, an absent type read
+/// as the API server's default (a rollback patch may write it out).
+fn update_strategy(spec: Option<&StatefulSetSpec>) -> (&str, Option<&IntOrString>) {
+    let strategy = spec.and_then(|s| s.update_strategy.as_ref());
+    let kind = strategy
+        .and_then(|u| u.type_.as_deref())
+        .unwrap_or("RollingUpdate");
+    let max_unavailable = strategy
+        .and_then(|u| u.rolling_update.as_ref())
+        .and_then(|r| r.max_unavailable.as_ref());
+    (kind, max_unavailable)
 }
 
 /// Outside a refresh: every changed governed container must follow the
