@@ -248,6 +248,29 @@ pub struct RefreshRecord {
     /// Per container, when more than one governed container changes.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub containers: BTreeMap<String, VersionStep>,
+    /// Back to where the refresh this one undoes started.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub rollback: bool,
+    /// When the unit now refreshing began (the partition was last lowered);
+    /// unset: when the refresh started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_started: Option<jiff::Timestamp>,
+    /// Why the refresh holds, while Paused or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// `pause-after: first` was resumed: no more holds.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub resumed: bool,
+    /// The version each refreshed unit (ordinal) was seen running.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub units: BTreeMap<i32, String>,
+    /// When it completed: with from and to, the last refresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<jiff::Timestamp>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -266,6 +289,38 @@ pub enum RefreshState {
 }
 
 impl RefreshRecord {
+    /// A refresh that starts now, its first unit with it.
+    pub fn starting(from: String, to: String, now: jiff::Timestamp, rollback: bool) -> Self {
+        RefreshRecord {
+            from,
+            to,
+            started: now,
+            state: if rollback {
+                RefreshState::RollingBack
+            } else {
+                RefreshState::RollingOut
+            },
+            partition: None,
+            containers: BTreeMap::new(),
+            rollback,
+            unit_started: None,
+            reason: None,
+            resumed: false,
+            units: BTreeMap::new(),
+            finished: None,
+        }
+    }
+
+    /// The same refresh apart from when it was stamped.
+    pub fn same_start(&self, other: &RefreshRecord) -> bool {
+        let stamped = RefreshRecord {
+            started: other.started,
+            unit_started: other.unit_started,
+            ..self.clone()
+        };
+        stamped == *other
+    }
+
     pub fn is_active(&self) -> bool {
         self.state != RefreshState::Completed
     }
@@ -341,7 +396,7 @@ mod tests {
 
     #[test]
     fn refresh_record_round_trips_and_tolerates_extra_fields() {
-        let text = r#"{"from":"1.7.0","to":"1.8.0","started":"2026-11-21T19:33:22Z","state":"RollingOut","partition":2,"units":[]}"#;
+        let text = r#"{"from":"1.7.0","to":"1.8.0","started":"2026-11-21T19:33:22Z","state":"RollingOut","partition":2,"note":"from a later version"}"#;
         let record: RefreshRecord = serde_json::from_str(text).unwrap();
         assert_eq!(record.partition, Some(2));
         assert!(record.is_active());

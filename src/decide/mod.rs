@@ -18,9 +18,7 @@ pub use cluster::{ClusterView, NoCluster, Snapshot};
 pub use mutation::Edit;
 
 use crate::policy::{Downgrade, GovernedVersion, PathOutcome, Policy, PolicySet, Refusal, Version};
-use crate::workload::{
-    FORCE_REASON, FORCE_TO, RefreshRecord, RefreshState, VersionStep, Workload, WorkloadKind,
-};
+use crate::workload::{FORCE_REASON, FORCE_TO, RefreshRecord, VersionStep, Workload, WorkloadKind};
 
 /// Stable rule ids, as they appear in refusals, audit annotations and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -385,13 +383,9 @@ fn decide_update(
     let record = match outcome {
         Outcome::NoRefresh => None,
         Outcome::Start(steps) => Some(start_record(&steps, now)),
-        Outcome::Rollback => refresh.record.as_ref().map(|r| RefreshRecord {
-            from: r.to.clone(),
-            to: r.from.clone(),
-            started: now,
-            state: RefreshState::RollingBack,
-            partition: None,
-            containers: r
+        Outcome::Rollback => refresh.record.as_ref().map(|r| {
+            let mut back = RefreshRecord::starting(r.to.clone(), r.from.clone(), now, !r.rollback);
+            back.containers = r
                 .containers
                 .iter()
                 .map(|(c, s)| {
@@ -403,7 +397,8 @@ fn decide_update(
                         },
                     )
                 })
-                .collect(),
+                .collect();
+            back
         }),
     };
     if let Some(mut record) = record {
@@ -418,12 +413,9 @@ fn decide_update(
         }
         // Re-invoked on an object we already stamped: keep its start time.
         if let Some(Ok(existing)) = mutated.refresh_record()
-            && (RefreshRecord {
-                started: existing.started,
-                ..record.clone()
-            }) == existing
+            && record.same_start(&existing)
         {
-            record.started = existing.started;
+            record = existing;
         }
         refresh_edits.push(Edit::Record(record));
         patch.extend(mutation::patch_for(&refresh_edits, &mutated));
@@ -437,29 +429,22 @@ fn start_record(steps: &[(String, String, String)], now: jiff::Timestamp) -> Ref
         .first()
         .map(|(_, f, t)| (f.clone(), t.clone()))
         .unwrap_or_default();
-    RefreshRecord {
-        from,
-        to,
-        started: now,
-        state: RefreshState::RollingOut,
-        partition: None,
-        containers: if steps.len() > 1 {
-            steps
-                .iter()
-                .map(|(c, f, t)| {
-                    (
-                        c.clone(),
-                        VersionStep {
-                            from: f.clone(),
-                            to: t.clone(),
-                        },
-                    )
-                })
-                .collect()
-        } else {
-            BTreeMap::new()
-        },
+    let mut record = RefreshRecord::starting(from, to, now, false);
+    if steps.len() > 1 {
+        record.containers = steps
+            .iter()
+            .map(|(c, f, t)| {
+                (
+                    c.clone(),
+                    VersionStep {
+                        from: f.clone(),
+                        to: t.clone(),
+                    },
+                )
+            })
+            .collect();
     }
+    record
 }
 
 /// During a refresh, a lowered partition that the refresh record does not
