@@ -9,5 +9,6 @@ pub mod cli;
 pub mod decide;
 pub mod manifest;
 pub mod policy;
+pub mod refresh;
 pub mod webhook;
 pub mod workload;

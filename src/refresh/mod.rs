@@ -1,0 +1,655 @@
+//! The refresh controller: a pure step function from what is observed (the
+//! workload, its pods, the settings, the time) to the one thing to do next.
+//! Everything it needs lives in the cluster (the refresh record and the
+//! status), so a restarted controller carries on where it was.
+
+pub mod executor;
+pub mod status;
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::policy::{PauseAfter, Policy};
+use crate::workload::{PAUSE_AFTER, RESUME, RefreshRecord, RefreshState, Workload};
+
+/// How a refresh of one workload is paced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub pause_after: PauseAfter,
+    pub ready_timeout: Duration,
+    pub min_ready: Duration,
+    /// Default: replicas - 1.
+    pub min_available: Option<u32>,
+}
+
+impl Settings {
+    /// The policy's, with the workload's `upgradeguard.io/pause-after`
+    /// annotation (which may change during a refresh) taking precedence.
+    pub fn of(policy: &Policy, w: &Workload) -> Self {
+        let pause_after = match w.annotation(PAUSE_AFTER) {
+            Some("first") => PauseAfter::First,
+            Some("all") => PauseAfter::All,
+            Some("none") => PauseAfter::None,
+            _ => policy.pause_after,
+        };
+        Settings {
+            pause_after,
+            ready_timeout: Duration::from_secs(policy.health.ready_timeout_seconds.into()),
+            min_ready: Duration::from_secs(policy.health.min_ready_seconds.into()),
+            min_available: policy.health.min_available,
+        }
+    }
+}
+
+pub struct Observed<'a> {
+    pub workload: &'a Workload,
+    pub pods: &'a [Pod],
+    pub settings: &'a Settings,
+    pub now: jiff::Timestamp,
+}
+
+/// What to do; all fields empty: nothing (yet).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Action {
+    /// The refresh record to write.
+    pub record: Option<RefreshRecord>,
+    /// StatefulSet: lower (or keep) the partition to this.
+    pub partition: Option<i32>,
+    /// Deployment: `spec.paused`.
+    pub paused: Option<bool>,
+    /// Remove `upgradeguard.io/resume`: it was acted on.
+    pub clear_resume: bool,
+    pub event: Option<Event>,
+    /// Look again after this long even if nothing changes.
+    pub recheck: Option<Duration>,
+    /// What happens next, in words, and the command that makes it happen.
+    pub next: Next,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
+pub struct Next {
+    pub text: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// RefreshStarted, UnitRefreshed, RefreshPaused, UnitUnhealthy,
+    /// RefreshResumed, RefreshRolledBack, RefreshCompleted.
+    pub reason: &'static str,
+    pub message: String,
+    pub warning: bool,
+}
+
+impl Action {
+    pub fn is_nothing(&self) -> bool {
+        self.record.is_none()
+            && self.partition.is_none()
+            && self.paused.is_none()
+            && !self.clear_resume
+    }
+
+    fn wait(text: String, recheck: Duration) -> Self {
+        Action {
+            recheck: Some(recheck),
+            next: Next {
+                text,
+                command: None,
+            },
+            ..Default::default()
+        }
+    }
+}
+
+/// The user's `upgradeguard.io/resume`: plain, or `force: <reason>`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resume {
+    Plain,
+    Force(String),
+}
+
+pub fn resume_of(w: &Workload) -> Option<Resume> {
+    let value = w.annotation(RESUME)?.trim();
+    match value.strip_prefix("force:") {
+        Some(reason) => Some(Resume::Force(reason.trim().to_string())),
+        None if value.is_empty() => None,
+        None => Some(Resume::Plain),
+    }
+}
+
+/// One pod's place in the refresh.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum UnitHealth {
+    Missing,
+    /// Not yet on the update revision.
+    Outdated,
+    /// On it, not Ready.
+    Starting,
+    CrashLooping,
+    /// Ready, but not yet for minReadySeconds.
+    Ready {
+        since: jiff::Timestamp,
+    },
+    /// Ready for minReadySeconds on the update revision.
+    Done,
+}
+
+pub fn is_ready(pod: &Pod) -> Option<jiff::Timestamp> {
+    let condition = pod
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == "True")?;
+    Some(
+        condition
+            .last_transition_time
+            .as_ref()
+            .map_or(jiff::Timestamp::UNIX_EPOCH, |t| t.0),
+    )
+}
+
+pub fn restarts(pod: &Pod) -> i32 {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .map_or(0, |cs| cs.iter().map(|c| c.restart_count).sum())
+}
+
+fn crash_looping(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.state
+                    .as_ref()
+                    .and_then(|s| s.waiting.as_ref())
+                    .is_some_and(|w| w.reason.as_deref() == Some("CrashLoopBackOff"))
+            })
+        })
+}
+
+/// The revision a StatefulSet pod runs.
+pub fn revision(pod: &Pod) -> Option<&str> {
+    pod.metadata
+        .labels
+        .as_ref()?
+        .get("controller-revision-hash")
+        .map(String::as_str)
+}
+
+pub fn unit_health(
+    pod: Option<&Pod>,
+    update_revision: &str,
+    min_ready: Duration,
+    now: jiff::Timestamp,
+) -> UnitHealth {
+    let Some(pod) = pod else {
+        return UnitHealth::Missing;
+    };
+    if revision(pod) != Some(update_revision) {
+        return UnitHealth::Outdated;
+    }
+    if crash_looping(pod) {
+        return UnitHealth::CrashLooping;
+    }
+    match is_ready(pod) {
+        None => UnitHealth::Starting,
+        Some(since) if elapsed(since, now) >= min_ready => UnitHealth::Done,
+        Some(since) => UnitHealth::Ready { since },
+    }
+}
+
+fn elapsed(since: jiff::Timestamp, now: jiff::Timestamp) -> Duration {
+    let nanos = now.as_nanosecond() - since.as_nanosecond();
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(0))
+}
+
+/// The pod of a StatefulSet at an ordinal.
+pub fn pod_at<'a>(pods: &'a [Pod], workload: &str, ordinal: i32) -> Option<&'a Pod> {
+    let name = format!("{workload}-{ordinal}");
+    pods.iter()
+        .find(|p| p.metadata.name.as_deref() == Some(&name))
+}
+
+/// How often to look while waiting on something with no deadline.
+const POLL: Duration = Duration::from_secs(10);
+
+/// The one next step of the refresh this workload is in, if any.
+pub fn step(observed: &Observed) -> Action {
+    let w = observed.workload;
+    let Some(Ok(record)) = w.refresh_record() else {
+        return Action::default();
+    };
+    if !record.is_active() {
+        return Action {
+            next: Next {
+                text: format!(
+                    "no refresh in progress; the last one, {} → {}, completed",
+                    record.from, record.to
+                ),
+                command: None,
+            },
+            ..Default::default()
+        };
+    }
+    if w.status_is_stale() {
+        return Action::wait(
+            "waiting for the workload's controller to see the change".into(),
+            Duration::from_secs(2),
+        );
+    }
+    let id = format!("{}/{}", w.namespace(), w.name());
+    if record.unit_started.is_none() {
+        // First look at a refresh the webhook started: say so, once.
+        let mut seen = record.clone();
+        seen.unit_started = Some(record.started);
+        return Action {
+            event: Some(Event {
+                reason: if record.rollback {
+                    "RefreshRolledBack"
+                } else {
+                    "RefreshStarted"
+                },
+                message: format!(
+                    "refresh {} → {} started, one unit at a time",
+                    record.from, record.to
+                ),
+                warning: false,
+            }),
+            record: Some(seen),
+            next: Next {
+                text: "refresh started".into(),
+                command: Some(format!("upgrade-guard status {id}")),
+            },
+            ..Default::default()
+        };
+    }
+    match w {
+        Workload::StatefulSet(sts) => step_statefulset(sts, observed, record, &id),
+        Workload::Deployment(d) => step_deployment(d, observed, record, &id),
+    }
+}
+
+fn held(mut record: RefreshRecord, state: RefreshState, reason: String) -> RefreshRecord {
+    record.state = state;
+    record.reason = Some(reason);
+    record
+}
+
+fn moving(record: &RefreshRecord) -> RefreshState {
+    if record.rollback {
+        RefreshState::RollingBack
+    } else {
+        RefreshState::RollingOut
+    }
+}
+
+fn unhealthy(record: RefreshRecord, reason: String, id: &str) -> Action {
+    let next = Next {
+        text: format!(
+            "{reason}: roll back (`kubectl rollout undo statefulset/NAME`, or set the old image {}) or go on anyway",
+            record.from
+        ),
+        command: Some(format!("upgrade-guard resume --force --reason TEXT {id}")),
+    };
+    Action {
+        event: Some(Event {
+            reason: "UnitUnhealthy",
+            message: reason.clone(),
+            warning: true,
+        }),
+        record: Some(held(record, RefreshState::Failed, reason)),
+        next,
+        ..Default::default()
+    }
+}
+
+fn step_statefulset(
+    sts: &StatefulSet,
+    observed: &Observed,
+    record: RefreshRecord,
+    id: &str,
+) -> Action {
+    let (settings, now, pods) = (observed.settings, observed.now, observed.pods);
+    let name = sts.metadata.name.as_deref().unwrap_or_default();
+    let w = observed.workload;
+    let replicas = w.replicas().max(1);
+    let update_revision = sts
+        .status
+        .as_ref()
+        .and_then(|s| s.update_revision.as_deref())
+        .unwrap_or_default();
+    let unit = w.partition().unwrap_or(0).clamp(0, replicas - 1);
+    let pod = pod_at(pods, name, unit);
+    let pod_name = format!("{name}-{unit}");
+    let health = unit_health(pod, update_revision, settings.min_ready, now);
+    let resume = resume_of(w);
+    let forced = matches!(resume, Some(Resume::Force(_))) && record.state == RefreshState::Failed;
+
+    if health != UnitHealth::Done && !forced {
+        if record.state == RefreshState::Failed {
+            return Action {
+                next: unhealthy(
+                    record.clone(),
+                    record.reason.clone().unwrap_or_default(),
+                    id,
+                )
+                .next,
+                ..Default::default()
+            };
+        }
+        let unit_started = record.unit_started.unwrap_or(record.started);
+        let waited = elapsed(unit_started, now);
+        if health == UnitHealth::CrashLooping {
+            return unhealthy(
+                record,
+                format!("unit {unit} ({pod_name}) is crash-looping"),
+                id,
+            );
+        }
+        if waited > settings.ready_timeout {
+            return unhealthy(
+                record,
+                format!(
+                    "unit {unit} ({pod_name}) is not Ready after {}s",
+                    settings.ready_timeout.as_secs()
+                ),
+                id,
+            );
+        }
+        let left = settings.ready_timeout.saturating_sub(waited);
+        return match health {
+            UnitHealth::Ready { since } => {
+                let settle = settings.min_ready.saturating_sub(elapsed(since, now));
+                Action::wait(
+                    format!(
+                        "unit {unit} ({pod_name}) is Ready; it must stay Ready {}s more",
+                        settle.as_secs()
+                    ),
+                    settle.max(Duration::from_secs(1)),
+                )
+            }
+            _ => Action::wait(
+                format!(
+                    "waiting for unit {unit} ({pod_name}) to run the new revision and be Ready ({}s left)",
+                    left.as_secs()
+                ),
+                left.min(POLL).max(Duration::from_secs(1)),
+            ),
+        };
+    }
+
+    // The unit is refreshed (or the user forced past it).
+    let mut record = record;
+    record.units.insert(unit, record.to.clone());
+    if unit == 0 {
+        let all_done = (0..replicas).all(|o| {
+            unit_health(
+                pod_at(pods, name, o),
+                update_revision,
+                settings.min_ready,
+                now,
+            ) == UnitHealth::Done
+        });
+        if !all_done && !forced {
+            return Action::wait(
+                "waiting for every unit to be Ready on the new revision".into(),
+                POLL,
+            );
+        }
+        record.state = RefreshState::Completed;
+        record.finished = Some(now);
+        record.reason = None;
+        let message = format!(
+            "refresh {} → {} completed: all {replicas} units refreshed",
+            record.from, record.to
+        );
+        return Action {
+            event: Some(Event {
+                reason: if record.rollback {
+                    "RefreshRolledBack"
+                } else {
+                    "RefreshCompleted"
+                },
+                message: message.clone(),
+                warning: false,
+            }),
+            record: Some(record),
+            clear_resume: resume.is_some(),
+            next: Next {
+                text: message,
+                command: None,
+            },
+            ..Default::default()
+        };
+    }
+
+    let first_unit = unit == replicas - 1;
+    let hold = match settings.pause_after {
+        PauseAfter::None => false,
+        PauseAfter::First => !record.resumed && first_unit,
+        PauseAfter::All => true,
+    };
+    let resume_cmd = format!("upgrade-guard resume {id}");
+    if hold && resume.is_none() {
+        if record.state == RefreshState::Paused {
+            return Action {
+                next: Next {
+                    text: record.reason.clone().unwrap_or_default(),
+                    command: Some(resume_cmd),
+                },
+                ..Default::default()
+            };
+        }
+        let reason = format!(
+            "paused after unit {unit} ({pod_name}) refreshed to {}; check it, then resume",
+            record.to
+        );
+        return Action {
+            event: Some(Event {
+                reason: "RefreshPaused",
+                message: reason.clone(),
+                warning: false,
+            }),
+            record: Some(held(record, RefreshState::Paused, reason.clone())),
+            next: Next {
+                text: reason,
+                command: Some(resume_cmd),
+            },
+            ..Default::default()
+        };
+    }
+
+    let ready = (0..replicas)
+        .filter(|o| pod_at(pods, name, *o).and_then(is_ready).is_some())
+        .count();
+    let min_available = settings
+        .min_available
+        .map_or(replicas - 1, |m| i32::try_from(m).unwrap_or(i32::MAX));
+    if i32::try_from(ready).unwrap_or(0) < min_available && !forced {
+        return Action::wait(
+            format!(
+                "holding unit {}: {ready} of {replicas} pods Ready, {min_available} needed to keep a quorum",
+                unit - 1
+            ),
+            POLL,
+        );
+    }
+
+    let next_unit = unit - 1;
+    let (event_reason, message) = match &resume {
+        Some(Resume::Force(why)) if forced => (
+            "RefreshResumed",
+            format!(
+                "forced past unhealthy unit {unit} ({pod_name}): {why}; refreshing unit {next_unit}"
+            ),
+        ),
+        Some(_) => (
+            "RefreshResumed",
+            format!("resumed; refreshing unit {next_unit}"),
+        ),
+        None => (
+            "UnitRefreshed",
+            format!(
+                "unit {unit} ({pod_name}) refreshed to {}; refreshing unit {next_unit}",
+                record.to
+            ),
+        ),
+    };
+    record.resumed |= resume.is_some() && settings.pause_after == PauseAfter::First;
+    record.state = moving(&record);
+    record.reason = None;
+    record.partition = Some(next_unit);
+    record.unit_started = Some(now);
+    Action {
+        event: Some(Event {
+            reason: event_reason,
+            message,
+            warning: forced,
+        }),
+        record: Some(record),
+        partition: Some(next_unit),
+        clear_resume: resume.is_some(),
+        recheck: Some(Duration::from_secs(1)),
+        next: Next {
+            text: format!("refreshing unit {next_unit} ({name}-{next_unit})"),
+            command: Some(format!("upgrade-guard status {id}")),
+        },
+        ..Default::default()
+    }
+}
+
+/// Deployments have no partition: the refresh is paused (`spec.paused`)
+/// once the first updated pod is Ready, when the pause setting asks for it.
+fn step_deployment(d: &Deployment, observed: &Observed, record: RefreshRecord, id: &str) -> Action {
+    let (settings, now, pods) = (observed.settings, observed.now, observed.pods);
+    let w = observed.workload;
+    let replicas = w.replicas();
+    let status = d.status.clone().unwrap_or_default();
+    let updated = status.updated_replicas.unwrap_or(0);
+    let available = status.available_replicas.unwrap_or(0);
+    let paused = d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false);
+    let resume = resume_of(w);
+    if updated >= replicas && available >= replicas && status.replicas.unwrap_or(0) == replicas {
+        let mut record = record;
+        record.state = RefreshState::Completed;
+        record.finished = Some(now);
+        record.reason = None;
+        let message = format!("refresh {} → {} completed", record.from, record.to);
+        return Action {
+            event: Some(Event {
+                reason: "RefreshCompleted",
+                message: message.clone(),
+                warning: false,
+            }),
+            record: Some(record),
+            paused: paused.then_some(false),
+            clear_resume: resume.is_some(),
+            next: Next {
+                text: message,
+                command: None,
+            },
+            ..Default::default()
+        };
+    }
+    if paused && resume.is_some() {
+        let mut record = record;
+        record.resumed = true;
+        record.state = moving(&record);
+        record.reason = None;
+        return Action {
+            event: Some(Event {
+                reason: "RefreshResumed",
+                message: "resumed".into(),
+                warning: false,
+            }),
+            record: Some(record),
+            paused: Some(false),
+            clear_resume: true,
+            next: Next {
+                text: "refreshing the remaining pods".into(),
+                command: Some(format!("upgrade-guard status {id}")),
+            },
+            ..Default::default()
+        };
+    }
+    let template_images: Vec<&str> = w
+        .template()
+        .and_then(|t| t.spec.as_ref())
+        .map(|s| {
+            s.containers
+                .iter()
+                .filter_map(|c| c.image.as_deref())
+                .collect()
+        })
+        .unwrap_or_default();
+    let updated_ready = pods
+        .iter()
+        .filter(|p| {
+            let images: Vec<&str> = p
+                .spec
+                .as_ref()
+                .map(|s| {
+                    s.containers
+                        .iter()
+                        .filter_map(|c| c.image.as_deref())
+                        .collect()
+                })
+                .unwrap_or_default();
+            images == template_images
+                && is_ready(p).is_some_and(|since| elapsed(since, now) >= settings.min_ready)
+        })
+        .count();
+    let hold = settings.pause_after != PauseAfter::None && !record.resumed;
+    if hold && updated_ready >= 1 && !paused {
+        let reason = format!(
+            "paused after the first pod refreshed to {}; check it, then resume",
+            record.to
+        );
+        return Action {
+            event: Some(Event {
+                reason: "RefreshPaused",
+                message: reason.clone(),
+                warning: false,
+            }),
+            record: Some(held(record, RefreshState::Paused, reason.clone())),
+            paused: Some(true),
+            next: Next {
+                text: reason,
+                command: Some(format!("upgrade-guard resume {id}")),
+            },
+            ..Default::default()
+        };
+    }
+    if paused {
+        return Action {
+            next: Next {
+                text: record.reason.clone().unwrap_or_else(|| "paused".into()),
+                command: Some(format!("upgrade-guard resume {id}")),
+            },
+            ..Default::default()
+        };
+    }
+    let waited = elapsed(record.unit_started.unwrap_or(record.started), now);
+    if waited > settings.ready_timeout && updated_ready == 0 && record.state != RefreshState::Failed
+    {
+        return unhealthy(
+            record,
+            format!(
+                "no refreshed pod is Ready after {}s",
+                settings.ready_timeout.as_secs()
+            ),
+            id,
+        );
+    }
+    Action::wait(
+        format!("{updated} of {replicas} pods refreshed, {available} available"),
+        POLL,
+    )
+}
