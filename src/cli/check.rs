@@ -14,11 +14,23 @@ use crate::workload::Workload;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The manifests as they are (file, directory, or `-`).
-    #[arg(long)]
-    pub old: String,
+    #[arg(
+        long,
+        required_unless_present = "live",
+        requires = "new",
+        conflicts_with = "live"
+    )]
+    pub old: Option<String>,
     /// The manifests as they will be (file, directory, or `-`).
-    #[arg(long)]
-    pub new: String,
+    #[arg(long, requires = "old")]
+    pub new: Option<String>,
+    /// Pre-refresh check of a live workload (NAMESPACE/NAME): would a
+    /// refresh to `--to` be admitted, and is it healthy enough to start?
+    #[arg(long, requires = "to")]
+    pub live: Option<String>,
+    /// The version for `--live`.
+    #[arg(long, requires = "live")]
+    pub to: Option<String>,
     #[arg(long, value_enum, default_value = "table")]
     pub output: Output,
 }
@@ -46,14 +58,26 @@ struct Row {
 }
 
 pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
-    if args.old == "-" && args.new == "-" {
+    let policies = common.load_policies()?;
+    if let (Some(target), Some(to)) = (&args.live, &args.to) {
+        let runtime = super::runtime()?;
+        let (ready, text) = runtime.block_on(async {
+            let client = super::cluster::client().await?;
+            live(&client, target, to, &policies, common.now()).await
+        })?;
+        print!("{text}");
+        return Ok(verdict_code(ready));
+    }
+    let (Some(old), Some(new)) = (&args.old, &args.new) else {
+        return Err(Error::Io("give --old and --new, or --live and --to".into()));
+    };
+    if old == "-" && new == "-" {
         return Err(Error::Io(
             "--old and --new cannot both read standard input".into(),
         ));
     }
-    let policies = common.load_policies()?;
-    let old_set = manifest::read(&args.old)?;
-    let new_set = manifest::read(&args.new)?;
+    let old_set = manifest::read(old)?;
+    let new_set = manifest::read(new)?;
     let old = manifest::workloads(&old_set)?;
     let new = manifest::workloads(&new_set)?;
     // Lookups (claims' access modes) see what the cluster will hold.
@@ -169,4 +193,89 @@ fn table(rows: &[Row]) -> String {
         }
     }
     out
+}
+
+/// The pre-refresh check: the verdict a change to `to` would get, and
+/// whether the workload is healthy enough to start (all replicas Ready, no
+/// refresh running). `true` when both hold.
+pub async fn live(
+    client: &kube::Client,
+    target: &str,
+    to: &str,
+    policies: &crate::policy::PolicySet,
+    now: jiff::Timestamp,
+) -> Result<(bool, String), Error> {
+    let (ns, name) = super::cluster::target(target)?;
+    let old = super::cluster::find(client, &ns, &name).await?;
+    let id = format!("{} {ns}/{name}", old.kind());
+    let Some(policy) = policies.select(&old) else {
+        return Ok((
+            true,
+            format!("{id}: no policy governs it; any version is admitted\n"),
+        ));
+    };
+    let mut new = old.clone();
+    if let Some(template) = match &mut new {
+        Workload::StatefulSet(s) => s.spec.as_mut().map(|s| &mut s.template),
+        Workload::Deployment(d) => d.spec.as_mut().map(|s| &mut s.template),
+    } {
+        policy.retarget(template, to);
+    }
+    let verdict = decide::decide(
+        &Change::Update {
+            old: old.clone(),
+            new,
+        },
+        policies,
+        &crate::decide::NoCluster,
+        now,
+    );
+    let mut text = if verdict.allowed {
+        format!(
+            "{id}: a refresh to {to} would be admitted{}\n",
+            verdict
+                .from
+                .as_ref()
+                .map(|f| format!(" ({f} → {to})"))
+                .unwrap_or_default()
+        )
+    } else {
+        format!(
+            "{id}: a refresh to {to} would be refused: {}\n",
+            verdict.reason
+        )
+    };
+    let (ready, replicas) = match &old {
+        Workload::StatefulSet(s) => (
+            s.status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0),
+            old.replicas(),
+        ),
+        Workload::Deployment(d) => (
+            d.status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0),
+            old.replicas(),
+        ),
+    };
+    let running =
+        old.status_shows_rollout() || matches!(old.refresh_record(), Some(Ok(r)) if r.is_active());
+    let healthy = ready >= replicas && !running;
+    text.push_str(&format!(
+        "health: {ready} of {replicas} pods Ready, {}: {}\n",
+        if running {
+            "a refresh is running"
+        } else {
+            "no refresh running"
+        },
+        if healthy {
+            "ready to start"
+        } else {
+            "not ready to start"
+        }
+    ));
+    Ok((verdict.allowed && healthy, text))
 }

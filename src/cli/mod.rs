@@ -2,9 +2,13 @@
 //! library. Exit codes: 0 allowed, 1 something refused, 2 bad input.
 
 mod certs;
-mod check;
+pub mod check;
+pub mod cluster;
+pub mod pause;
+pub mod resume;
 mod review;
 mod serve;
+pub mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -65,6 +69,12 @@ pub enum Command {
     Check(check::Args),
     /// A CA and serving certificate for the webhook Service, and the caBundle.
     Certs(certs::Args),
+    /// Live refresh status per unit, and the next action.
+    Status(status::Args),
+    /// Let a paused refresh go on (`--force`: past a failed unit).
+    Resume(resume::Args),
+    /// Hold a refresh after the unit in progress.
+    Pause(pause::Args),
 }
 
 /// What stops a command; printed as one line on stderr, exit 2.
@@ -89,6 +99,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Check(args) => check::run(args, &cli.common),
         Command::Serve(args) => serve::run(args, &cli.common),
         Command::Certs(args) => certs::run(args, &cli.common),
+        Command::Status(args) => status::run(args, &cli.common),
+        Command::Resume(args) => resume::run(args, &cli.common),
+        Command::Pause(args) => pause::run(args, &cli.common),
     };
     match result {
         Ok(code) => code,
@@ -106,4 +119,12 @@ fn verdict_code(all_allowed: bool) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+/// A runtime for the commands that talk to a cluster.
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Io(format!("cannot start the runtime: {e}")))
 }

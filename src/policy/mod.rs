@@ -323,6 +323,30 @@ impl Policy {
             .collect()
     }
 
+    /// The template as it would be at `version`: each governed container's
+    /// image re-tagged (a digest dropped), or the version label set.
+    pub fn retarget(&self, template: &mut PodTemplateSpec, version: &str) {
+        if let VersionSource::Label(label) = &self.version_source {
+            template
+                .metadata
+                .get_or_insert_with(Default::default)
+                .labels
+                .get_or_insert_with(Default::default)
+                .insert(label.clone(), version.to_string());
+            return;
+        }
+        let Some(spec) = template.spec.as_mut() else {
+            return;
+        };
+        for c in spec.containers.iter_mut() {
+            if self.containers.is_empty() || self.containers.contains(&c.name) {
+                if let Some(image) = c.image.as_mut() {
+                    *image = format!("{}:{version}", ImageRef::parse(image).name);
+                }
+            }
+        }
+    }
+
     /// Reads the version an image carries: a known digest first, then the tag.
     pub fn version_of_image(&self, image: &str) -> Result<Version, String> {
         let VersionSource::Tag { pattern, digests } = &self.version_source else {

@@ -1,0 +1,448 @@
+//! The executor and the live commands (`status`, `resume`, `pause`,
+//! `check --live`) against kube's mock API server: the exact requests,
+//! bodies and preconditions they send, and what they refuse.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use http::{Request, Response};
+use kube::client::Body;
+use serde_json::{Value, json};
+use upgrade_guard::cli::{check, pause, resume, status};
+use upgrade_guard::refresh::executor::{self, Outcome};
+use upgrade_guard::refresh::{Action, Event};
+use upgrade_guard::workload::{RefreshRecord, Workload};
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+/// One expected request and the answer to give.
+struct Call {
+    method: &'static str,
+    path_and_query: String,
+    /// The exact JSON body expected, when there is one to check.
+    body: Option<Value>,
+    status: u16,
+    reply: Value,
+}
+
+fn call(method: &'static str, path_and_query: &str, status: u16, reply: Value) -> Call {
+    Call {
+        method,
+        path_and_query: path_and_query.into(),
+        body: None,
+        status,
+        reply,
+    }
+}
+
+/// Plays the API server: each call in order, then no more requests.
+async fn scenario(mut handle: Handle, calls: Vec<Call>) {
+    for expected in calls {
+        let (request, respond) =
+            tokio::time::timeout(Duration::from_secs(5), handle.next_request())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "expected {} {} never came",
+                        expected.method, expected.path_and_query
+                    )
+                })
+                .expect("the client went away");
+        assert_eq!(request.method().as_str(), expected.method);
+        assert_eq!(
+            request.uri().path_and_query().unwrap().as_str(),
+            expected.path_and_query
+        );
+        let content_type = request
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string());
+        let bytes = http_body_util::BodyExt::collect(request.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        if let Some(body) = expected.body {
+            assert_eq!(
+                content_type.as_deref(),
+                Some("application/merge-patch+json")
+            );
+            assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap(), body);
+        }
+        respond.send_response(
+            Response::builder()
+                .status(expected.status)
+                .body(Body::from(serde_json::to_vec(&expected.reply).unwrap()))
+                .unwrap(),
+        );
+    }
+    let extra = tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await;
+    assert!(
+        extra.is_err() || extra.unwrap().is_none(),
+        "an unexpected extra request"
+    );
+}
+
+fn mock() -> (kube::Client, Handle) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    (kube::Client::new(service, "default"), handle)
+}
+
+fn not_found() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})
+}
+
+const RECORD: &str = r#"{"from":"1.7.0","to":"1.8.0","started":"2026-11-21T19:00:00Z","state":"Paused","partition":4,"unitStarted":"2026-11-21T19:00:00Z","reason":"paused after unit 4 (db-4) refreshed to 1.8.0; check it, then resume"}"#;
+
+/// The recorded StatefulSet mid-refresh, with a refresh record.
+fn db(record: Option<&str>) -> Value {
+    let mut v = value("generated/live-db-refreshing.json");
+    v["metadata"]["resourceVersion"] = json!("240");
+    v["spec"]["updateStrategy"]["rollingUpdate"]["partition"] = json!(4);
+    if let Some(r) = record {
+        v["metadata"]["annotations"]["upgradeguard.io/refresh"] = json!(r);
+    }
+    v
+}
+
+const STS: &str = "/apis/apps/v1/namespaces/shop/statefulsets/db";
+
+fn pods_list() -> Value {
+    let pod = |o: i32, rev: &str, image: &str| {
+        json!({"metadata": {"name": format!("db-{o}"), "namespace": "shop", "labels": {"controller-revision-hash": rev}},
+            "spec": {"containers": [{"name": "db", "image": image}]},
+            "status": {"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-11-21T19:10:00Z"}],
+                "containerStatuses": [{"name": "db", "image": image, "imageID": "", "ready": true, "restartCount": 1}]}})
+    };
+    let mut items = vec![pod(
+        4,
+        "db-5c486b85c7",
+        "registry.example.com/shop/db:1.8.0",
+    )];
+    for o in (0..4).rev() {
+        items.push(pod(o, "db-99fb5d7f6", "registry.example.com/shop/db:1.7.0"));
+    }
+    json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items})
+}
+
+#[tokio::test]
+async fn status_reports_each_unit_and_the_next_action() {
+    let (client, handle) = mock();
+    let server = tokio::spawn(scenario(
+        handle,
+        vec![
+            call("GET", STS, 200, db(Some(RECORD))),
+            call(
+                "GET",
+                "/api/v1/namespaces/shop/pods?&labelSelector=app.kubernetes.io%2Fname%3Ddb",
+                200,
+                pods_list(),
+            ),
+        ],
+    ));
+    let reports = status::gather(&client, Some("shop/db"), &policies(), now())
+        .await
+        .unwrap();
+    server.await.unwrap();
+    let r = &reports[0];
+    assert_eq!(
+        (
+            r.from.as_str(),
+            r.to.as_str(),
+            r.state.as_str(),
+            r.pause_after
+        ),
+        ("1.7.0", "1.8.0", "Paused", "first")
+    );
+    assert_eq!((r.partition, r.progress_percent), (Some(4), 20));
+    assert_eq!(r.units[0].version.as_deref(), Some("1.8.0"));
+    assert_eq!(r.units[1].version.as_deref(), Some("1.7.0"));
+    assert!(r.units[1].next, "unit 3 restarts next");
+    assert_eq!(
+        r.next.command.as_deref(),
+        Some("upgrade-guard resume shop/db")
+    );
+    let text = upgrade_guard::refresh::status::text(&reports);
+    assert!(text.starts_with("StatefulSet shop/db: 1.7.0 → 1.8.0  Paused  pause-after first  partition 4  20% refreshed\n"), "{text}");
+    assert!(text.contains("  3     db-3                      1.7.0       db-99fb5d7f6        yes    1        ← restarts next\n"), "{text}");
+    assert!(text.ends_with("  next: paused after unit 4 (db-4) refreshed to 1.8.0; check it, then resume\n  run:  upgrade-guard resume shop/db\n"), "{text}");
+    let json = serde_json::to_value(&reports).unwrap();
+    assert_eq!(json[0]["units"][0]["pod"], "db-4");
+    assert_eq!(json[0]["next"]["command"], "upgrade-guard resume shop/db");
+}
+
+#[tokio::test]
+async fn resume_sets_the_annotation_with_the_resource_version_as_precondition() {
+    let (client, handle) = mock();
+    let mut patch = call(
+        "PATCH",
+        &format!("{STS}?&fieldManager=upgrade-guard"),
+        200,
+        db(Some(RECORD)),
+    );
+    patch.body = Some(
+        json!({"metadata": {"resourceVersion": "240", "annotations": {"upgradeguard.io/resume": NOW}}}),
+    );
+    let server = tokio::spawn(scenario(
+        handle,
+        vec![call("GET", STS, 200, db(Some(RECORD))), patch],
+    ));
+    let said = resume::resume(&client, "shop/db", None, now())
+        .await
+        .unwrap();
+    server.await.unwrap();
+    assert_eq!(
+        said,
+        "StatefulSet shop/db: resume requested; the controller goes on at its next step"
+    );
+}
+
+#[tokio::test]
+async fn resume_refuses_when_there_is_nothing_to_resume_and_writes_nothing() {
+    let (client, handle) = mock();
+    let server = tokio::spawn(scenario(handle, vec![call("GET", STS, 200, db(None))]));
+    let err = resume::resume(&client, "shop/db", None, now())
+        .await
+        .unwrap_err()
+        .to_string();
+    server.await.unwrap();
+    assert_eq!(
+        err,
+        "StatefulSet shop/db: no refresh in progress, nothing to resume or pause"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_refresh_needs_force_and_a_reason() {
+    let failed = RECORD.replace("\"Paused\"", "\"Failed\"");
+    let (client, handle) = mock();
+    let server = tokio::spawn(scenario(
+        handle,
+        vec![call("GET", STS, 200, db(Some(&failed)))],
+    ));
+    let err = resume::resume(&client, "shop/db", None, now())
+        .await
+        .unwrap_err()
+        .to_string();
+    server.await.unwrap();
+    assert!(
+        err.contains("the refresh failed") && err.contains("--force --reason TEXT"),
+        "{err}"
+    );
+
+    let (client, handle) = mock();
+    let mut patch = call(
+        "PATCH",
+        &format!("{STS}?&fieldManager=upgrade-guard"),
+        200,
+        db(Some(&failed)),
+    );
+    patch.body = Some(json!({"metadata": {"resourceVersion": "240",
+        "annotations": {"upgradeguard.io/resume": "force: vendor confirmed the probe is wrong"}}}));
+    let server = tokio::spawn(scenario(
+        handle,
+        vec![call("GET", STS, 200, db(Some(&failed))), patch],
+    ));
+    resume::resume(
+        &client,
+        "shop/db",
+        Some("vendor confirmed the probe is wrong"),
+        now(),
+    )
+    .await
+    .unwrap();
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn pause_holds_after_the_unit_in_progress_and_finds_deployments_too() {
+    let (client, handle) = mock();
+    let mut web: Value = sample("deploy-update-set-image.json")["request"]["object"].clone();
+    web["metadata"]["resourceVersion"] = json!("77");
+    web["metadata"]["annotations"]["upgradeguard.io/refresh"] =
+        json!(RECORD.replace("\"Paused\"", "\"RollingOut\""));
+    let mut patch = call(
+        "PATCH",
+        "/apis/apps/v1/namespaces/shop/deployments/web?&fieldManager=upgrade-guard",
+        200,
+        web.clone(),
+    );
+    patch.body = Some(
+        json!({"metadata": {"resourceVersion": "77", "annotations": {"upgradeguard.io/pause-after": "all"}}}),
+    );
+    let server = tokio::spawn(scenario(
+        handle,
+        vec![
+            call(
+                "GET",
+                "/apis/apps/v1/namespaces/shop/statefulsets/web",
+                404,
+                not_found(),
+            ),
+            call(
+                "GET",
+                "/apis/apps/v1/namespaces/shop/deployments/web",
+                200,
+                web,
+            ),
+            patch,
+        ],
+    ));
+    let said = pause::pause(&client, "shop/web").await.unwrap();
+    server.await.unwrap();
+    assert!(
+        said.starts_with("Deployment shop/web: holds after the unit in progress"),
+        "{said}"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_target_is_refused_before_any_request() {
+    let (client, handle) = mock();
+    let server = tokio::spawn(scenario(handle, vec![]));
+    let err = pause::pause(&client, "db").await.unwrap_err().to_string();
+    server.await.unwrap();
+    assert_eq!(err, "\"db\": name the workload as NAMESPACE/NAME");
+}
+
+#[tokio::test]
+async fn the_pre_refresh_check_says_whether_it_would_be_admitted_and_can_start() {
+    // Settled at 1.7.0, 3 of 3 Ready.
+    let mut settled = sample("sts-update-set-image.json")["request"]["oldObject"].clone();
+    settled["status"]["readyReplicas"] = json!(3);
+    settled["status"]["replicas"] = json!(3);
+    settled["status"]["updatedReplicas"] = json!(3);
+    let (client, handle) = mock();
+    let server = tokio::spawn(scenario(
+        handle,
+        vec![call("GET", STS, 200, settled.clone())],
+    ));
+    let (ok, text) = check::live(&client, "shop/db", "1.8.0", &policies(), now())
+        .await
+        .unwrap();
+    server.await.unwrap();
+    assert!(ok, "{text}");
+    assert_eq!(
+        text,
+        "StatefulSet shop/db: a refresh to 1.8.0 would be admitted (1.7.0 → 1.8.0)\nhealth: 3 of 3 pods Ready, no refresh running: ready to start\n"
+    );
+
+    let (client, handle) = mock();
+    let server = tokio::spawn(scenario(handle, vec![call("GET", STS, 200, settled)]));
+    let (ok, text) = check::live(&client, "shop/db", "1.9.0", &policies(), now())
+        .await
+        .unwrap();
+    server.await.unwrap();
+    assert!(!ok);
+    assert!(
+        text.contains("would be refused: StatefulSet shop/db: 1.7.0 → 1.9.0 skips 1.8.x"),
+        "{text}"
+    );
+
+    // Mid-refresh: not ready to start.
+    let (client, handle) = mock();
+    let server = tokio::spawn(scenario(
+        handle,
+        vec![call("GET", STS, 200, db(Some(RECORD)))],
+    ));
+    let (ok, text) = check::live(&client, "shop/db", "1.9.0", &policies(), now())
+        .await
+        .unwrap();
+    server.await.unwrap();
+    assert!(!ok);
+    assert!(
+        text.contains("a refresh is running: not ready to start"),
+        "{text}"
+    );
+}
+
+fn lowering() -> (Workload, Action) {
+    let w = of(db(Some(RECORD)));
+    let mut record: RefreshRecord = serde_json::from_str(RECORD).unwrap();
+    record.partition = Some(3);
+    record.state = upgrade_guard::workload::RefreshState::RollingOut;
+    record.reason = None;
+    let action = Action {
+        record: Some(record),
+        partition: Some(3),
+        clear_resume: true,
+        event: Some(Event {
+            reason: "RefreshResumed",
+            message: "resumed; refreshing unit 3".into(),
+            warning: false,
+        }),
+        ..Default::default()
+    };
+    (w, action)
+}
+
+#[tokio::test]
+async fn the_executor_patches_partition_and_record_in_one_guarded_request_then_records_an_event() {
+    let (w, action) = lowering();
+    let (client, handle) = mock();
+    let mut patch = call(
+        "PATCH",
+        &format!("{STS}?&fieldManager=upgrade-guard"),
+        200,
+        db(Some(RECORD)),
+    );
+    patch.body = Some(json!({
+        "metadata": {"resourceVersion": "240", "annotations": {
+            "upgradeguard.io/refresh": serde_json::to_string(action.record.as_ref().unwrap()).unwrap(),
+            "upgradeguard.io/resume": null}},
+        "spec": {"updateStrategy": {"rollingUpdate": {"partition": 3}}},
+    }));
+    let event = call(
+        "POST",
+        "/apis/events.k8s.io/v1/namespaces/shop/events?",
+        201,
+        json!({}),
+    );
+    let server = tokio::spawn(scenario(handle, vec![patch, event]));
+    let reporter = kube::runtime::events::Reporter {
+        controller: "upgrade-guard".into(),
+        instance: None,
+    };
+    let recorder = kube::runtime::events::Recorder::new(client.clone(), reporter);
+    let outcome = executor::execute(&client, Some(&recorder), &w, &action)
+        .await
+        .unwrap();
+    server.await.unwrap();
+    assert_eq!(outcome, Outcome::Applied);
+}
+
+#[tokio::test]
+async fn a_concurrent_change_is_never_overwritten() {
+    let (w, action) = lowering();
+    let (client, handle) = mock();
+    let conflict = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409,
+        "message": "the object has been modified"});
+    let server = tokio::spawn(scenario(
+        handle,
+        vec![call(
+            "PATCH",
+            &format!("{STS}?&fieldManager=upgrade-guard"),
+            409,
+            conflict,
+        )],
+    ));
+    let outcome = executor::execute(&client, None, &w, &action).await.unwrap();
+    server.await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Conflict,
+        "no event, no retry with stale data"
+    );
+}
+
+#[tokio::test]
+async fn nothing_to_do_sends_nothing() {
+    let (client, handle) = mock();
+    let server = tokio::spawn(scenario(handle, vec![]));
+    let outcome = executor::execute(&client, None, &of(db(Some(RECORD))), &Action::default())
+        .await
+        .unwrap();
+    server.await.unwrap();
+    assert_eq!(outcome, Outcome::Nothing);
+}
