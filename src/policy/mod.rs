@@ -339,10 +339,10 @@ impl Policy {
             return;
         };
         for c in spec.containers.iter_mut() {
-            if self.containers.is_empty() || self.containers.contains(&c.name) {
-                if let Some(image) = c.image.as_mut() {
-                    *image = format!("{}:{version}", ImageRef::parse(image).name);
-                }
+            if (self.containers.is_empty() || self.containers.contains(&c.name))
+                && let Some(image) = c.image.as_mut()
+            {
+                *image = format!("{}:{version}", ImageRef::parse(image).name);
             }
         }
     }
