@@ -381,9 +381,13 @@ fn the_last_unit_completes_the_refresh_or_the_rollback() {
         &record(0, "RollingBack", json!({"rollback": true})),
         json!({}),
     );
-    assert_eq!(
-        event(&run(&back, &pods(5, 0, 0), &s, 60)),
-        "RefreshRolledBack"
+    let done = run(&back, &pods(5, 0, 0), &s, 60);
+    assert_eq!(event(&done), "RefreshCompleted");
+    assert!(
+        done.event
+            .unwrap()
+            .message
+            .starts_with("rollback 1.7.0 → 1.8.0 completed")
     );
 }
 

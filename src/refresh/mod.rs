@@ -257,8 +257,14 @@ pub fn step(observed: &Observed) -> Action {
                     "RefreshStarted"
                 },
                 message: format!(
-                    "refresh {} → {} started, one unit at a time",
-                    record.from, record.to
+                    "{} {} → {} started, one unit at a time",
+                    if record.rollback {
+                        "rollback"
+                    } else {
+                        "refresh"
+                    },
+                    record.from,
+                    record.to
                 ),
                 warning: false,
             }),
@@ -406,17 +412,18 @@ fn step_statefulset(
         record.state = RefreshState::Completed;
         record.finished = Some(now);
         record.reason = None;
+        let what = if record.rollback {
+            "rollback"
+        } else {
+            "refresh"
+        };
         let message = format!(
-            "refresh {} → {} completed: all {replicas} units refreshed",
+            "{what} {} → {} completed: all {replicas} units refreshed",
             record.from, record.to
         );
         return Action {
             event: Some(Event {
-                reason: if record.rollback {
-                    "RefreshRolledBack"
-                } else {
-                    "RefreshCompleted"
-                },
+                reason: "RefreshCompleted",
                 message: message.clone(),
                 warning: false,
             }),

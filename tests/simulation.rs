@@ -1,0 +1,404 @@
+//! A whole 5-replica refresh, end to end, against an in-memory model of the
+//! StatefulSet controller's partition semantics (pods at ordinal ≥ partition
+//! move to the update revision, then become Ready after a delay, or crash
+//! when told), with paused tokio time. The webhook starts the refresh (and a
+//! rollback) through `decide`; the controller's step drives it.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use upgrade_guard::decide::{self, Change, NoCluster};
+use upgrade_guard::policy::PauseAfter;
+use upgrade_guard::refresh::{Action, Observed, Settings, step};
+use upgrade_guard::workload::{RefreshRecord, RefreshState, Workload};
+
+const READY_AFTER: Duration = Duration::from_secs(30);
+
+struct SimPod {
+    revision: String,
+    created: Instant,
+    crashing: bool,
+}
+
+struct Model {
+    sts: Value,
+    pods: BTreeMap<i32, SimPod>,
+    /// Pods at these ordinals crash on this image.
+    crash: Option<(BTreeSet<i32>, String)>,
+    start: Instant,
+    t0: jiff::Timestamp,
+}
+
+fn revision_of(sts: &Value) -> String {
+    let image = sts["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap();
+    format!("db-{}", image.rsplit(':').next().unwrap())
+}
+
+impl Model {
+    fn new() -> Model {
+        let mut sts = value("generated/live-db-1.8.0.json");
+        sts["spec"]["replicas"] = json!(5);
+        sts["spec"]["template"]["spec"]["containers"][0]["image"] =
+            json!("registry.example.com/shop/db:1.7.0");
+        sts["metadata"]["generation"] = json!(1);
+        let start = Instant::now();
+        let revision = revision_of(&sts);
+        let pods = (0..5)
+            .map(|o| {
+                (
+                    o,
+                    SimPod {
+                        revision: revision.clone(),
+                        created: start - Duration::from_secs(3600),
+                        crashing: false,
+                    },
+                )
+            })
+            .collect();
+        let mut model = Model {
+            sts,
+            pods,
+            crash: None,
+            start,
+            t0: "2026-11-21T10:00:00Z".parse().unwrap(),
+        };
+        model.reconcile();
+        model
+    }
+
+    fn now(&self) -> jiff::Timestamp {
+        self.t0 + jiff::SignedDuration::try_from(Instant::now() - self.start).unwrap()
+    }
+
+    fn at(&self, instant: Instant) -> jiff::Timestamp {
+        let offset = instant
+            .checked_duration_since(self.start)
+            .map_or(-3600, |d| d.as_secs() as i64);
+        self.t0 + jiff::SignedDuration::from_secs(offset)
+    }
+
+    fn partition(&self) -> i64 {
+        self.sts["spec"]["updateStrategy"]["rollingUpdate"]["partition"]
+            .as_i64()
+            .unwrap_or(0)
+    }
+
+    /// What the StatefulSet controller does: replace pods at ordinal ≥
+    /// partition that are not on the update revision; report status.
+    fn reconcile(&mut self) {
+        let update = revision_of(&self.sts);
+        let partition = self.partition();
+        let now = Instant::now();
+        for (ordinal, pod) in self.pods.iter_mut() {
+            if i64::from(*ordinal) >= partition && pod.revision != update {
+                let image = update.trim_start_matches("db-").to_string();
+                pod.crashing = self
+                    .crash
+                    .as_ref()
+                    .is_some_and(|(ords, bad)| ords.contains(ordinal) && *bad == image);
+                pod.revision = update.clone();
+                pod.created = now;
+            }
+        }
+        let updated = self.pods.values().filter(|p| p.revision == update).count();
+        let ready = self.pods.values().filter(|p| self.is_ready(p)).count();
+        let current = if updated == 5 {
+            update.clone()
+        } else {
+            self.sts["status"]["currentRevision"]
+                .as_str()
+                .unwrap_or(&update)
+                .to_string()
+        };
+        self.sts["status"] = json!({"replicas": 5, "updatedReplicas": updated, "readyReplicas": ready,
+            "currentRevision": current, "updateRevision": update, "observedGeneration": self.sts["metadata"]["generation"]});
+    }
+
+    fn is_ready(&self, pod: &SimPod) -> bool {
+        !pod.crashing && Instant::now() >= pod.created + READY_AFTER
+    }
+
+    fn workload(&self) -> Workload {
+        of(self.sts.clone())
+    }
+
+    fn pods(&self) -> Vec<Pod> {
+        self.pods
+            .iter()
+            .map(|(o, p)| {
+                let mut pod = json!({"metadata": {"name": format!("db-{o}"), "labels": {"controller-revision-hash": p.revision}},
+                    "spec": {"containers": [{"name": "db", "image": format!("registry.example.com/shop/db:{}", p.revision.trim_start_matches("db-"))}]},
+                    "status": {"conditions": [], "containerStatuses": [{"name": "db", "image": "", "imageID": "", "ready": self.is_ready(p), "restartCount": if p.crashing { 5 } else { 0 }}]}});
+                if p.crashing {
+                    pod["status"]["containerStatuses"][0]["state"] = json!({"waiting": {"reason": "CrashLoopBackOff"}});
+                } else if self.is_ready(p) {
+                    pod["status"]["conditions"] = json!([{"type": "Ready", "status": "True",
+                        "lastTransitionTime": self.at(p.created + READY_AFTER).to_string()}]);
+                }
+                serde_json::from_value(pod).unwrap()
+            })
+            .collect()
+    }
+
+    /// A user's `kubectl set image`, through the webhook as the API server would.
+    fn set_image(&mut self, version: &str) -> decide::Verdict {
+        let old = self.workload();
+        let mut new = self.sts.clone();
+        new["spec"]["template"]["spec"]["containers"][0]["image"] =
+            json!(format!("registry.example.com/shop/db:{version}"));
+        let verdict = decide::decide(
+            &Change::Update {
+                old,
+                new: of(new.clone()),
+            },
+            &policies(),
+            &NoCluster,
+            self.now(),
+        );
+        if verdict.allowed {
+            json_patch::patch(&mut new, &verdict.patch).unwrap();
+            new["metadata"]["generation"] =
+                json!(self.sts["metadata"]["generation"].as_i64().unwrap() + 1);
+            self.sts = new;
+        }
+        verdict
+    }
+
+    fn annotate(&mut self, key: &str, value: &str) {
+        self.sts["metadata"]["annotations"][key] = json!(value);
+    }
+
+    /// What the executor does.
+    fn apply(&mut self, action: &Action) {
+        if let Some(record) = &action.record {
+            self.annotate(
+                "upgradeguard.io/refresh",
+                &serde_json::to_string(record).unwrap(),
+            );
+        }
+        if let Some(p) = action.partition {
+            self.sts["spec"]["updateStrategy"]["rollingUpdate"]["partition"] = json!(p);
+            self.sts["metadata"]["generation"] =
+                json!(self.sts["metadata"]["generation"].as_i64().unwrap() + 1);
+        }
+        if action.clear_resume {
+            self.sts["metadata"]["annotations"]
+                .as_object_mut()
+                .unwrap()
+                .remove("upgradeguard.io/resume");
+        }
+    }
+
+    fn record(&self) -> RefreshRecord {
+        self.workload().refresh_record().unwrap().unwrap()
+    }
+}
+
+fn settings(pause_after: PauseAfter) -> Settings {
+    Settings {
+        pause_after,
+        ready_timeout: Duration::from_secs(600),
+        min_ready: Duration::from_secs(10),
+        min_available: None,
+    }
+}
+
+/// Runs the controller until the refresh completes; a user resumes every
+/// hold after a minute. Returns the events, as `Reason` or `Reason:unit`.
+async fn drive(model: &mut Model, settings: &Settings, resume_holds: bool) -> Vec<String> {
+    let mut events = Vec::new();
+    for _ in 0..2000 {
+        model.reconcile();
+        let (w, pods) = (model.workload(), model.pods());
+        let action = step(&Observed {
+            workload: &w,
+            pods: &pods,
+            settings,
+            now: model.now(),
+        });
+        if let Some(e) = &action.event {
+            let unit = action
+                .partition
+                .map(|p| format!(":{}", p + 1))
+                .unwrap_or_default();
+            events.push(format!("{}{unit}", e.reason));
+        }
+        model.apply(&action);
+        let record = model.record();
+        match record.state {
+            RefreshState::Completed => return events,
+            RefreshState::Paused if resume_holds && action.event.is_some() => {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                model.annotate("upgradeguard.io/resume", "now");
+            }
+            RefreshState::Failed if action.event.is_some() => return events,
+            _ => {}
+        }
+        tokio::time::sleep(action.recheck.unwrap_or(Duration::from_secs(10))).await;
+    }
+    panic!("the refresh never finished: {events:?}");
+}
+
+fn all_on(model: &Model, revision: &str) -> bool {
+    model.pods.values().all(|p| p.revision == revision)
+}
+
+#[tokio::test(start_paused = true)]
+async fn pause_after_none_refreshes_every_unit_highest_first() {
+    let mut model = Model::new();
+    assert!(model.set_image("1.8.0").allowed);
+    assert_eq!(
+        model.partition(),
+        4,
+        "the webhook started it at the highest ordinal"
+    );
+    let events = drive(&mut model, &settings(PauseAfter::None), false).await;
+    assert_eq!(
+        events,
+        [
+            "RefreshStarted",
+            "UnitRefreshed:4",
+            "UnitRefreshed:3",
+            "UnitRefreshed:2",
+            "UnitRefreshed:1",
+            "RefreshCompleted"
+        ]
+    );
+    assert!(all_on(&model, "db-1.8.0"));
+    let r = model.record();
+    assert_eq!((r.state, model.partition()), (RefreshState::Completed, 0));
+    assert_eq!(r.units.len(), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn pause_after_first_holds_once_then_goes_on() {
+    let mut model = Model::new();
+    model.set_image("1.8.0");
+    let events = drive(&mut model, &settings(PauseAfter::First), true).await;
+    assert_eq!(
+        events,
+        [
+            "RefreshStarted",
+            "RefreshPaused",
+            "RefreshResumed:4",
+            "UnitRefreshed:3",
+            "UnitRefreshed:2",
+            "UnitRefreshed:1",
+            "RefreshCompleted"
+        ]
+    );
+    assert!(all_on(&model, "db-1.8.0"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn pause_after_all_holds_after_every_unit() {
+    let mut model = Model::new();
+    model.set_image("1.8.0");
+    let events = drive(&mut model, &settings(PauseAfter::All), true).await;
+    let holds = events.iter().filter(|e| *e == "RefreshPaused").count();
+    assert_eq!(holds, 4, "{events:?}");
+    assert_eq!(events.last().map(String::as_str), Some("RefreshCompleted"));
+    let resumed: Vec<&str> = events
+        .iter()
+        .filter(|e| e.starts_with("RefreshResumed"))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        resumed,
+        [
+            "RefreshResumed:4",
+            "RefreshResumed:3",
+            "RefreshResumed:2",
+            "RefreshResumed:1"
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_unit_holds_the_refresh_and_a_rollback_undoes_it_in_the_same_order() {
+    let mut model = Model::new();
+    model.crash = Some((BTreeSet::from([2]), "1.8.0".into()));
+    model.set_image("1.8.0");
+    let started = Instant::now();
+    let events = drive(&mut model, &settings(PauseAfter::None), false).await;
+    assert_eq!(
+        events,
+        [
+            "RefreshStarted",
+            "UnitRefreshed:4",
+            "UnitRefreshed:3",
+            "UnitUnhealthy"
+        ]
+    );
+    let failed = model.record();
+    assert_eq!(failed.state, RefreshState::Failed);
+    assert_eq!(
+        failed.reason.as_deref(),
+        Some("unit 2 (db-2) is crash-looping")
+    );
+    assert_eq!(model.partition(), 2, "held at the failing unit");
+    assert!(Instant::now() - started < Duration::from_secs(300));
+
+    // Another new version is refused; the rollback is admitted by the webhook.
+    assert!(!model.set_image("1.9.0").allowed);
+    let back = model.set_image("1.7.0");
+    assert!(back.allowed, "{}", back.reason);
+    assert_eq!(
+        model.partition(),
+        4,
+        "a rollback starts again from the highest ordinal"
+    );
+    let events = drive(&mut model, &settings(PauseAfter::None), false).await;
+    assert_eq!(
+        events,
+        [
+            "RefreshRolledBack",
+            "UnitRefreshed:4",
+            "UnitRefreshed:3",
+            "UnitRefreshed:2",
+            "UnitRefreshed:1",
+            "RefreshCompleted"
+        ]
+    );
+    assert!(all_on(&model, "db-1.7.0"));
+    assert!(model.pods.values().all(|p| !p.crashing));
+    let r = model.record();
+    assert!(r.rollback && r.state == RefreshState::Completed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_controller_carries_on_from_the_cluster_alone() {
+    // Drive half-way, then "restart": nothing but the model (the cluster) is kept.
+    let mut model = Model::new();
+    model.set_image("1.8.0");
+    let s = settings(PauseAfter::None);
+    for _ in 0..12 {
+        model.reconcile();
+        let (w, pods) = (model.workload(), model.pods());
+        let action = step(&Observed {
+            workload: &w,
+            pods: &pods,
+            settings: &s,
+            now: model.now(),
+        });
+        model.apply(&action);
+        tokio::time::sleep(action.recheck.unwrap_or(Duration::from_secs(10))).await;
+    }
+    let midway = model.partition();
+    assert!((1..4).contains(&midway), "mid-way: partition {midway}");
+    let events = drive(&mut model, &s, false).await;
+    assert_eq!(events.last().map(String::as_str), Some("RefreshCompleted"));
+    assert!(
+        !events.contains(&"RefreshStarted".to_string()),
+        "no second start: {events:?}"
+    );
+    assert!(all_on(&model, "db-1.8.0"));
+}
