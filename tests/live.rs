@@ -63,6 +63,14 @@ async fn api_server(mut handle: Handle, until: usize) -> Vec<(String, String)> {
                     "metadata": {"name": "shared", "namespace": "shop", "resourceVersion": "5"},
                     "spec": {"accessModes": ["ReadWriteMany"]}})],
             ),
+            "/api/v1/pods" => list(
+                "Pod",
+                "v1",
+                vec![
+                    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "db-0", "namespace": "shop", "resourceVersion": "3", "labels": {"app.kubernetes.io/name": "db"}}}),
+                    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-1", "namespace": "shop", "resourceVersion": "4", "labels": {"app.kubernetes.io/name": "web"}}}),
+                ],
+            ),
             "/apis/upgradeguard.io/v1alpha1/upgradepolicies" => list(
                 "UpgradePolicy",
                 "upgradeguard.io/v1alpha1",
@@ -101,7 +109,7 @@ async fn api_server(mut handle: Handle, until: usize) -> Vec<(String, String)> {
 async fn the_cache_lists_then_watches_each_kind_and_serves_decisions() {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "default");
-    let server = tokio::spawn(api_server(handle, 4));
+    let server = tokio::spawn(api_server(handle, 5));
 
     let files = PolicySet::load(&root().join("policies")).unwrap();
     let file_policies: Vec<_> = files.iter().cloned().collect();
@@ -122,6 +130,7 @@ async fn the_cache_lists_then_watches_each_kind_and_serves_decisions() {
         lists,
         BTreeSet::from([
             "/api/v1/persistentvolumeclaims",
+            "/api/v1/pods",
             "/apis/apps/v1/deployments",
             "/apis/apps/v1/statefulsets",
             "/apis/upgradeguard.io/v1alpha1/upgradepolicies",

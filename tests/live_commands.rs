@@ -446,3 +446,73 @@ async fn nothing_to_do_sends_nothing() {
     server.await.unwrap();
     assert_eq!(outcome, Outcome::Nothing);
 }
+
+#[tokio::test]
+async fn the_first_replica_creates_the_lease_and_a_lost_race_is_not_leading() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use upgrade_guard::refresh::controller;
+    const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/upgrade-guard/leases";
+    let (client, handle) = mock();
+    let api: kube::Api<Lease> = kube::Api::namespaced(client, "upgrade-guard");
+    let created = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "upgrade-guard-refresh", "namespace": "upgrade-guard", "resourceVersion": "1"},
+        "spec": {"holderIdentity": "pod-a", "leaseDurationSeconds": 15}});
+    let conflict = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409, "message": "exists"});
+    let server = tokio::spawn(scenario(
+        handle,
+        vec![
+            call(
+                "GET",
+                &format!("{LEASES}/upgrade-guard-refresh"),
+                404,
+                not_found(),
+            ),
+            call("POST", &format!("{LEASES}?"), 201, created.clone()),
+            call(
+                "GET",
+                &format!("{LEASES}/upgrade-guard-refresh"),
+                404,
+                not_found(),
+            ),
+            call("POST", &format!("{LEASES}?"), 409, conflict),
+        ],
+    ));
+    assert!(
+        controller::try_lead(&api, "pod-a", "upgrade-guard")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !controller::try_lead(&api, "pod-b", "upgrade-guard")
+            .await
+            .unwrap(),
+        "lost the race"
+    );
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_current_holders_lease_is_left_alone() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use upgrade_guard::refresh::controller;
+    let (client, handle) = mock();
+    let api: kube::Api<Lease> = kube::Api::namespaced(client, "upgrade-guard");
+    let held = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "upgrade-guard-refresh", "namespace": "upgrade-guard", "resourceVersion": "5"},
+        "spec": {"holderIdentity": "pod-a", "leaseDurationSeconds": 15, "renewTime": jiff::Timestamp::now().to_string()}});
+    let server = tokio::spawn(scenario(
+        handle,
+        vec![call(
+            "GET",
+            "/apis/coordination.k8s.io/v1/namespaces/upgrade-guard/leases/upgrade-guard-refresh",
+            200,
+            held,
+        )],
+    ));
+    assert!(
+        !controller::try_lead(&api, "pod-b", "upgrade-guard")
+            .await
+            .unwrap()
+    );
+    server.await.unwrap();
+}

@@ -125,14 +125,27 @@ async fn serve(args: &Args, common: &Common) -> Result<ExitCode, Error> {
     {
         Some(client) => {
             tracing::info!(
-                "watching the cluster: StatefulSets, Deployments, claims, UpgradePolicies"
+                "watching the cluster: StatefulSets, Deployments, pods, claims, UpgradePolicies"
             );
-            Arc::new(live::start(
-                client,
+            let view = live::start(
+                client.clone(),
                 file_policies.iter().cloned().collect(),
                 policies.clone(),
                 ready.clone(),
-            ))
+            );
+            // One refresh controller among the replicas, chosen by a Lease.
+            let namespace =
+                std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "upgrade-guard".into());
+            let me = std::env::var("HOSTNAME")
+                .unwrap_or_else(|_| format!("upgrade-guard-{}", std::process::id()));
+            tokio::spawn(crate::refresh::controller::run(
+                client,
+                view.clone(),
+                policies.clone(),
+                namespace,
+                me,
+            ));
+            Arc::new(view)
         }
         None => {
             tracing::info!(

@@ -3,6 +3,7 @@
 //! Everything it needs lives in the cluster (the refresh record and the
 //! status), so a restarted controller carries on where it was.
 
+pub mod controller;
 pub mod executor;
 pub mod status;
 

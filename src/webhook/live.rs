@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arc_swap::ArcSwap;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -32,6 +32,54 @@ pub struct LiveCluster {
     statefulsets: Store<StatefulSet>,
     deployments: Store<Deployment>,
     claims: Store<PersistentVolumeClaim>,
+    pods: Store<Pod>,
+}
+
+impl LiveCluster {
+    /// Every cached workload that carries a refresh record.
+    pub fn with_records(&self) -> Vec<Workload> {
+        let statefulsets = self
+            .statefulsets
+            .state()
+            .into_iter()
+            .map(|s| Workload::StatefulSet(Box::new((*s).clone())));
+        let deployments = self
+            .deployments
+            .state()
+            .into_iter()
+            .map(|d| Workload::Deployment(Box::new((*d).clone())));
+        statefulsets
+            .chain(deployments)
+            .filter(|w| w.refresh_record().is_some())
+            .collect()
+    }
+
+    /// The cached pods a workload's selector (matchLabels) picks.
+    pub fn pods_of(&self, w: &Workload) -> Vec<Pod> {
+        let selector = match w {
+            Workload::StatefulSet(s) => s
+                .spec
+                .as_ref()
+                .and_then(|s| s.selector.match_labels.clone()),
+            Workload::Deployment(d) => d
+                .spec
+                .as_ref()
+                .and_then(|s| s.selector.match_labels.clone()),
+        }
+        .unwrap_or_default();
+        self.pods
+            .state()
+            .into_iter()
+            .filter(|p| p.metadata.namespace.as_deref() == Some(w.namespace()))
+            .filter(|p| {
+                let labels = p.metadata.labels.as_ref();
+                selector
+                    .iter()
+                    .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+            })
+            .map(|p| (*p).clone())
+            .collect()
+    }
 }
 
 impl ClusterView for LiveCluster {
@@ -65,6 +113,7 @@ pub fn start(
     let statefulsets = watch(Api::<StatefulSet>::all(client.clone()));
     let deployments = watch(Api::<Deployment>::all(client.clone()));
     let claims = watch(Api::<PersistentVolumeClaim>::all(client.clone()));
+    let pods = watch(Api::<Pod>::all(client.clone()));
 
     let resource = policy_resource();
     let writer = reflector::store::Writer::<DynamicObject>::new(resource.clone());
@@ -92,6 +141,7 @@ pub fn start(
         statefulsets,
         deployments,
         claims,
+        pods,
     };
     let waiting = view.clone();
     tokio::spawn(async move {
@@ -99,9 +149,10 @@ pub fn start(
             waiting.statefulsets.wait_until_ready(),
             waiting.deployments.wait_until_ready(),
             waiting.claims.wait_until_ready(),
+            waiting.pods.wait_until_ready(),
             custom.wait_until_ready(),
         );
-        if matches!(synced, (Ok(()), Ok(()), Ok(()), Ok(()))) {
+        if matches!(synced, (Ok(()), Ok(()), Ok(()), Ok(()), Ok(()))) {
             ready.store(true, Ordering::Release);
             tracing::info!("caches synced: ready");
         }
