@@ -6,6 +6,7 @@
 
 pub mod certs;
 pub mod cli;
+pub mod convert;
 pub mod decide;
 pub mod manifest;
 pub mod policy;

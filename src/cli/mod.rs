@@ -4,6 +4,7 @@
 mod certs;
 pub mod check;
 pub mod cluster;
+mod convert;
 pub mod pause;
 pub mod resume;
 mod review;
@@ -69,6 +70,8 @@ pub enum Command {
     Check(check::Args),
     /// A CA and serving certificate for the webhook Service, and the caBundle.
     Certs(certs::Args),
+    /// Deployment manifests to StatefulSet manifests that keep the volumes.
+    Convert(convert::Args),
     /// Live refresh status per unit, and the next action.
     Status(status::Args),
     /// Let a paused refresh go on (`--force`: past a failed unit).
@@ -99,6 +102,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Check(args) => check::run(args, &cli.common),
         Command::Serve(args) => serve::run(args, &cli.common),
         Command::Certs(args) => certs::run(args, &cli.common),
+        Command::Convert(args) => convert::run(args, &cli.common),
         Command::Status(args) => status::run(args, &cli.common),
         Command::Resume(args) => resume::run(args, &cli.common),
         Command::Pause(args) => pause::run(args, &cli.common),
