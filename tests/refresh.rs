@@ -21,12 +21,7 @@ fn at(seconds: i64) -> jiff::Timestamp {
 }
 
 fn settings(pause_after: PauseAfter) -> Settings {
-    Settings {
-        pause_after,
-        ready_timeout: Duration::from_secs(600),
-        min_ready: Duration::from_secs(10),
-        min_available: None,
-    }
+    refresh_settings(pause_after)
 }
 
 fn record(partition: i32, state: &str, extra: Value) -> String {

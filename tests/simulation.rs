@@ -203,12 +203,7 @@ impl Model {
 }
 
 fn settings(pause_after: PauseAfter) -> Settings {
-    Settings {
-        pause_after,
-        ready_timeout: Duration::from_secs(600),
-        min_ready: Duration::from_secs(10),
-        min_available: None,
-    }
+    refresh_settings(pause_after)
 }
 
 /// Runs the controller until the refresh completes; a user resumes every

@@ -289,6 +289,29 @@ fn held(mut record: RefreshRecord, state: RefreshState, reason: String) -> Refre
     record
 }
 
+/// Holds the refresh as Paused until the user resumes it.
+fn hold_as_paused(
+    record: RefreshRecord,
+    reason: String,
+    spec_paused: Option<bool>,
+    resume_cmd: String,
+) -> Action {
+    Action {
+        event: Some(Event {
+            reason: "RefreshPaused",
+            message: reason.clone(),
+            warning: false,
+        }),
+        record: Some(held(record, RefreshState::Paused, reason.clone())),
+        paused: spec_paused,
+        next: Next {
+            text: reason,
+            command: Some(resume_cmd),
+        },
+        ..Default::default()
+    }
+}
+
 fn moving(record: &RefreshRecord) -> RefreshState {
     if record.rollback {
         RefreshState::RollingBack
@@ -459,19 +482,7 @@ fn step_statefulset(
             "paused after unit {unit} ({pod_name}) refreshed to {}; check it, then resume",
             record.to
         );
-        return Action {
-            event: Some(Event {
-                reason: "RefreshPaused",
-                message: reason.clone(),
-                warning: false,
-            }),
-            record: Some(held(record, RefreshState::Paused, reason.clone())),
-            next: Next {
-                text: reason,
-                command: Some(resume_cmd),
-            },
-            ..Default::default()
-        };
+        return hold_as_paused(record, reason, None, resume_cmd);
     }
 
     let ready = (0..replicas)
@@ -620,20 +631,12 @@ fn step_deployment(d: &Deployment, observed: &Observed, record: RefreshRecord, i
             "paused after the first pod refreshed to {}; check it, then resume",
             record.to
         );
-        return Action {
-            event: Some(Event {
-                reason: "RefreshPaused",
-                message: reason.clone(),
-                warning: false,
-            }),
-            record: Some(held(record, RefreshState::Paused, reason.clone())),
-            paused: Some(true),
-            next: Next {
-                text: reason,
-                command: Some(format!("upgrade-guard resume {id}")),
-            },
-            ..Default::default()
-        };
+        return hold_as_paused(
+            record,
+            reason,
+            Some(true),
+            format!("upgrade-guard resume {id}"),
+        );
     }
     if paused {
         return Action {

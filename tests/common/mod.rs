@@ -110,3 +110,15 @@ pub fn sample(name: &str) -> Value {
     let text = std::fs::read_to_string(samples_dir().join(name)).unwrap();
     serde_json::from_str(&text).unwrap()
 }
+
+/// Refresh pacing for the controller tests: 600 s to be Ready, 10 s settled.
+pub fn refresh_settings(
+    pause_after: upgrade_guard::policy::PauseAfter,
+) -> upgrade_guard::refresh::Settings {
+    upgrade_guard::refresh::Settings {
+        pause_after,
+        ready_timeout: std::time::Duration::from_secs(600),
+        min_ready: std::time::Duration::from_secs(10),
+        min_available: None,
+    }
+}
