@@ -90,11 +90,18 @@ async fn api_server(mut handle: Handle, until: usize) -> Vec<(String, String)> {
                 .unwrap(),
         );
     }
-    // Let the watches be opened before reporting.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    while let Ok(Some((request, respond))) =
-        tokio::time::timeout(Duration::from_millis(50), handle.next_request()).await
-    {
+    // Report once every reflector has opened its watch (bounded, for a loaded machine).
+    let watches = |seen: &Vec<(String, String)>| {
+        seen.iter()
+            .filter(|(_, q)| q.contains("watch=true"))
+            .count()
+    };
+    while watches(&seen) < until {
+        let Ok(Some((request, respond))) =
+            tokio::time::timeout(Duration::from_secs(10), handle.next_request()).await
+        else {
+            break;
+        };
         seen.push((
             request.uri().path().to_string(),
             request.uri().query().unwrap_or("").to_string(),
