@@ -506,6 +506,18 @@ fn check_refuses_bad_manifests_with_exit_2() {
         &run(&["check", "--old", "-", "--new", "-"], b""),
         "cannot both read standard input",
     );
+    let empty = tempdir();
+    bad_input(
+        &run(&["check", "--old", good, "--new", "-"], b""),
+        "--new -: no Kubernetes objects",
+    );
+    bad_input(
+        &run(
+            &["check", "--old", good, "--new", empty.to_str().unwrap()],
+            b"",
+        ),
+        "no Kubernetes objects",
+    );
 }
 
 /// A fresh directory under the target dir (no extra dependency for it).

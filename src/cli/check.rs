@@ -78,6 +78,13 @@ pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
     }
     let old_set = manifest::read(old)?;
     let new_set = manifest::read(new)?;
+    // An empty new set is a failed render far more often than an intent to
+    // delete everything; an empty pipe never means anything.
+    for (path, set, flag) in [(old, &old_set, "--old"), (new, &new_set, "--new")] {
+        if set.is_empty() && (flag == "--new" || path == "-") {
+            return Err(Error::Io(format!("{flag} {path}: no Kubernetes objects")));
+        }
+    }
     let old = manifest::workloads(&old_set)?;
     let new = manifest::workloads(&new_set)?;
     // Lookups (claims' access modes) see what the cluster will hold.

@@ -243,6 +243,8 @@ fn record(metrics: &Metrics, endpoint: Endpoint, r: &Reviewed) {
     );
 }
 
+/// Below the webhooks' `timeoutSeconds: 5`, like the request timeout.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(4);
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long requests in flight may take to finish after shutdown begins.
@@ -263,7 +265,7 @@ pub async fn serve_tls(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10));
+        .header_read_timeout(HEADER_TIMEOUT);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     tokio::pin!(shutdown);
