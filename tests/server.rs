@@ -679,3 +679,27 @@ async fn shutdown_finishes_a_request_in_flight() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_review_wrapping_kubectl_set_image_output_is_judged_over_tls() {
+    // The recorded envelope, carrying `kubectl set image --local -o yaml` output.
+    let mut review = sample("sts-update-set-image.json");
+    review["request"]["oldObject"] = value("generated/live-db-1.8.0.json");
+    review["request"]["object"] = value("generated/live-db-1.9.0.yaml");
+    let server = start(Options::default()).await;
+    let mut client = server.client("h2").await;
+    let (status, _, reply) = client
+        .post("/validate", review.to_string().into_bytes())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        response_of(&reply)["allowed"],
+        true,
+        "1.8.0 → 1.9.0 is the next minor"
+    );
+    let (_, _, reply) = client
+        .post("/mutate", review.to_string().into_bytes())
+        .await;
+    assert_eq!(response_of(&reply)["patchType"], "JSONPatch");
+    server.shutdown().await;
+}
