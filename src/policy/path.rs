@@ -154,31 +154,53 @@ impl Policy {
             [from.major(), from.minor(), from.patch()],
             [to.major(), to.minor(), to.patch()],
         );
-        let skipped: Vec<[u64; 3]> = match self.step {
-            Step::Major => (f[0] + 1..t[0]).map(|m| [m, 0, 0]).collect(),
-            Step::Minor if t[0] == f[0] => (f[1] + 1..t[1]).map(|m| [f[0], m, 0]).collect(),
-            Step::Minor => (f[0] + 1..=t[0])
-                .filter(|&m| m < t[0] || t[1] > 0)
-                .map(|m| [m, 0, 0])
-                .collect(),
-            Step::Patch if t[0] == f[0] && t[1] == f[1] => {
-                (f[2] + 1..t[2]).map(|p| [f[0], f[1], p]).collect()
-            }
-            Step::Patch if t[0] == f[0] && t[1] == f[1] + 1 && t[2] == 0 => Vec::new(),
-            Step::Patch => vec![if t[0] == f[0] {
-                [f[0], f[1] + 1, 0]
-            } else {
-                [f[0] + 1, 0, 0]
-            }],
-            Step::None => Vec::new(),
+        // The skipped run as (first, last, how many), never materialized:
+        // a tag such as 1.999999999999 must cost no more than 1.9.
+        let run = |lo: Option<u64>, hi: u64, at: usize| -> Option<([u64; 3], [u64; 3], u64)> {
+            let lo = lo?;
+            (lo < hi).then(|| {
+                let mut first = [f[0], f[1], f[2]];
+                first[at] = lo;
+                first[at + 1..].fill(0);
+                let mut last = first;
+                last[at] = hi - 1;
+                (first, last, hi - lo)
+            })
         };
-        let next = spell(*skipped.first()?);
-        let names: Vec<String> = skipped.iter().map(|n| spell(*n)).collect();
-        Some((list(&names), next))
+        let one = |v: [u64; 3]| Some((v, v, 1));
+        let (first, last, count) = match self.step {
+            Step::Major => run(f[0].checked_add(1), t[0], 0)?,
+            Step::Minor if t[0] == f[0] => run(f[1].checked_add(1), t[1], 1)?,
+            // Across majors: every major in between, and the target's own
+            // x.0 unless the target is one.
+            Step::Minor => run(
+                f[0].checked_add(1),
+                if t[1] > 0 { t[0].checked_add(1)? } else { t[0] },
+                0,
+            )?,
+            Step::Patch if t[0] == f[0] && t[1] == f[1] => run(f[2].checked_add(1), t[2], 2)?,
+            Step::Patch if t[0] == f[0] && f[1].checked_add(1) == Some(t[1]) && t[2] == 0 => {
+                return None;
+            }
+            Step::Patch if t[0] == f[0] => one([f[0], f[1].checked_add(1)?, 0])?,
+            // The next major's x.0.0, as `minor` allows the next major's x.0.
+            Step::Patch if f[0].checked_add(1) == Some(t[0]) && t[1] == 0 && t[2] == 0 => {
+                return None;
+            }
+            Step::Patch => one([f[0].checked_add(1)?, 0, 0])?,
+            Step::None => return None,
+        };
+        let (a, z) = (spell(first), spell(last));
+        let names = match count {
+            1 => a.clone(),
+            2 => format!("{a} and {z}"),
+            _ => format!("{a} … {z}"),
+        };
+        Some((names, a))
     }
 }
 
-/// `a`, `a and b`, `a, b and c`, or `a … z` for a long run.
+/// `a`, `a and b`, `a, b and c`, or `a … z` for a long run of releases.
 fn list(names: &[String]) -> String {
     match names {
         [] => String::new(),
@@ -282,7 +304,9 @@ mod tests {
             ),
             ("none", "patch", "3.4.9", "3.5.0", None),
             ("none", "patch", "3.4.9", "3.5.1", Some(Rule::SkipVersion)),
-            ("none", "patch", "3.4.9", "4.0.0", Some(Rule::SkipVersion)),
+            ("none", "patch", "3.4.9", "4.0.0", None),
+            ("none", "patch", "3.4.9", "4.0.1", Some(Rule::SkipVersion)),
+            ("none", "patch", "3.4.9", "5.0.0", Some(Rule::SkipVersion)),
             ("none", "none", "1.0.0", "9.0.0", None),
             ("major", "minor", "1.8.0", "1.7.0", Some(Rule::Downgrade)),
             ("major", "minor", "1.8.0-rc.1", "1.8.0", None),
@@ -416,6 +440,38 @@ mod tests {
         assert!(!forceable);
         let force = policy("  track: major.minor\n  crossTrack: force\n");
         assert!(refused(judge(&force, "3.4.1", "3.5.0")).2);
+    }
+
+    #[test]
+    fn huge_version_numbers_cost_no_more_than_small_ones_and_never_overflow() {
+        let minor = policy("  step: minor\n");
+        assert_eq!(
+            refused(judge(&minor, "1.0.0", "1.999999999999.0")).1,
+            "1.0.0 → 1.999999999999.0 skips 1.1.x … 1.999999999998.x: upgrade to 1.1.x first"
+        );
+        let max = u64::MAX;
+        let major = policy("  track: none\n  step: major\n");
+        assert!(matches!(
+            judge(&major, "1.0.0", &format!("{max}.0.0")),
+            PathOutcome::Refused(_)
+        ));
+        assert!(matches!(
+            judge(&major, &format!("{}.0.0", max - 1), &format!("{max}.0.0")),
+            PathOutcome::Allowed { .. }
+        ));
+        let patch = policy("  track: none\n  step: patch\n");
+        assert!(matches!(
+            judge(&patch, &format!("1.{max}.3"), "2.5.0"),
+            PathOutcome::Refused(_)
+        ));
+        assert_eq!(
+            refused(judge(&patch, "3.4.9", "4.0.1")).1,
+            "3.4.9 → 4.0.1 skips 4.0.0: upgrade to 4.0.0 first"
+        );
+        assert!(matches!(
+            judge(&patch, &format!("{max}.1.1"), &format!("{max}.1.2")),
+            PathOutcome::Allowed { .. }
+        ));
     }
 
     #[test]
