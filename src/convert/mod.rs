@@ -7,6 +7,8 @@
 //! they are), and the old claim is replaced by `<volume>-<statefulset>-0`,
 //! bound by `volumeName` to the PersistentVolume that holds the data.
 
+pub mod migrate;
+
 use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::apps::v1::{
