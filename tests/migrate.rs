@@ -252,7 +252,7 @@ impl Cluster {
             Step::CreateClaim(c) | Step::RestoreClaim(c) => self.create_claim(c),
             Step::CreateService(s) => self.service = Some(s.clone()),
             Step::DeleteService { .. } => self.service = None,
-            Step::CreateStatefulSet(s) => self.statefulset = Some(s.clone()),
+            Step::CreateStatefulSet(s) => self.statefulset = Some((**s).clone()),
             Step::DeleteStatefulSet => self.statefulset = None,
             Step::DeleteDeployment => self.deployment = None,
             Step::EndJournal => self.set_journal(None),

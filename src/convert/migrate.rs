@@ -95,7 +95,7 @@ pub enum Step {
     },
     CreateClaim(PersistentVolumeClaim),
     CreateService(Service),
-    CreateStatefulSet(StatefulSet),
+    CreateStatefulSet(Box<StatefulSet>),
     /// Done: the StatefulSet is Ready; the Deployment waits at 0 for `--finish`.
     Migrated,
     DeleteDeployment,
@@ -332,7 +332,9 @@ fn forward(
         return Ok(Step::CreateService(service.clone()));
     }
     let Some(sts) = &o.statefulset else {
-        return Ok(Step::CreateStatefulSet(target.statefulset.clone()));
+        return Ok(Step::CreateStatefulSet(Box::new(
+            target.statefulset.clone(),
+        )));
     };
     let want = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let ready = sts
