@@ -37,29 +37,19 @@ fn target_and_cluster() -> (Target, Cluster) {
     let manifests = manifest::parse(&text, "database.yaml").unwrap();
     let pvs = [("mysql-data".to_string(), "pvc-7f3a".to_string())].into();
     let converted = upgrade_guard::convert::convert(&manifests, &pvs).unwrap();
-    let find = |kind: &str| {
-        converted
-            .objects
-            .iter()
-            .find(|o| o["kind"] == kind)
-            .cloned()
-            .unwrap()
-    };
-    let target = Target {
-        statefulset: serde_json::from_value(find("StatefulSet")).unwrap(),
-        service: Some(serde_json::from_value(find("Service")).unwrap()),
-        claims: vec![(
-            "mysql-data".into(),
-            serde_json::from_value(find("PersistentVolumeClaim")).unwrap(),
-        )],
-    };
+    let deployment: Deployment = serde_json::from_value(manifests[1].value.clone()).unwrap();
+    let target = Target::of(&deployment, &converted.objects, &[]).unwrap();
+    assert_eq!(target.claims[0].0, "mysql-data");
+    assert!(
+        target.service.is_some(),
+        "no headless Service existed: one is made"
+    );
     let mut claim: PersistentVolumeClaim =
         serde_json::from_value(manifests[0].value.clone()).unwrap();
     claim.spec.as_mut().unwrap().volume_name = Some("pvc-7f3a".into());
     let pv: PersistentVolume = serde_json::from_value(json!({"metadata": {"name": "pvc-7f3a"},
         "spec": {"persistentVolumeReclaimPolicy": "Delete", "capacity": {"storage": "20Gi"}}}))
     .unwrap();
-    let deployment: Deployment = serde_json::from_value(manifests[1].value.clone()).unwrap();
     let cluster = Cluster {
         deployment: Some(deployment),
         deployment_pods: 1,

@@ -5,6 +5,7 @@ mod certs;
 pub mod check;
 pub mod cluster;
 mod convert;
+mod migrate;
 pub mod pause;
 pub mod resume;
 mod review;
@@ -72,6 +73,8 @@ pub enum Command {
     Certs(certs::Args),
     /// Deployment manifests to StatefulSet manifests that keep the volumes.
     Convert(convert::Args),
+    /// Migrate a live Deployment to a StatefulSet that keeps its volumes.
+    Migrate(migrate::Args),
     /// Live refresh status per unit, and the next action.
     Status(status::Args),
     /// Let a paused refresh go on (`--force`: past a failed unit).
@@ -103,6 +106,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => serve::run(args, &cli.common),
         Command::Certs(args) => certs::run(args, &cli.common),
         Command::Convert(args) => convert::run(args, &cli.common),
+        Command::Migrate(args) => migrate::run(args, &cli.common),
         Command::Status(args) => status::run(args, &cli.common),
         Command::Resume(args) => resume::run(args, &cli.common),
         Command::Pause(args) => pause::run(args, &cli.common),

@@ -59,6 +59,61 @@ pub struct Target {
     pub claims: Vec<(String, PersistentVolumeClaim)>,
 }
 
+impl Target {
+    /// The target for `deployment` from `convert`'s output; `existing`
+    /// names the Services that were there already (not to be created).
+    pub fn of(
+        deployment: &Deployment,
+        objects: &[serde_json::Value],
+        existing: &[String],
+    ) -> Result<Target, MigrateError> {
+        let name = deployment.metadata.name.as_deref().unwrap_or_default();
+        let named = |kind: &str, n: &str| {
+            objects
+                .iter()
+                .find(|o| o["kind"] == kind && o["metadata"]["name"] == n)
+        };
+        fn parse<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<T, MigrateError> {
+            serde_json::from_value(v.clone()).map_err(|e| MigrateError(e.to_string()))
+        }
+        let statefulset: StatefulSet = parse(
+            named("StatefulSet", name)
+                .ok_or_else(|| MigrateError(format!("Deployment {name} was not converted")))?,
+        )?;
+        let service = match statefulset
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_name.as_deref())
+        {
+            Some(s) if !existing.iter().any(|e| e == s) => {
+                named("Service", s).map(parse).transpose()?
+            }
+            _ => None,
+        };
+        let volumes = deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|p| p.volumes.clone())
+            .unwrap_or_default();
+        let mut claims = Vec::new();
+        for v in volumes {
+            let Some(old) = v.persistent_volume_claim else {
+                continue;
+            };
+            let new_name = format!("{}-{name}-0", v.name);
+            let new = named("PersistentVolumeClaim", &new_name)
+                .ok_or_else(|| MigrateError(format!("claim {new_name} missing")))?;
+            claims.push((old.claim_name, parse(new)?));
+        }
+        Ok(Target {
+            statefulset,
+            service,
+            claims,
+        })
+    }
+}
+
 /// What is in the cluster now.
 #[derive(Debug, Clone, Default)]
 pub struct Observed {

@@ -7,6 +7,7 @@
 //! they are), and the old claim is replaced by `<volume>-<statefulset>-0`,
 //! bound by `volumeName` to the PersistentVolume that holds the data.
 
+pub mod apply;
 pub mod migrate;
 
 use std::collections::{BTreeMap, HashMap};
@@ -251,9 +252,14 @@ pub fn convert(
             }
         };
         let mut annotations = d.metadata.annotations.clone().unwrap_or_default();
+        // The Deployment's own bookkeeping, not the workload's.
         annotations.retain(|k, _| {
-            k != "deployment.kubernetes.io/revision"
-                && k != "kubectl.kubernetes.io/last-applied-configuration"
+            !matches!(
+                k.as_str(),
+                "deployment.kubernetes.io/revision"
+                    | "kubectl.kubernetes.io/last-applied-configuration"
+                    | migrate::JOURNAL
+            )
         });
         let sts = StatefulSet {
             metadata: ObjectMeta {

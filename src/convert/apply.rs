@@ -1,0 +1,246 @@
+//! Reads what the migration planner needs and carries out its steps with
+//! kube. Thin: every write is guarded by the resourceVersion (deletes also
+//! by the UID) the step was decided on, so nothing changed meanwhile is
+//! overwritten or deleted.
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Service};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::{Resource, ResourceExt};
+use serde_json::{Value, json};
+
+use super::migrate::{JOURNAL, Journal, Observed, Step, Target};
+use crate::refresh::executor::FIELD_MANAGER;
+
+/// Everything the planner reads, in one namespace.
+pub async fn observe(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    target: &Target,
+) -> Result<Observed, kube::Error> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let deployment = deployments.get_opt(name).await?;
+    let sts_name = target.statefulset.name_any();
+    let statefulset = Api::<StatefulSet>::namespaced(client.clone(), namespace)
+        .get_opt(&sts_name)
+        .await?;
+    let labels: Vec<String> = target
+        .statefulset
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.as_ref())
+        .map(|m| m.iter().map(|(k, v)| format!("{k}={v}")).collect())
+        .unwrap_or_default();
+    // Both controllers' pods carry the same labels: tell them by owner.
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default().labels(&labels.join(",")))
+        .await?;
+    let owned_by = |kind: &str| {
+        pods.items
+            .iter()
+            .filter(|p| p.owner_references().iter().any(|o| o.kind == kind))
+            .count()
+    };
+    let service_name = target
+        .statefulset
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_name.clone())
+        .unwrap_or_default();
+    let service = Api::<Service>::namespaced(client.clone(), namespace)
+        .get_opt(&service_name)
+        .await?;
+    let claims_api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+    let mut observed = Observed {
+        deployment_pods: owned_by("ReplicaSet"),
+        statefulset_pods: owned_by("StatefulSet"),
+        deployment,
+        statefulset,
+        service,
+        ..Default::default()
+    };
+    let journal: Option<Journal> = observed
+        .deployment
+        .as_ref()
+        .and_then(|d| d.annotations().get(JOURNAL))
+        .and_then(|t| serde_json::from_str(t).ok());
+    let mut volumes: Vec<String> = journal
+        .iter()
+        .flat_map(|j| j.moves.iter().map(|m| m.volume.clone()))
+        .collect();
+    for (old, new) in &target.claims {
+        for claim in [old.clone(), new.name_any()] {
+            if let Some(c) = claims_api.get_opt(&claim).await? {
+                volumes.extend(c.spec.as_ref().and_then(|s| s.volume_name.clone()));
+                observed.claims.insert(claim, c);
+            }
+        }
+    }
+    volumes.sort();
+    volumes.dedup();
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    for v in volumes {
+        if let Some(pv) = pvs.get_opt(&v).await? {
+            observed.volumes.insert(v, pv);
+        }
+    }
+    Ok(observed)
+}
+
+fn params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    }
+}
+
+/// A delete that fails if the object changed since it was observed.
+fn guarded<K: Resource>(object: &K) -> DeleteParams {
+    DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: object.meta().uid.clone(),
+            resource_version: object.meta().resource_version.clone(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn merge(resource_version: Option<String>, body: Value) -> Value {
+    let mut body = body;
+    body["metadata"]["resourceVersion"] = json!(resource_version);
+    body
+}
+
+/// Carries out one step on what was observed.
+pub async fn execute(
+    client: &kube::Client,
+    namespace: &str,
+    step: &Step,
+    o: &Observed,
+) -> Result<(), kube::Error> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    let deployment = o.deployment.as_ref();
+    let d_name = deployment.map(|d| d.name_any()).unwrap_or_default();
+    let d_version = deployment.and_then(|d| d.resource_version());
+    let pv = |name: &str| o.volumes.get(name).and_then(|v| v.resource_version());
+    match step {
+        Step::Begin(journal) => {
+            let text = serde_json::to_string(journal).unwrap_or_default();
+            let body = merge(
+                d_version,
+                json!({"metadata": {"annotations": {JOURNAL: text}}}),
+            );
+            deployments
+                .patch(&d_name, &params(), &Patch::Merge(&body))
+                .await?;
+        }
+        Step::RetainVolume { volume } | Step::RestoreReclaim { volume, .. } => {
+            let policy = match step {
+                Step::RestoreReclaim { policy, .. } => policy.as_str(),
+                _ => "Retain",
+            };
+            let body = merge(
+                pv(volume),
+                json!({"spec": {"persistentVolumeReclaimPolicy": policy}}),
+            );
+            pvs.patch(volume, &params(), &Patch::Merge(&body)).await?;
+        }
+        Step::ScaleDown | Step::ScaleUp(_) => {
+            let replicas = if let Step::ScaleUp(n) = step { *n } else { 0 };
+            let body = merge(d_version, json!({"spec": {"replicas": replicas}}));
+            deployments
+                .patch(&d_name, &params(), &Patch::Merge(&body))
+                .await?;
+        }
+        Step::DeleteClaim { claim } => {
+            if let Some(c) = o.claims.get(claim) {
+                claims.delete(claim, &guarded(c)).await?;
+            }
+        }
+        Step::FreeVolume { volume } => {
+            let body = merge(pv(volume), json!({"spec": {"claimRef": null}}));
+            pvs.patch(volume, &params(), &Patch::Merge(&body)).await?;
+        }
+        Step::CreateClaim(claim) | Step::RestoreClaim(claim) => {
+            create(claims.create(&PostParams::default(), claim).await)?;
+        }
+        Step::CreateService(service) => {
+            let api: Api<Service> = Api::namespaced(client.clone(), namespace);
+            create(api.create(&PostParams::default(), service).await)?;
+        }
+        Step::CreateStatefulSet(sts) => {
+            let api: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+            create(api.create(&PostParams::default(), sts).await)?;
+        }
+        Step::DeleteStatefulSet => {
+            if let Some(sts) = &o.statefulset {
+                let api: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+                api.delete(&sts.name_any(), &guarded(sts)).await?;
+            }
+        }
+        Step::DeleteService { service } => {
+            if let Some(s) = &o.service {
+                let api: Api<Service> = Api::namespaced(client.clone(), namespace);
+                api.delete(service, &guarded(s)).await?;
+            }
+        }
+        Step::EndJournal => {
+            let body = merge(
+                d_version,
+                json!({"metadata": {"annotations": {JOURNAL: null}}}),
+            );
+            deployments
+                .patch(&d_name, &params(), &Patch::Merge(&body))
+                .await?;
+        }
+        Step::DeleteDeployment => {
+            if let Some(d) = deployment {
+                deployments.delete(&d_name, &guarded(d)).await?;
+            }
+        }
+        Step::Wait(_) | Step::Migrated | Step::Finished => {}
+    }
+    Ok(())
+}
+
+/// Already there (a repeated run) is as good as made.
+fn create<K>(result: Result<K, kube::Error>) -> Result<(), kube::Error> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Appends a completed step to the journal, guarded like every write.
+pub async fn record(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    step: &Step,
+) -> Result<(), kube::Error> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let Some(d) = deployments.get_opt(name).await? else {
+        return Ok(());
+    };
+    let Some(mut journal) = d
+        .annotations()
+        .get(JOURNAL)
+        .and_then(|t| serde_json::from_str::<Journal>(t).ok())
+    else {
+        return Ok(());
+    };
+    journal.done.push(step.name());
+    let text = serde_json::to_string(&journal).unwrap_or_default();
+    let body = merge(
+        d.resource_version(),
+        json!({"metadata": {"annotations": {JOURNAL: text}}}),
+    );
+    deployments
+        .patch(name, &params(), &Patch::Merge(&body))
+        .await?;
+    Ok(())
+}
