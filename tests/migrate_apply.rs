@@ -273,3 +273,95 @@ async fn no_step_ever_deletes_a_persistent_volume() {
         "{deletes:?}"
     );
 }
+
+/// Answers by path from a fixed table; anything else is a test failure.
+async fn serve(mut handle: Handle, table: Vec<(&'static str, u16, Value)>) -> Vec<String> {
+    let mut seen = Vec::new();
+    while let Ok(Some((request, respond))) =
+        tokio::time::timeout(Duration::from_millis(300), handle.next_request()).await
+    {
+        let path = request.uri().path_and_query().unwrap().to_string();
+        let (_, status, body) = table
+            .iter()
+            .find(|(p, _, _)| path.starts_with(p))
+            .unwrap_or_else(|| panic!("unexpected request {path}"));
+        seen.push(format!("{} {path}", request.method()));
+        respond.send_response(
+            Response::builder()
+                .status(*status)
+                .body(Body::from(serde_json::to_vec(body).unwrap()))
+                .unwrap(),
+        );
+    }
+    seen
+}
+
+#[tokio::test]
+async fn mid_migration_the_target_comes_from_the_live_deployment_and_the_journal() {
+    let mut j = journal();
+    j.moves[0].old_spec = value(
+        json!({"accessModes": ["ReadWriteOnce"], "volumeName": "pvc-7f3a",
+        "resources": {"requests": {"storage": "20Gi"}}}),
+    );
+    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "mysql", "namespace": "fate", "resourceVersion": "30",
+            "annotations": {"upgradeguard.io/migration": serde_json::to_string(&j).unwrap()}},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "mysql"}},
+            "template": {"metadata": {"labels": {"app": "mysql"}}, "spec": {
+                "containers": [{"name": "mysql", "image": "mysql:8", "volumeMounts": [{"name": "data", "mountPath": "/var/lib/mysql"}]}],
+                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "mysql-data"}}]}}}});
+    let gone = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404});
+    let services = json!({"kind": "ServiceList", "apiVersion": "v1", "metadata": {}, "items": [
+        {"metadata": {"name": "unrelated", "namespace": "fate"}, "spec": {"selector": {"app": "web"}}}]});
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(service, "default");
+    let server = tokio::spawn(serve(
+        handle,
+        vec![
+            (
+                "/apis/apps/v1/namespaces/fate/deployments/mysql",
+                200,
+                deployment,
+            ),
+            (
+                "/api/v1/namespaces/fate/persistentvolumeclaims/mysql-data",
+                404,
+                gone,
+            ),
+            ("/api/v1/namespaces/fate/services", 200, services),
+        ],
+    ));
+    let target = apply::target(&client, "fate", "mysql").await.unwrap();
+    drop(client);
+    let seen = server.await.unwrap();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    let spec = target.statefulset.spec.clone().unwrap();
+    assert_eq!(
+        spec.replicas,
+        Some(1),
+        "the journal's replicas, not the live 0"
+    );
+    assert!(
+        target
+            .statefulset
+            .metadata
+            .annotations
+            .as_ref()
+            .is_none_or(|a| !a.contains_key("upgradeguard.io/migration"))
+    );
+    assert_eq!(target.claims[0].0, "mysql-data");
+    assert_eq!(
+        target.claims[0]
+            .1
+            .spec
+            .as_ref()
+            .unwrap()
+            .volume_name
+            .as_deref(),
+        Some("pvc-7f3a")
+    );
+    assert_eq!(
+        target.service.as_ref().unwrap().metadata.name.as_deref(),
+        Some("mysql-headless")
+    );
+}

@@ -2,20 +2,13 @@
 //! the live Deployment → StatefulSet migration, one confirmed step at a
 //! time, journaled on the Deployment so it can be resumed or rolled back.
 
-use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
-use kube::ResourceExt;
-use kube::api::{Api, ListParams};
-
 use super::{Common, Error, cluster};
-use crate::convert::migrate::{self, JOURNAL, Journal, Mode, Step, Target};
-use crate::convert::{self, apply};
-use crate::manifest::Manifest;
+use crate::convert::apply;
+use crate::convert::migrate::{self, Mode, Step, Target};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -48,7 +41,7 @@ pub fn run(args: &Args, _common: &Common) -> Result<ExitCode, Error> {
     super::runtime()?.block_on(async {
         let client = cluster::client().await?;
         let (ns, name) = cluster::target(&args.target)?;
-        let target = build_target(&client, &ns, &name).await?;
+        let target = apply::target(&client, &ns, &name).await.map_err(|e| Error::Io(e.to_string()))?;
         if args.dry_run {
             let observed = apply::observe(&client, &ns, &name, &target).await.map_err(kube("observe"))?;
             let step = migrate::next(&target, &observed, mode).map_err(|e| Error::Io(e.0))?;
@@ -108,99 +101,6 @@ fn confirm(ns: &str, name: &str, mode: Mode) -> Result<bool, Error> {
         .read_line(&mut answer)
         .map_err(|e| Error::Io(format!("standard input: {e}; pass --yes")))?;
     Ok(matches!(answer.trim(), "y" | "yes"))
-}
-
-/// The StatefulSet (and claims, Service) this Deployment migrates to, from
-/// the live objects; claims already deleted come from the journal.
-async fn build_target(client: &kube::Client, ns: &str, name: &str) -> Result<Target, Error> {
-    let deployment = Api::<Deployment>::namespaced(client.clone(), ns)
-        .get_opt(name)
-        .await
-        .map_err(kube(name))?
-        .ok_or_else(|| Error::Io(format!("Deployment {ns}/{name} not found")))?;
-    let journal: Option<Journal> = deployment
-        .annotations()
-        .get(JOURNAL)
-        .and_then(|t| serde_json::from_str(t).ok());
-    let claims_api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
-    let source = |what: &str| format!("{what} (live)");
-    let mut manifests = Vec::new();
-    let mut pvs = HashMap::new();
-    let volumes = deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .and_then(|p| p.volumes.clone())
-        .unwrap_or_default();
-    for claim_name in volumes.iter().filter_map(|v| {
-        v.persistent_volume_claim
-            .as_ref()
-            .map(|c| c.claim_name.clone())
-    }) {
-        let claim = match claims_api
-            .get_opt(&claim_name)
-            .await
-            .map_err(kube(&claim_name))?
-        {
-            Some(c) => c,
-            None => {
-                let m = journal
-                    .as_ref()
-                    .and_then(|j| j.moves.iter().find(|m| m.old_claim == claim_name))
-                    .ok_or_else(|| {
-                        Error::Io(format!(
-                            "claim {ns}/{claim_name} not found, and no migration journal has it"
-                        ))
-                    })?;
-                PersistentVolumeClaim {
-                    metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-                        name: Some(claim_name.clone()),
-                        namespace: Some(ns.into()),
-                        labels: m.old_labels.clone(),
-                        ..Default::default()
-                    },
-                    spec: Some(m.old_spec.clone()),
-                    status: None,
-                }
-            }
-        };
-        if let Some(pv) = claim.spec.as_ref().and_then(|s| s.volume_name.clone()) {
-            pvs.insert(claim_name.clone(), pv);
-        }
-        manifests.push(Manifest {
-            source: source(&claim_name),
-            value: to_value(&claim)?,
-        });
-    }
-    let services = Api::<Service>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
-        .await
-        .map_err(kube("Services"))?;
-    let existing: Vec<String> = services.items.iter().map(|s| s.name_any()).collect();
-    for s in &services.items {
-        manifests.push(Manifest {
-            source: source(&s.name_any()),
-            value: to_value(s)?,
-        });
-    }
-    // Scaled to 0 by the migration: the StatefulSet gets the original count.
-    let mut original = deployment.clone();
-    if let (Some(j), Some(spec)) = (&journal, original.spec.as_mut()) {
-        spec.replicas = Some(j.replicas);
-    }
-    manifests.push(Manifest {
-        source: source(name),
-        value: to_value(&original)?,
-    });
-    let conversion = convert::convert(&manifests, &pvs).map_err(|e| Error::Io(e.to_string()))?;
-    if let Some(problem) = conversion.problems.first() {
-        return Err(Error::Io(format!("cannot migrate: {problem}")));
-    }
-    Target::of(&original, &conversion.objects, &existing).map_err(|e| Error::Io(e.0))
-}
-
-fn to_value<T: serde::Serialize>(object: &T) -> Result<serde_json::Value, Error> {
-    serde_json::to_value(object).map_err(|e| Error::Io(e.to_string()))
 }
 
 fn plan_objects(target: &Target) -> Vec<serde_json::Value> {

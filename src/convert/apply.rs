@@ -9,8 +9,113 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, P
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
+use std::collections::HashMap;
+
 use super::migrate::{JOURNAL, Journal, Observed, Step, Target};
+use crate::manifest::Manifest;
 use crate::refresh::executor::FIELD_MANAGER;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{0}: {1}")]
+    Kube(String, #[source] kube::Error),
+    #[error("{0}")]
+    Plan(String),
+}
+
+/// The StatefulSet (and claims, Service) this Deployment migrates to, from
+/// the live objects; claims already deleted come from the journal.
+pub async fn target(client: &kube::Client, ns: &str, name: &str) -> Result<Target, ApplyError> {
+    let deployment = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(|e| ApplyError::Kube(name.to_string(), e))?
+        .ok_or_else(|| ApplyError::Plan(format!("Deployment {ns}/{name} not found")))?;
+    let journal: Option<Journal> = deployment
+        .annotations()
+        .get(JOURNAL)
+        .and_then(|t| serde_json::from_str(t).ok());
+    let claims_api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let source = |what: &str| format!("{what} (live)");
+    let mut manifests = Vec::new();
+    let mut pvs = HashMap::new();
+    let volumes = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.volumes.clone())
+        .unwrap_or_default();
+    for claim_name in volumes.iter().filter_map(|v| {
+        v.persistent_volume_claim
+            .as_ref()
+            .map(|c| c.claim_name.clone())
+    }) {
+        let claim = match claims_api
+            .get_opt(&claim_name)
+            .await
+            .map_err(|e| ApplyError::Kube(claim_name.clone(), e))?
+        {
+            Some(c) => c,
+            None => {
+                let m = journal
+                    .as_ref()
+                    .and_then(|j| j.moves.iter().find(|m| m.old_claim == claim_name))
+                    .ok_or_else(|| {
+                        ApplyError::Plan(format!(
+                            "claim {ns}/{claim_name} not found, and no migration journal has it"
+                        ))
+                    })?;
+                PersistentVolumeClaim {
+                    metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                        name: Some(claim_name.clone()),
+                        namespace: Some(ns.into()),
+                        labels: m.old_labels.clone(),
+                        ..Default::default()
+                    },
+                    spec: Some(m.old_spec.clone()),
+                    status: None,
+                }
+            }
+        };
+        if let Some(pv) = claim.spec.as_ref().and_then(|s| s.volume_name.clone()) {
+            pvs.insert(claim_name.clone(), pv);
+        }
+        manifests.push(Manifest {
+            source: source(&claim_name),
+            value: to_value(&claim)?,
+        });
+    }
+    let services = Api::<Service>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| ApplyError::Kube("Services".into(), e))?;
+    let existing: Vec<String> = services.items.iter().map(|s| s.name_any()).collect();
+    for s in &services.items {
+        manifests.push(Manifest {
+            source: source(&s.name_any()),
+            value: to_value(s)?,
+        });
+    }
+    // Scaled to 0 by the migration: the StatefulSet gets the original count.
+    let mut original = deployment.clone();
+    if let (Some(j), Some(spec)) = (&journal, original.spec.as_mut()) {
+        spec.replicas = Some(j.replicas);
+    }
+    manifests.push(Manifest {
+        source: source(name),
+        value: to_value(&original)?,
+    });
+    let conversion =
+        super::convert(&manifests, &pvs).map_err(|e| ApplyError::Plan(e.to_string()))?;
+    if let Some(problem) = conversion.problems.first() {
+        return Err(ApplyError::Plan(format!("cannot migrate: {problem}")));
+    }
+    Target::of(&original, &conversion.objects, &existing).map_err(|e| ApplyError::Plan(e.0))
+}
+
+fn to_value<T: serde::Serialize>(object: &T) -> Result<Value, ApplyError> {
+    serde_json::to_value(object).map_err(|e| ApplyError::Plan(e.to_string()))
+}
 
 /// Everything the planner reads, in one namespace.
 pub async fn observe(
