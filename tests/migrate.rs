@@ -33,36 +33,71 @@ struct Cluster {
 const NS: &str = "fate";
 
 fn target_and_cluster() -> (Target, Cluster) {
-    let text = std::fs::read_to_string(fixture("convert/database.yaml")).unwrap();
-    let manifests = manifest::parse(&text, "database.yaml").unwrap();
-    let pvs = [("mysql-data".to_string(), "pvc-7f3a".to_string())].into();
-    let converted = upgrade_guard::convert::convert(&manifests, &pvs).unwrap();
-    let deployment: Deployment = serde_json::from_value(manifests[1].value.clone()).unwrap();
-    let target = Target::of(&deployment, &converted.objects, &[]).unwrap();
+    let (target, cluster) = component("database.yaml", "mysql");
     assert_eq!(target.claims[0].0, "mysql-data");
     assert!(
         target.service.is_some(),
         "no headless Service existed: one is made"
     );
-    let mut claim: PersistentVolumeClaim =
-        serde_json::from_value(manifests[0].value.clone()).unwrap();
-    claim.spec.as_mut().unwrap().volume_name = Some("pvc-7f3a".into());
-    let pv: PersistentVolume = serde_json::from_value(json!({"metadata": {"name": "pvc-7f3a"},
-        "spec": {"persistentVolumeReclaimPolicy": "Delete", "capacity": {"storage": "20Gi"}}}))
-    .unwrap();
+    (target, cluster)
+}
+
+/// A component of the platform: its Deployment, each claim bound to a
+/// volume of its own (`pvc-7f3a` for mysql-data, `pv-<claim>` otherwise).
+fn component(file: &str, name: &str) -> (Target, Cluster) {
+    let text = std::fs::read_to_string(fixture(&format!("convert/{file}"))).unwrap();
+    let manifests = manifest::parse(&text, file).unwrap();
+    let of_kind = |kind: &'static str| manifests.iter().filter(move |m| m.value["kind"] == kind);
+    let pv_of = |claim: &str| {
+        if claim == "mysql-data" {
+            "pvc-7f3a".to_string()
+        } else {
+            format!("pv-{claim}")
+        }
+    };
+    let pvs = of_kind("PersistentVolumeClaim")
+        .map(|m| {
+            let claim = m.value["metadata"]["name"].as_str().unwrap().to_string();
+            (claim.clone(), pv_of(&claim))
+        })
+        .collect();
+    let converted = upgrade_guard::convert::convert(&manifests, &pvs).unwrap();
+    let deployment: Deployment =
+        serde_json::from_value(of_kind("Deployment").next().unwrap().value.clone()).unwrap();
+    let services: Vec<Service> = of_kind("Service")
+        .map(|m| serde_json::from_value(m.value.clone()).unwrap())
+        .collect();
+    let existing: Vec<String> = services
+        .iter()
+        .map(|s| s.metadata.name.clone().unwrap())
+        .collect();
+    let target = Target::of(&deployment, &converted.objects, &existing).unwrap();
+    let mut claims = BTreeMap::new();
+    let mut volumes = BTreeMap::new();
+    for (uid, m) in of_kind("PersistentVolumeClaim").enumerate() {
+        let uid = uid as u32 + 1;
+        let mut claim: PersistentVolumeClaim = serde_json::from_value(m.value.clone()).unwrap();
+        let name = claim.metadata.name.clone().unwrap();
+        claim.spec.as_mut().unwrap().volume_name = Some(pv_of(&name));
+        let pv: PersistentVolume =
+            serde_json::from_value(json!({"metadata": {"name": pv_of(&name)},
+            "spec": {"persistentVolumeReclaimPolicy": "Delete"}}))
+            .unwrap();
+        volumes.insert(pv_of(&name), (pv, Some((name.clone(), uid))));
+        claims.insert(name, (claim, uid));
+    }
+    let next_uid = claims.len() as u32 + 1;
     let cluster = Cluster {
         deployment: Some(deployment),
         deployment_pods: 1,
         statefulset: None,
         statefulset_pods: 0,
-        service: None,
-        claims: [("mysql-data".to_string(), (claim, 1))].into(),
-        volumes: [(
-            "pvc-7f3a".to_string(),
-            (pv, Some(("mysql-data".to_string(), 1))),
-        )]
-        .into(),
-        next_uid: 2,
+        service: services
+            .into_iter()
+            .find(|s| s.metadata.name.as_deref() == Some(name)),
+        claims,
+        volumes,
+        next_uid,
     };
     (target, cluster)
 }
@@ -445,4 +480,45 @@ fn an_unbound_claim_or_a_deleted_deployment_is_refused_clearly() {
     run(&target, &mut cluster, Mode::Finish);
     let err = next(&target, &cluster.observed(), Mode::Rollback).unwrap_err();
     assert!(err.0.contains("nothing to roll back to"), "{err}");
+}
+
+#[test]
+fn every_component_of_the_platform_comes_out_with_its_volumes_reattached() {
+    // FATE 1.7 → 1.8: the database (one claim) and the node manager (two
+    // claims, a config map, a headless Service already there).
+    for (file, name, volumes) in [
+        ("database.yaml", "mysql", vec![("data-mysql-0", "pvc-7f3a")]),
+        (
+            "two-claims.yaml",
+            "nodemanager",
+            vec![
+                ("data-nodemanager-0", "pv-nm-data"),
+                ("logs-nodemanager-0", "pv-nm-logs"),
+            ],
+        ),
+    ] {
+        let (target, mut cluster) = component(file, name);
+        let before = cluster.volumes.len();
+        let steps = run(&target, &mut cluster, Mode::Migrate);
+        assert_eq!(
+            steps.last().map(String::as_str),
+            Some("migrated"),
+            "{name}: {steps:?}"
+        );
+        assert_eq!(cluster.volumes.len(), before, "{name}: no volume deleted");
+        for (claim, volume) in volumes {
+            assert!(cluster.bound(claim), "{name}: {claim} holds its volume");
+            assert_eq!(
+                cluster.claims[claim]
+                    .0
+                    .spec
+                    .as_ref()
+                    .unwrap()
+                    .volume_name
+                    .as_deref(),
+                Some(volume)
+            );
+        }
+        assert_eq!(cluster.statefulset_pods, 1, "{name}: Ready on the old data");
+    }
 }
