@@ -231,6 +231,23 @@ impl Workload {
     }
 }
 
+/// The PersistentVolumeClaims a pod template mounts, as (volume, claim).
+pub fn claim_volumes(template: Option<&PodTemplateSpec>) -> Vec<(&str, &str)> {
+    let volumes = template
+        .and_then(|t| t.spec.as_ref())
+        .and_then(|s| s.volumes.as_ref());
+    volumes
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            Some((
+                v.name.as_str(),
+                v.persistent_volume_claim.as_ref()?.claim_name.as_str(),
+            ))
+        })
+        .collect()
+}
+
 /// What the webhook (and later the refresh controller) records about a
 /// refresh, as JSON in the `upgradeguard.io/refresh` annotation. Everything
 /// needed to resume lives here and in the status, never in memory.

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use super::migrate::{JOURNAL, Journal, Observed, Step, Target};
 use crate::manifest::Manifest;
 use crate::refresh::executor::FIELD_MANAGER;
+use crate::workload::claim_volumes;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -39,17 +40,11 @@ pub async fn target(client: &kube::Client, ns: &str, name: &str) -> Result<Targe
     let source = |what: &str| format!("{what} (live)");
     let mut manifests = Vec::new();
     let mut pvs = HashMap::new();
-    let volumes = deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .and_then(|p| p.volumes.clone())
-        .unwrap_or_default();
-    for claim_name in volumes.iter().filter_map(|v| {
-        v.persistent_volume_claim
-            .as_ref()
-            .map(|c| c.claim_name.clone())
-    }) {
+    let claim_names: Vec<String> = claim_volumes(deployment.spec.as_ref().map(|s| &s.template))
+        .into_iter()
+        .map(|(_, claim)| claim.to_string())
+        .collect();
+    for claim_name in claim_names {
         let claim = match claims_api
             .get_opt(&claim_name)
             .await

@@ -17,6 +17,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
+use crate::workload::claim_volumes;
+
 /// The journal annotation on the Deployment.
 pub const JOURNAL: &str = "upgradeguard.io/migration";
 
@@ -90,21 +92,13 @@ impl Target {
             }
             _ => None,
         };
-        let volumes = deployment
-            .spec
-            .as_ref()
-            .and_then(|s| s.template.spec.as_ref())
-            .and_then(|p| p.volumes.clone())
-            .unwrap_or_default();
+        let template = deployment.spec.as_ref().map(|s| &s.template);
         let mut claims = Vec::new();
-        for v in volumes {
-            let Some(old) = v.persistent_volume_claim else {
-                continue;
-            };
-            let new_name = format!("{}-{name}-0", v.name);
+        for (volume, old) in claim_volumes(template) {
+            let new_name = format!("{volume}-{name}-0");
             let new = named("PersistentVolumeClaim", &new_name)
                 .ok_or_else(|| MigrateError(format!("claim {new_name} missing")))?;
-            claims.push((old.claim_name, parse(new)?));
+            claims.push((old.to_string(), parse(new)?));
         }
         Ok(Target {
             statefulset,

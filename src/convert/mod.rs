@@ -23,6 +23,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 
 use crate::manifest::Manifest;
+use crate::workload::claim_volumes;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{location}: {message}")]
@@ -105,13 +106,9 @@ pub fn convert(
         let template = spec.template.clone();
         let pod = template.spec.clone().unwrap_or_default();
         let volumes = pod.volumes.clone().unwrap_or_default();
-        let mounted: Vec<(String, String)> = volumes
-            .iter()
-            .filter_map(|v| {
-                v.persistent_volume_claim
-                    .as_ref()
-                    .map(|c| (v.name.clone(), c.claim_name.clone()))
-            })
+        let mounted: Vec<(String, String)> = claim_volumes(Some(&template))
+            .into_iter()
+            .map(|(volume, claim)| (volume.to_string(), claim.to_string()))
             .collect();
         for v in volumes.iter().filter(|v| v.empty_dir.is_some()) {
             let paths: Vec<String> = pod

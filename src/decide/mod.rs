@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use k8s_openapi::api::apps::v1::StatefulSetSpec;
-use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 
@@ -18,7 +17,9 @@ pub use cluster::{ClusterView, NoCluster, Snapshot};
 pub use mutation::Edit;
 
 use crate::policy::{Downgrade, GovernedVersion, PathOutcome, Policy, PolicySet, Refusal, Version};
-use crate::workload::{FORCE_REASON, FORCE_TO, RefreshRecord, VersionStep, Workload, WorkloadKind};
+use crate::workload::{
+    FORCE_REASON, FORCE_TO, RefreshRecord, VersionStep, Workload, WorkloadKind, claim_volumes,
+};
 
 /// Stable rule ids, as they appear in refusals, audit annotations and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -465,15 +466,18 @@ fn volume_edits(w: &Workload, cluster: &dyn ClusterView, warnings: &mut Vec<Stri
     let Workload::Deployment(_) = w else {
         return Vec::new();
     };
-    let single_node = claims(w.template()).into_iter().filter(|claim| {
-        cluster
-            .claim_access_modes(w.namespace(), claim)
-            .is_none_or(|modes| {
-                modes
-                    .iter()
-                    .any(|m| m == "ReadWriteOnce" || m == "ReadWriteOncePod")
-            })
-    });
+    let single_node = claim_volumes(w.template())
+        .into_iter()
+        .map(|(_, claim)| claim)
+        .filter(|claim| {
+            cluster
+                .claim_access_modes(w.namespace(), claim)
+                .is_none_or(|modes| {
+                    modes
+                        .iter()
+                        .any(|m| m == "ReadWriteOnce" || m == "ReadWriteOncePod")
+                })
+        });
     let Some(claim) = single_node.into_iter().next() else {
         return Vec::new();
     };
@@ -488,24 +492,6 @@ fn volume_edits(w: &Workload, cluster: &dyn ClusterView, warnings: &mut Vec<Stri
     vec![Edit::NoSurge {
         raise_unavailable: mutation::unavailable_is_zero(w),
     }]
-}
-
-/// The PersistentVolumeClaims a pod template mounts.
-pub fn claims(template: Option<&PodTemplateSpec>) -> Vec<&str> {
-    template
-        .and_then(|t| t.spec.as_ref())
-        .and_then(|s| s.volumes.as_ref())
-        .map(|volumes| {
-            volumes
-                .iter()
-                .filter_map(|v| {
-                    v.persistent_volume_claim
-                        .as_ref()
-                        .map(|c| c.claim_name.as_str())
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// A refusal before the workload is named: the rule, why, and how to get
@@ -742,7 +728,7 @@ fn judge_path(
     if let Workload::Deployment(_) = new
         && !changed.is_empty()
         && !rollback
-        && !claims(new.template()).is_empty()
+        && !claim_volumes(new.template()).is_empty()
     {
         let convert = format!(
             "a Deployment cannot keep a volume per replica: convert it to a StatefulSet first (`upgrade-guard convert` offline, `upgrade-guard migrate {}/{}` live)",

@@ -289,6 +289,40 @@ fn held(mut record: RefreshRecord, state: RefreshState, reason: String) -> Refre
     record
 }
 
+/// The refresh (or rollback) is over: the record keeps from, to and when.
+fn completed(
+    mut record: RefreshRecord,
+    now: jiff::Timestamp,
+    detail: &str,
+    clear_resume: bool,
+    unpause: Option<bool>,
+) -> Action {
+    record.state = RefreshState::Completed;
+    record.finished = Some(now);
+    record.reason = None;
+    let what = if record.rollback {
+        "rollback"
+    } else {
+        "refresh"
+    };
+    let message = format!("{what} {} → {} completed{detail}", record.from, record.to);
+    Action {
+        event: Some(Event {
+            reason: "RefreshCompleted",
+            message: message.clone(),
+            warning: false,
+        }),
+        record: Some(record),
+        paused: unpause,
+        clear_resume,
+        next: Next {
+            text: message,
+            command: None,
+        },
+        ..Default::default()
+    }
+}
+
 /// Holds the refresh as Paused until the user resumes it.
 fn hold_as_paused(
     record: RefreshRecord,
@@ -433,32 +467,8 @@ fn step_statefulset(
                 POLL,
             );
         }
-        record.state = RefreshState::Completed;
-        record.finished = Some(now);
-        record.reason = None;
-        let what = if record.rollback {
-            "rollback"
-        } else {
-            "refresh"
-        };
-        let message = format!(
-            "{what} {} → {} completed: all {replicas} units refreshed",
-            record.from, record.to
-        );
-        return Action {
-            event: Some(Event {
-                reason: "RefreshCompleted",
-                message: message.clone(),
-                warning: false,
-            }),
-            record: Some(record),
-            clear_resume: resume.is_some(),
-            next: Next {
-                text: message,
-                command: None,
-            },
-            ..Default::default()
-        };
+        let detail = format!(": all {replicas} units refreshed");
+        return completed(record, now, &detail, resume.is_some(), None);
     }
 
     let first_unit = unit == replicas - 1;
@@ -556,26 +566,7 @@ fn step_deployment(d: &Deployment, observed: &Observed, record: RefreshRecord, i
     let paused = d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false);
     let resume = resume_of(w);
     if updated >= replicas && available >= replicas && status.replicas.unwrap_or(0) == replicas {
-        let mut record = record;
-        record.state = RefreshState::Completed;
-        record.finished = Some(now);
-        record.reason = None;
-        let message = format!("refresh {} → {} completed", record.from, record.to);
-        return Action {
-            event: Some(Event {
-                reason: "RefreshCompleted",
-                message: message.clone(),
-                warning: false,
-            }),
-            record: Some(record),
-            paused: paused.then_some(false),
-            clear_resume: resume.is_some(),
-            next: Next {
-                text: message,
-                command: None,
-            },
-            ..Default::default()
-        };
+        return completed(record, now, "", resume.is_some(), paused.then_some(false));
     }
     if paused && resume.is_some() {
         let mut record = record;
