@@ -192,25 +192,13 @@ impl Cluster {
         let volumes_before = self.volumes.len();
         match step {
             Step::Begin(j) => self.set_journal(Some(j)),
-            Step::RetainVolume { volume } => {
-                self.volumes
-                    .get_mut(volume)
-                    .unwrap()
-                    .0
-                    .spec
-                    .as_mut()
-                    .unwrap()
-                    .persistent_volume_reclaim_policy = Some("Retain".into());
-            }
-            Step::RestoreReclaim { volume, policy } => {
-                self.volumes
-                    .get_mut(volume)
-                    .unwrap()
-                    .0
-                    .spec
-                    .as_mut()
-                    .unwrap()
-                    .persistent_volume_reclaim_policy = Some(policy.clone());
+            Step::RetainVolume { volume } | Step::RestoreReclaim { volume, .. } => {
+                let policy = match step {
+                    Step::RestoreReclaim { policy, .. } => policy.clone(),
+                    _ => "Retain".into(),
+                };
+                let pv = &mut self.volumes.get_mut(volume).unwrap().0;
+                pv.spec.as_mut().unwrap().persistent_volume_reclaim_policy = Some(policy);
             }
             Step::ScaleDown => {
                 self.deployment

@@ -289,6 +289,17 @@ fn held(mut record: RefreshRecord, state: RefreshState, reason: String) -> Refre
     record
 }
 
+/// The container images of a pod (or pod template) spec, in order.
+fn images(spec: Option<&k8s_openapi::api::core::v1::PodSpec>) -> Vec<&str> {
+    spec.map(|s| {
+        s.containers
+            .iter()
+            .filter_map(|c| c.image.as_deref())
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
 /// The refresh (or rollback) is over: the record keeps from, to and when.
 fn completed(
     mut record: RefreshRecord,
@@ -589,30 +600,11 @@ fn step_deployment(d: &Deployment, observed: &Observed, record: RefreshRecord, i
             ..Default::default()
         };
     }
-    let template_images: Vec<&str> = w
-        .template()
-        .and_then(|t| t.spec.as_ref())
-        .map(|s| {
-            s.containers
-                .iter()
-                .filter_map(|c| c.image.as_deref())
-                .collect()
-        })
-        .unwrap_or_default();
+    let template_images = images(w.template().and_then(|t| t.spec.as_ref()));
     let updated_ready = pods
         .iter()
         .filter(|p| {
-            let images: Vec<&str> = p
-                .spec
-                .as_ref()
-                .map(|s| {
-                    s.containers
-                        .iter()
-                        .filter_map(|c| c.image.as_deref())
-                        .collect()
-                })
-                .unwrap_or_default();
-            images == template_images
+            images(p.spec.as_ref()) == template_images
                 && is_ready(p).is_some_and(|since| elapsed(since, now) >= settings.min_ready)
         })
         .count();
