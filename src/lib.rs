@@ -8,6 +8,7 @@ pub mod certs;
 pub mod cli;
 pub mod convert;
 pub mod decide;
+pub mod echo;
 pub mod manifest;
 pub mod policy;
 pub mod refresh;

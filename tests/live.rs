@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use common::*;
 use http::{Request, Response};
 use kube::client::Body;
+use prometheus_client::metrics::gauge::Gauge;
 use serde_json::{Value, json};
 use upgrade_guard::decide::{Change, ClusterView, Rule};
 use upgrade_guard::policy::PolicySet;
@@ -30,12 +31,25 @@ fn policy_cr(name: &str, spec: Value) -> Value {
         "metadata": {"name": name, "namespace": "shop", "resourceVersion": "7"}, "spec": spec})
 }
 
+/// What the UpgradePolicy LIST does when the CRD is missing at first: the
+/// first answers 404; the next waits until `ready`, checks what the server
+/// holds then (`check`), and answers the list.
+struct MissingCrd {
+    ready: Arc<AtomicBool>,
+    check: Box<dyn Fn() + Send + Sync>,
+}
+
 /// Answers each LIST by path, holds each WATCH open, and reports the
 /// requests it saw (path and query) once `until` have arrived.
-async fn api_server(mut handle: Handle, until: usize) -> Vec<(String, String)> {
+async fn api_server(
+    mut handle: Handle,
+    until: usize,
+    mut missing_crd: Option<MissingCrd>,
+) -> Vec<(String, String)> {
     let mut seen = Vec::new();
     let mut held = Vec::new();
     let mut lists = 0;
+    let mut answered_404 = false;
     while lists < until {
         let (request, respond) =
             tokio::time::timeout(Duration::from_secs(10), handle.next_request())
@@ -51,6 +65,30 @@ async fn api_server(mut handle: Handle, until: usize) -> Vec<(String, String)> {
             continue;
         }
         lists += 1;
+        if path == "/apis/upgradeguard.io/v1alpha1/upgradepolicies"
+            && let Some(missing) = &missing_crd
+        {
+            if !answered_404 {
+                answered_404 = true;
+                let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "reason": "NotFound", "code": 404, "message": "the server could not find the requested resource"});
+                respond.send_response(
+                    Response::builder()
+                        .status(404)
+                        .body(Body::from(serde_json::to_vec(&status).unwrap()))
+                        .unwrap(),
+                );
+                continue;
+            }
+            for _ in 0..200 {
+                if missing.ready.load(Ordering::Acquire) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            (missing.check)();
+            missing_crd = None;
+        }
         let mut live_db = value("generated/live-db-refreshing.json");
         live_db["metadata"]["resourceVersion"] = json!("99");
         let body = match path.as_str() {
@@ -116,13 +154,19 @@ async fn api_server(mut handle: Handle, until: usize) -> Vec<(String, String)> {
 async fn the_cache_lists_then_watches_each_kind_and_serves_decisions() {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "default");
-    let server = tokio::spawn(api_server(handle, 5));
+    let server = tokio::spawn(api_server(handle, 5, None));
 
     let files = PolicySet::load(&root().join("policies")).unwrap();
     let file_policies: Vec<_> = files.iter().cloned().collect();
     let policies = Arc::new(ArcSwap::from_pointee(files));
     let ready = Arc::new(AtomicBool::new(false));
-    let view = live::start(client, file_policies, policies.clone(), ready.clone());
+    let view = live::start(
+        client,
+        file_policies,
+        policies.clone(),
+        ready.clone(),
+        Gauge::default(),
+    );
 
     let seen = tokio::time::timeout(Duration::from_secs(20), server)
         .await
@@ -202,4 +246,60 @@ async fn the_cache_lists_then_watches_each_kind_and_serves_decisions() {
         names.contains("cache") && names.contains("semver-db") && !names.contains("broken"),
         "{names:?}"
     );
+}
+
+#[tokio::test]
+async fn without_the_crd_the_server_is_ready_on_its_file_policies_and_picks_the_crd_up_later() {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(service, "default");
+    let files = PolicySet::load(&root().join("policies")).unwrap();
+    let file_policies: Vec<_> = files.iter().cloned().collect();
+    let policies = Arc::new(ArcSwap::from_pointee(files));
+    let ready = Arc::new(AtomicBool::new(false));
+    let missing: Gauge = Gauge::default();
+    let names = |p: &ArcSwap<PolicySet>| -> BTreeSet<String> {
+        p.load().iter().map(|p| p.name.clone()).collect()
+    };
+    let check = {
+        let (policies, missing, ready) = (policies.clone(), missing.clone(), ready.clone());
+        Box::new(move || {
+            assert!(ready.load(Ordering::Acquire), "ready without the CRD");
+            assert_eq!(missing.get(), 1, "the missing CRD is a metric");
+            let now = names(&policies);
+            assert!(
+                now.contains("semver-db") && !now.contains("cache"),
+                "{now:?}"
+            );
+        })
+    };
+    let server = tokio::spawn(api_server(
+        handle,
+        6,
+        Some(MissingCrd {
+            ready: ready.clone(),
+            check,
+        }),
+    ));
+    live::start(
+        client,
+        file_policies,
+        policies.clone(),
+        ready.clone(),
+        missing.clone(),
+    );
+    tokio::time::timeout(Duration::from_secs(30), server)
+        .await
+        .unwrap()
+        .unwrap();
+    for _ in 0..100 {
+        if names(&policies).contains("cache") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        names(&policies).contains("cache"),
+        "the CRD, installed later, is picked up"
+    );
+    assert_eq!(missing.get(), 0);
 }

@@ -10,6 +10,7 @@ use common::*;
 use http::{Request, Response};
 use kube::client::Body;
 use serde_json::{Value, json};
+use upgrade_guard::cli::cluster::Cluster;
 use upgrade_guard::cli::{check, pause, resume, status};
 use upgrade_guard::refresh::executor::{self, Outcome};
 use upgrade_guard::refresh::{Action, Event};
@@ -64,10 +65,12 @@ async fn scenario(mut handle: Handle, calls: Vec<Call>) {
             .unwrap()
             .to_bytes();
         if let Some(body) = expected.body {
-            assert_eq!(
-                content_type.as_deref(),
-                Some("application/merge-patch+json")
-            );
+            let wanted = match (expected.method, body.is_array()) {
+                ("PATCH", true) => "application/json-patch+json",
+                ("PATCH", false) => "application/merge-patch+json",
+                _ => "application/json",
+            };
+            assert_eq!(content_type.as_deref(), Some(wanted));
             assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap(), body);
         }
         respond.send_response(
@@ -84,9 +87,19 @@ async fn scenario(mut handle: Handle, calls: Vec<Call>) {
     );
 }
 
-fn mock() -> (kube::Client, Handle) {
+fn mock() -> (Cluster, Handle) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    (kube::Client::new(service, "default"), handle)
+    let client = kube::Client::new(service, "default");
+    (Cluster::new(client, "https://10.0.0.1:6443"), handle)
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code, "message": message})
+}
+
+/// The guard every write of a refresh carries: the record as it was read.
+fn record_test(record: &str) -> Value {
+    json!({"op": "test", "path": "/metadata/annotations/upgradeguard.io~1refresh", "value": record})
 }
 
 fn not_found() -> Value {
@@ -173,7 +186,7 @@ async fn status_reports_each_unit_and_the_next_action() {
 }
 
 #[tokio::test]
-async fn resume_sets_the_annotation_with_the_resource_version_as_precondition() {
+async fn resume_sets_the_annotation_guarded_by_the_record_it_read() {
     let (client, handle) = mock();
     let mut patch = call(
         "PATCH",
@@ -181,9 +194,8 @@ async fn resume_sets_the_annotation_with_the_resource_version_as_precondition() 
         200,
         db(Some(RECORD)),
     );
-    patch.body = Some(
-        json!({"metadata": {"resourceVersion": "240", "annotations": {"upgradeguard.io/resume": NOW}}}),
-    );
+    patch.body = Some(json!([record_test(RECORD),
+        {"op": "add", "path": "/metadata/annotations/upgradeguard.io~1resume", "value": NOW}]));
     let server = tokio::spawn(scenario(
         handle,
         vec![call("GET", STS, 200, db(Some(RECORD))), patch],
@@ -238,8 +250,8 @@ async fn a_failed_refresh_needs_force_and_a_reason() {
         200,
         db(Some(&failed)),
     );
-    patch.body = Some(json!({"metadata": {"resourceVersion": "240",
-        "annotations": {"upgradeguard.io/resume": "force: vendor confirmed the probe is wrong"}}}));
+    patch.body = Some(json!([record_test(&failed),
+        {"op": "add", "path": "/metadata/annotations/upgradeguard.io~1resume", "value": "force: vendor confirmed the probe is wrong"}]));
     let server = tokio::spawn(scenario(
         handle,
         vec![call("GET", STS, 200, db(Some(&failed))), patch],
@@ -260,17 +272,16 @@ async fn pause_holds_after_the_unit_in_progress_and_finds_deployments_too() {
     let (client, handle) = mock();
     let mut web: Value = sample("deploy-update-set-image.json")["request"]["object"].clone();
     web["metadata"]["resourceVersion"] = json!("77");
-    web["metadata"]["annotations"]["upgradeguard.io/refresh"] =
-        json!(RECORD.replace("\"Paused\"", "\"RollingOut\""));
+    let rolling = RECORD.replace("\"Paused\"", "\"RollingOut\"");
+    web["metadata"]["annotations"]["upgradeguard.io/refresh"] = json!(rolling);
     let mut patch = call(
         "PATCH",
         "/apis/apps/v1/namespaces/shop/deployments/web?&fieldManager=upgrade-guard",
         200,
         web.clone(),
     );
-    patch.body = Some(
-        json!({"metadata": {"resourceVersion": "77", "annotations": {"upgradeguard.io/pause-after": "all"}}}),
-    );
+    patch.body = Some(json!([record_test(&rolling),
+        {"op": "add", "path": "/metadata/annotations/upgradeguard.io~1pause-after", "value": "all"}]));
     let server = tokio::spawn(scenario(
         handle,
         vec![
@@ -357,8 +368,11 @@ async fn the_pre_refresh_check_says_whether_it_would_be_admitted_and_can_start()
     );
 }
 
+/// A resumed refresh: lower the partition, clear the resume annotation.
 fn lowering() -> (Workload, Action) {
-    let w = of(db(Some(RECORD)));
+    let mut resumed = db(Some(RECORD));
+    resumed["metadata"]["annotations"]["upgradeguard.io/resume"] = json!(NOW);
+    let w = of(resumed);
     let mut record: RefreshRecord = serde_json::from_str(RECORD).unwrap();
     record.partition = Some(3);
     record.state = upgrade_guard::workload::RefreshState::RollingOut;
@@ -377,6 +391,37 @@ fn lowering() -> (Workload, Action) {
     (w, action)
 }
 
+/// The record and the partition, each guarded by its value as read, and
+/// the resume annotation removed only if it is still the one acted on.
+fn lowering_ops(action: &Action) -> Value {
+    json!([
+        record_test(RECORD),
+        {"op": "replace", "path": "/metadata/annotations/upgradeguard.io~1refresh",
+            "value": serde_json::to_string(action.record.as_ref().unwrap()).unwrap()},
+        {"op": "test", "path": "/metadata/annotations/upgradeguard.io~1resume", "value": NOW},
+        {"op": "remove", "path": "/metadata/annotations/upgradeguard.io~1resume"},
+        {"op": "test", "path": "/spec/updateStrategy/rollingUpdate/partition", "value": 4},
+        {"op": "replace", "path": "/spec/updateStrategy/rollingUpdate/partition", "value": 3},
+    ])
+}
+
+fn event_post() -> Call {
+    call(
+        "POST",
+        "/apis/events.k8s.io/v1/namespaces/shop/events?",
+        201,
+        json!({}),
+    )
+}
+
+fn recorder(client: &kube::Client) -> kube::runtime::events::Recorder {
+    let reporter = kube::runtime::events::Reporter {
+        controller: "upgrade-guard".into(),
+        instance: None,
+    };
+    kube::runtime::events::Recorder::new(client.clone(), reporter)
+}
+
 #[tokio::test]
 async fn the_executor_patches_partition_and_record_in_one_guarded_request_then_records_an_event() {
     let (w, action) = lowering();
@@ -387,25 +432,9 @@ async fn the_executor_patches_partition_and_record_in_one_guarded_request_then_r
         200,
         db(Some(RECORD)),
     );
-    patch.body = Some(json!({
-        "metadata": {"resourceVersion": "240", "annotations": {
-            "upgradeguard.io/refresh": serde_json::to_string(action.record.as_ref().unwrap()).unwrap(),
-            "upgradeguard.io/resume": null}},
-        "spec": {"updateStrategy": {"rollingUpdate": {"partition": 3}}},
-    }));
-    let event = call(
-        "POST",
-        "/apis/events.k8s.io/v1/namespaces/shop/events?",
-        201,
-        json!({}),
-    );
-    let server = tokio::spawn(scenario(handle, vec![patch, event]));
-    let reporter = kube::runtime::events::Reporter {
-        controller: "upgrade-guard".into(),
-        instance: None,
-    };
-    let recorder = kube::runtime::events::Recorder::new(client.clone(), reporter);
-    let outcome = executor::execute(&client, Some(&recorder), &w, &action)
+    patch.body = Some(lowering_ops(&action));
+    let server = tokio::spawn(scenario(handle, vec![patch, event_post()]));
+    let outcome = executor::execute(&client.client, Some(&recorder(&client.client)), &w, &action)
         .await
         .unwrap();
     server.await.unwrap();
@@ -413,21 +442,55 @@ async fn the_executor_patches_partition_and_record_in_one_guarded_request_then_r
 }
 
 #[tokio::test]
+async fn a_409_is_sent_again_and_then_applies() {
+    let (w, action) = lowering();
+    let (client, handle) = mock();
+    let patch = || {
+        let mut c = call(
+            "PATCH",
+            &format!("{STS}?&fieldManager=upgrade-guard"),
+            200,
+            db(Some(RECORD)),
+        );
+        c.body = Some(lowering_ops(&action));
+        c
+    };
+    let mut busy = patch();
+    (busy.status, busy.reply) = (409, status(409, "Conflict", "the object has been modified"));
+    let server = tokio::spawn(scenario(handle, vec![busy, patch(), event_post()]));
+    let outcome = executor::execute(&client.client, Some(&recorder(&client.client)), &w, &action)
+        .await
+        .unwrap();
+    server.await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Applied,
+        "the same guarded patch, sent again"
+    );
+}
+
+#[tokio::test]
 async fn a_concurrent_change_is_never_overwritten() {
     let (w, action) = lowering();
     let (client, handle) = mock();
-    let conflict = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409,
-        "message": "the object has been modified"});
+    // The API server's answer when a `test` fails: the record was changed.
+    let failed = status(
+        422,
+        "",
+        "testing value /metadata/annotations/upgradeguard.io~1refresh failed: test failed",
+    );
     let server = tokio::spawn(scenario(
         handle,
         vec![call(
             "PATCH",
             &format!("{STS}?&fieldManager=upgrade-guard"),
-            409,
-            conflict,
+            422,
+            failed,
         )],
     ));
-    let outcome = executor::execute(&client, None, &w, &action).await.unwrap();
+    let outcome = executor::execute(&client.client, None, &w, &action)
+        .await
+        .unwrap();
     server.await.unwrap();
     assert_eq!(
         outcome,
@@ -440,9 +503,14 @@ async fn a_concurrent_change_is_never_overwritten() {
 async fn nothing_to_do_sends_nothing() {
     let (client, handle) = mock();
     let server = tokio::spawn(scenario(handle, vec![]));
-    let outcome = executor::execute(&client, None, &of(db(Some(RECORD))), &Action::default())
-        .await
-        .unwrap();
+    let outcome = executor::execute(
+        &client.client,
+        None,
+        &of(db(Some(RECORD))),
+        &Action::default(),
+    )
+    .await
+    .unwrap();
     server.await.unwrap();
     assert_eq!(outcome, Outcome::Nothing);
 }
@@ -453,7 +521,7 @@ async fn the_first_replica_creates_the_lease_and_a_lost_race_is_not_leading() {
     use upgrade_guard::refresh::controller;
     const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/upgrade-guard/leases";
     let (client, handle) = mock();
-    let api: kube::Api<Lease> = kube::Api::namespaced(client, "upgrade-guard");
+    let api: kube::Api<Lease> = kube::Api::namespaced(client.client, "upgrade-guard");
     let created = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
         "metadata": {"name": "upgrade-guard-refresh", "namespace": "upgrade-guard", "resourceVersion": "1"},
         "spec": {"holderIdentity": "pod-a", "leaseDurationSeconds": 15}});
@@ -496,7 +564,7 @@ async fn a_current_holders_lease_is_left_alone() {
     use k8s_openapi::api::coordination::v1::Lease;
     use upgrade_guard::refresh::controller;
     let (client, handle) = mock();
-    let api: kube::Api<Lease> = kube::Api::namespaced(client, "upgrade-guard");
+    let api: kube::Api<Lease> = kube::Api::namespaced(client.client, "upgrade-guard");
     let held = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
         "metadata": {"name": "upgrade-guard-refresh", "namespace": "upgrade-guard", "resourceVersion": "5"},
         "spec": {"holderIdentity": "pod-a", "leaseDurationSeconds": 15, "renewTime": jiff::Timestamp::now().to_string()}});

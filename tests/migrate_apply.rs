@@ -1,6 +1,7 @@
 //! The migration executor against kube's mock API server: the exact
-//! requests each step sends, their guards (resourceVersion, UID), and that
-//! no request of any step ever deletes a PersistentVolume.
+//! requests each step sends, their guards (JSON Patch `test`s of what the
+//! step read, the UID of what it deletes), and that no request of any step
+//! ever deletes a PersistentVolume.
 
 use std::time::Duration;
 
@@ -78,7 +79,8 @@ fn value<T: serde::de::DeserializeOwned>(v: Value) -> T {
 fn observed() -> Observed {
     let mut o = Observed {
         deployment: Some(value(json!({"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "mysql", "namespace": "fate", "uid": "d-uid", "resourceVersion": "11"}}))),
+            "metadata": {"name": "mysql", "namespace": "fate", "uid": "d-uid", "resourceVersion": "11"},
+            "spec": {"replicas": 1, "selector": {}, "template": {}}}))),
         statefulset: Some(value(
             json!({"metadata": {"name": "mysql", "namespace": "fate", "uid": "s-uid", "resourceVersion": "20"}}),
         )),
@@ -94,7 +96,8 @@ fn observed() -> Observed {
     );
     o.volumes.insert(
         "pvc-7f3a".into(),
-        value(json!({"metadata": {"name": "pvc-7f3a", "resourceVersion": "3"}, "spec": {}})),
+        value(json!({"metadata": {"name": "pvc-7f3a", "resourceVersion": "3"},
+            "spec": {"persistentVolumeReclaimPolicy": "Delete", "claimRef": {"name": "mysql-data", "uid": "c-uid"}}})),
     );
     o
 }
@@ -133,7 +136,8 @@ async fn each_step_sends_one_guarded_request() {
             Step::Begin(journal()),
             "PATCH",
             "/apis/apps/v1/namespaces/fate/deployments/mysql?&fieldManager=upgrade-guard",
-            json!({"metadata": {"resourceVersion": "11", "annotations": {"upgradeguard.io/migration": serde_json::to_string(&journal()).unwrap()}}}),
+            json!([{"op": "test", "path": "/metadata/uid", "value": "d-uid"},
+                {"op": "add", "path": "/metadata/annotations", "value": {"upgradeguard.io/migration": serde_json::to_string(&journal()).unwrap()}}]),
         ),
         (
             Step::RetainVolume {
@@ -141,13 +145,15 @@ async fn each_step_sends_one_guarded_request() {
             },
             "PATCH",
             "/api/v1/persistentvolumes/pvc-7f3a?&fieldManager=upgrade-guard",
-            json!({"metadata": {"resourceVersion": "3"}, "spec": {"persistentVolumeReclaimPolicy": "Retain"}}),
+            json!([{"op": "test", "path": "/spec/persistentVolumeReclaimPolicy", "value": "Delete"},
+                {"op": "replace", "path": "/spec/persistentVolumeReclaimPolicy", "value": "Retain"}]),
         ),
         (
             Step::ScaleDown,
             "PATCH",
             "/apis/apps/v1/namespaces/fate/deployments/mysql?&fieldManager=upgrade-guard",
-            json!({"metadata": {"resourceVersion": "11"}, "spec": {"replicas": 0}}),
+            json!([{"op": "test", "path": "/spec/replicas", "value": 1},
+                {"op": "replace", "path": "/spec/replicas", "value": 0}]),
         ),
         (
             Step::DeleteClaim {
@@ -155,7 +161,7 @@ async fn each_step_sends_one_guarded_request() {
             },
             "DELETE",
             "/api/v1/namespaces/fate/persistentvolumeclaims/mysql-data?",
-            json!({"preconditions": {"uid": "c-uid", "resourceVersion": "7"}}),
+            json!({"preconditions": {"uid": "c-uid"}}),
         ),
         (
             Step::FreeVolume {
@@ -163,7 +169,8 @@ async fn each_step_sends_one_guarded_request() {
             },
             "PATCH",
             "/api/v1/persistentvolumes/pvc-7f3a?&fieldManager=upgrade-guard",
-            json!({"metadata": {"resourceVersion": "3"}, "spec": {"claimRef": null}}),
+            json!([{"op": "test", "path": "/spec/claimRef/uid", "value": "c-uid"},
+                {"op": "remove", "path": "/spec/claimRef"}]),
         ),
         (
             Step::RestoreReclaim {
@@ -172,13 +179,14 @@ async fn each_step_sends_one_guarded_request() {
             },
             "PATCH",
             "/api/v1/persistentvolumes/pvc-7f3a?&fieldManager=upgrade-guard",
-            json!({"metadata": {"resourceVersion": "3"}, "spec": {"persistentVolumeReclaimPolicy": "Delete"}}),
+            json!([{"op": "test", "path": "/spec/persistentVolumeReclaimPolicy", "value": "Delete"},
+                {"op": "replace", "path": "/spec/persistentVolumeReclaimPolicy", "value": "Delete"}]),
         ),
         (
             Step::DeleteStatefulSet,
             "DELETE",
             "/apis/apps/v1/namespaces/fate/statefulsets/mysql?",
-            json!({"preconditions": {"uid": "s-uid", "resourceVersion": "20"}}),
+            json!({"preconditions": {"uid": "s-uid"}}),
         ),
     ];
     for (step, method, path, body) in cases {
@@ -193,7 +201,7 @@ async fn each_step_sends_one_guarded_request() {
         if method == "PATCH" {
             assert_eq!(
                 s.content_type.as_deref(),
-                Some("application/merge-patch+json")
+                Some("application/json-patch+json")
             );
         }
         assert_eq!(s.body, body, "{step:?}");

@@ -33,6 +33,8 @@ pub struct Args {
     pub to: Option<String>,
     #[arg(long, value_enum, default_value = "table")]
     pub output: Output,
+    #[command(flatten)]
+    pub cluster: super::cluster::ClusterArgs,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -58,16 +60,21 @@ struct Row {
 }
 
 pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
-    let policies = common.load_policies()?;
     if let (Some(target), Some(to)) = (&args.live, &args.to) {
         let runtime = super::runtime()?;
         let (ready, text) = runtime.block_on(async {
-            let client = super::cluster::client().await?;
-            live(&client, target, to, &policies, common.now()).await
+            let cluster = super::cluster::connect(&args.cluster).await?;
+            let (policies, notes) =
+                super::cluster::policies(&cluster, common.policies.as_deref()).await?;
+            for note in notes {
+                eprintln!("upgrade-guard: {note}");
+            }
+            live(&cluster, target, to, &policies, common.now()).await
         })?;
         print!("{text}");
         return Ok(verdict_code(ready));
     }
+    let policies = common.load_policies()?;
     let (Some(old), Some(new)) = (&args.old, &args.new) else {
         return Err(Error::Io("give --old and --new, or --live and --to".into()));
     };
@@ -206,14 +213,14 @@ fn table(rows: &[Row]) -> String {
 /// whether the workload is healthy enough to start (all replicas Ready, no
 /// refresh running). `true` when both hold.
 pub async fn live(
-    client: &kube::Client,
+    cluster: &super::cluster::Cluster,
     target: &str,
     to: &str,
     policies: &crate::policy::PolicySet,
     now: jiff::Timestamp,
 ) -> Result<(bool, String), Error> {
     let (ns, name) = super::cluster::target(target)?;
-    let old = super::cluster::find(client, &ns, &name).await?;
+    let old = super::cluster::find(cluster, &ns, &name).await?;
     let id = format!("{} {ns}/{name}", old.kind());
     let Some(policy) = policies.select(&old) else {
         return Ok((

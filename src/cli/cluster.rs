@@ -1,21 +1,144 @@
-//! The cluster reads and writes the live commands share: find a workload,
-//! list its pods, set an annotation. Thin; tested with kube's mock API.
+//! What the live commands share: how to reach the cluster (`--kubeconfig`,
+//! `--context`), the policies they judge by (the cluster's `UpgradePolicy`
+//! resources, merged with `--policies` when given, as `serve` merges
+//! them), finding a workload and its pods, and setting an annotation.
+//! Thin; tested with kube's mock API.
+
+use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, DynamicObject, ListParams};
 use serde_json::json;
 
 use super::Error;
-use crate::refresh::executor;
-use crate::workload::Workload;
+use crate::policy::PolicySet;
+use crate::refresh::executor::{self, Outcome, annotation_path};
+use crate::webhook::live::{cluster_policy, policy_resource};
+use crate::workload::{REFRESH, Workload};
 
-pub async fn client() -> Result<kube::Client, Error> {
-    kube::Client::try_default().await.map_err(|e| {
-        Error::Io(format!(
-            "cannot reach a cluster (kubeconfig or in-cluster): {e}"
-        ))
-    })
+/// How a live command reaches the cluster.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClusterArgs {
+    /// The kubeconfig to use; default: $KUBECONFIG, ~/.kube/config, or the
+    /// pod's service account.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use; default: the current one.
+    #[arg(long)]
+    pub context: Option<String>,
+}
+
+/// A client and the address of the API server it talks to, for messages.
+#[derive(Clone)]
+pub struct Cluster {
+    pub client: kube::Client,
+    pub server: String,
+}
+
+impl Cluster {
+    /// A cluster reached through `client` (tests: kube's mock).
+    pub fn new(client: kube::Client, server: &str) -> Self {
+        Cluster {
+            client,
+            server: server.into(),
+        }
+    }
+
+    /// `what` failed: one sentence that names the API server and says
+    /// why, never a debug dump of the Status.
+    pub fn error(&self, what: &str, e: kube::Error) -> Error {
+        Error::Io(describe(&self.server, what, &e))
+    }
+}
+
+/// One readable sentence for a failed call to the API server at `server`.
+pub fn describe(server: &str, what: &str, e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => {
+            let why = match s.code {
+                401 => "the credentials were not accepted (401 Unauthorized)".to_string(),
+                403 => format!("permission denied (403 Forbidden): {}", s.message),
+                404 => format!("not found (404): {}", s.message),
+                code => format!("the API server answered {code} {}: {}", s.reason, s.message),
+            };
+            format!("{what}: {why} (API server {server})")
+        }
+        kube::Error::HyperError(_) | kube::Error::Service(_) => {
+            let mut cause = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                cause = s.to_string();
+                source = s.source();
+            }
+            format!("{what}: cannot reach the API server at {server}: {cause}")
+        }
+        other => format!("{what}: {other} (API server {server})"),
+    }
+}
+
+pub async fn connect(args: &ClusterArgs) -> Result<Cluster, Error> {
+    let options = kube::config::KubeConfigOptions {
+        context: args.context.clone(),
+        ..Default::default()
+    };
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| Error::Io(format!("kubeconfig {}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .map_err(|e| Error::Io(format!("kubeconfig {}: {e}", path.display())))?
+        }
+        None if args.context.is_some() => kube::Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| Error::Io(format!("kubeconfig: {e}")))?,
+        None => kube::Config::infer().await.map_err(|e| {
+            Error::Io(format!(
+                "no cluster to talk to: {e}; give --kubeconfig or set KUBECONFIG"
+            ))
+        })?,
+    };
+    let server = config.cluster_url.to_string();
+    let client = kube::Client::try_from(config)
+        .map_err(|e| Error::Io(format!("cannot make a client for {server}: {e}")))?;
+    Ok(Cluster::new(client, server.trim_end_matches('/')))
+}
+
+/// The policies the live commands judge by, and a sentence for each thing
+/// that could not be read (a missing CRD, an unreadable UpgradePolicy).
+pub async fn policies(
+    cluster: &Cluster,
+    files: Option<&Path>,
+) -> Result<(PolicySet, Vec<String>), Error> {
+    let mut all = match files {
+        Some(path) => PolicySet::load(path)?.iter().cloned().collect(),
+        None => Vec::new(),
+    };
+    let mut notes = Vec::new();
+    let resource = policy_resource();
+    let api: Api<DynamicObject> = Api::all_with(cluster.client.clone(), &resource);
+    match api.list(&ListParams::default()).await {
+        Ok(list) => {
+            for object in list.items {
+                match cluster_policy(&object) {
+                    Ok(policy) => all.push(policy),
+                    Err(e) => notes.push(format!("skipped: {e}")),
+                }
+            }
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => notes.push(format!(
+            "the UpgradePolicy CRD (upgradepolicies.upgradeguard.io) is not installed on {}; {}",
+            cluster.server,
+            if files.is_some() {
+                "only the --policies files apply"
+            } else {
+                "no policy applies (give --policies DIR for local ones)"
+            }
+        )),
+        Err(e) => return Err(cluster.error("UpgradePolicies", e)),
+    }
+    Ok((PolicySet::new(all)?, notes))
 }
 
 /// `NS/NAME`.
@@ -30,22 +153,22 @@ pub fn target(text: &str) -> Result<(String, String), Error> {
     }
 }
 
-fn kube_error(what: &str, e: kube::Error) -> Error {
-    Error::Io(format!("{what}: {e}"))
-}
-
 /// The StatefulSet, or else the Deployment, of that name.
-pub async fn find(client: &kube::Client, namespace: &str, name: &str) -> Result<Workload, Error> {
+pub async fn find(cluster: &Cluster, namespace: &str, name: &str) -> Result<Workload, Error> {
     let what = format!("{namespace}/{name}");
-    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
-    if let Some(s) = sts.get_opt(name).await.map_err(|e| kube_error(&what, e))? {
+    let sts: Api<StatefulSet> = Api::namespaced(cluster.client.clone(), namespace);
+    if let Some(s) = sts
+        .get_opt(name)
+        .await
+        .map_err(|e| cluster.error(&what, e))?
+    {
         return Ok(Workload::StatefulSet(Box::new(s)));
     }
-    let deploy: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let deploy: Api<Deployment> = Api::namespaced(cluster.client.clone(), namespace);
     match deploy
         .get_opt(name)
         .await
-        .map_err(|e| kube_error(&what, e))?
+        .map_err(|e| cluster.error(&what, e))?
     {
         Some(d) => Ok(Workload::Deployment(Box::new(d))),
         None => Err(Error::Io(format!(
@@ -55,21 +178,21 @@ pub async fn find(client: &kube::Client, namespace: &str, name: &str) -> Result<
 }
 
 /// Every StatefulSet and Deployment that carries a refresh record.
-pub async fn with_records(client: &kube::Client) -> Result<Vec<Workload>, Error> {
+pub async fn with_records(cluster: &Cluster) -> Result<Vec<Workload>, Error> {
     let mut out = Vec::new();
-    let sts: Api<StatefulSet> = Api::all(client.clone());
+    let sts: Api<StatefulSet> = Api::all(cluster.client.clone());
     for s in sts
         .list(&ListParams::default())
         .await
-        .map_err(|e| kube_error("StatefulSets", e))?
+        .map_err(|e| cluster.error("StatefulSets", e))?
     {
         out.push(Workload::StatefulSet(Box::new(s)));
     }
-    let deploy: Api<Deployment> = Api::all(client.clone());
+    let deploy: Api<Deployment> = Api::all(cluster.client.clone());
     for d in deploy
         .list(&ListParams::default())
         .await
-        .map_err(|e| kube_error("Deployments", e))?
+        .map_err(|e| cluster.error("Deployments", e))?
     {
         out.push(Workload::Deployment(Box::new(d)));
     }
@@ -78,7 +201,7 @@ pub async fn with_records(client: &kube::Client) -> Result<Vec<Workload>, Error>
 }
 
 /// The workload's pods, by its selector's matchLabels.
-pub async fn pods(client: &kube::Client, w: &Workload) -> Result<Vec<Pod>, Error> {
+pub async fn pods(cluster: &Cluster, w: &Workload) -> Result<Vec<Pod>, Error> {
     let selector = match w {
         Workload::StatefulSet(s) => s.spec.as_ref().map(|s| &s.selector),
         Workload::Deployment(d) => d.spec.as_ref().map(|s| &s.selector),
@@ -87,32 +210,34 @@ pub async fn pods(client: &kube::Client, w: &Workload) -> Result<Vec<Pod>, Error
         .and_then(|s| s.match_labels.as_ref())
         .map(|m| m.iter().map(|(k, v)| format!("{k}={v}")).collect())
         .unwrap_or_default();
-    let api: Api<Pod> = Api::namespaced(client.clone(), w.namespace());
+    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), w.namespace());
     let list = api
         .list(&ListParams::default().labels(&labels.join(",")))
         .await
-        .map_err(|e| kube_error(&format!("pods of {}/{}", w.namespace(), w.name()), e))?;
+        .map_err(|e| cluster.error(&format!("pods of {}/{}", w.namespace(), w.name()), e))?;
     Ok(list.items)
 }
 
-/// Sets (or, with `None`, removes) one annotation, guarded by the
-/// resourceVersion the decision was made on.
+/// Sets one annotation, guarded by the refresh record the command decided
+/// on (a JSON Patch `test`), not by the resourceVersion, which the
+/// workload's controller moves with every status write.
 pub async fn annotate(
-    client: &kube::Client,
+    cluster: &Cluster,
     w: &Workload,
     key: &str,
-    value: Option<&str>,
+    value: &str,
 ) -> Result<(), Error> {
-    let body = json!({"metadata": {
-        "resourceVersion": w.metadata().resource_version,
-        "annotations": {key: value},
-    }});
     let what = format!("{} {}/{}", w.kind(), w.namespace(), w.name());
-    let result = executor::patch(client, w, &body).await;
-    result.map_err(|e| match e {
-        kube::Error::Api(s) if s.code == 409 => {
-            Error::Io(format!("{what} changed meanwhile; run the command again"))
-        }
-        e => kube_error(&what, e),
-    })
+    let mut ops = Vec::new();
+    if let Some(seen) = w.annotation(REFRESH) {
+        ops.push(json!({"op": "test", "path": annotation_path(REFRESH), "value": seen}));
+    }
+    ops.push(json!({"op": "add", "path": annotation_path(key), "value": value}));
+    match executor::json_patch(&cluster.client, w, ops).await {
+        Ok(Outcome::Conflict) => Err(Error::Io(format!(
+            "{what}: the refresh changed while the command ran; run it again"
+        ))),
+        Ok(_) => Ok(()),
+        Err(e) => Err(cluster.error(&what, e)),
+    }
 }

@@ -4,11 +4,11 @@
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
-use std::time::Duration;
 
-use super::{Common, Error, cluster};
-use crate::convert::apply;
-use crate::convert::migrate::{self, Mode, Step, Target};
+use super::cluster::{self, ClusterArgs};
+use super::{Common, Error};
+use crate::convert::apply::{self, ApplyError, Ended};
+use crate::convert::migrate::{self, Mode, Target};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -26,10 +26,8 @@ pub struct Args {
     /// Undo the steps in reverse: the Deployment, its claim, the reclaim policy.
     #[arg(long)]
     pub rollback: bool,
-}
-
-fn kube(what: &str) -> impl Fn(kube::Error) -> Error + '_ {
-    move |e| Error::Io(format!("{what}: {e}"))
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 pub fn run(args: &Args, _common: &Common) -> Result<ExitCode, Error> {
@@ -39,11 +37,14 @@ pub fn run(args: &Args, _common: &Common) -> Result<ExitCode, Error> {
         _ => Mode::Migrate,
     };
     super::runtime()?.block_on(async {
-        let client = cluster::client().await?;
+        let cluster = cluster::connect(&args.cluster).await?;
         let (ns, name) = cluster::target(&args.target)?;
-        let target = apply::target(&client, &ns, &name).await.map_err(|e| Error::Io(e.to_string()))?;
+        let failed = |e: ApplyError| apply_error(&cluster, e);
+        let target = apply::target(&cluster.client, &ns, &name).await.map_err(failed)?;
         if args.dry_run {
-            let observed = apply::observe(&client, &ns, &name, &target).await.map_err(kube("observe"))?;
+            let observed = apply::observe(&cluster.client, &ns, &name, &target)
+                .await
+                .map_err(|e| cluster.error(&format!("observe {ns}/{name}"), e))?;
             let step = migrate::next(&target, &observed, mode).map_err(|e| Error::Io(e.0))?;
             println!("next step: {}", step.name());
             for object in plan_objects(&target) {
@@ -54,37 +55,26 @@ pub fn run(args: &Args, _common: &Common) -> Result<ExitCode, Error> {
         if !args.yes && !confirm(&ns, &name, mode)? {
             return Err(Error::Io("not confirmed: nothing was changed".into()));
         }
-        for _ in 0..2000 {
-            let observed = apply::observe(&client, &ns, &name, &target).await.map_err(kube("observe"))?;
-            let step = migrate::next(&target, &observed, mode).map_err(|e| Error::Io(e.0))?;
-            match &step {
-                Step::Wait(why) => {
-                    eprintln!("waiting: {why}");
-                    tokio::time::sleep(Duration::from_secs(3)).await;
-                    continue;
-                }
-                Step::Migrated => {
-                    println!("Deployment {ns}/{name} migrated; it waits at 0 replicas: `upgrade-guard migrate --finish {ns}/{name}` deletes it");
-                    return Ok(ExitCode::SUCCESS);
-                }
-                Step::Finished => {
-                    println!("Deployment {ns}/{name} migrated and deleted");
-                    return Ok(ExitCode::SUCCESS);
-                }
-                _ => {}
-            }
-            eprintln!("step: {}", step.name());
-            apply::execute(&client, &ns, &step, &observed).await.map_err(kube(&step.name()))?;
-            if step == Step::EndJournal {
-                println!("Deployment {ns}/{name} rolled back");
-                return Ok(ExitCode::SUCCESS);
-            }
-            if !matches!(step, Step::Begin(_) | Step::DeleteDeployment) {
-                apply::record(&client, &ns, &name, &step).await.map_err(kube("journal"))?;
-            }
-        }
-        Err(Error::Io(format!("Deployment {ns}/{name}: the migration did not finish; run it again to continue")))
+        let ended = apply::run(&cluster.client, &ns, &name, &target, mode, &mut |line| {
+            eprintln!("{line}")
+        })
+        .await
+        .map_err(failed)?;
+        println!("{}", match ended {
+            Ended::Migrated => format!("Deployment {ns}/{name} migrated; it waits at 0 replicas: `upgrade-guard migrate --finish {ns}/{name}` deletes it"),
+            Ended::Finished => format!("Deployment {ns}/{name} migrated and deleted"),
+            Ended::RolledBack => format!("Deployment {ns}/{name} rolled back"),
+        });
+        Ok(ExitCode::SUCCESS)
     })
+}
+
+/// A failed call names the API server in one sentence.
+fn apply_error(cluster: &cluster::Cluster, e: ApplyError) -> Error {
+    match e {
+        ApplyError::Kube(what, e) => cluster.error(&what, e),
+        other => Error::Io(other.to_string()),
+    }
 }
 
 fn confirm(ns: &str, name: &str, mode: Mode) -> Result<bool, Error> {

@@ -37,14 +37,11 @@ pub struct Cli {
 /// Arguments every command takes.
 #[derive(Debug, clap::Args)]
 pub struct Common {
-    /// Policy file, or directory of policy files.
-    #[arg(
-        long,
-        global = true,
-        env = "UPGRADE_GUARD_POLICIES",
-        default_value = "policies"
-    )]
-    pub policies: PathBuf,
+    /// Policy file, or directory of policy files (default: ./policies).
+    /// The live commands read the cluster's UpgradePolicy resources, and
+    /// these files too only when given.
+    #[arg(long, global = true, env = "UPGRADE_GUARD_POLICIES")]
+    pub policies: Option<PathBuf>,
     /// Decide as if it were this time (RFC 3339), for reproducible output;
     /// default: now.
     #[arg(long, global = true, env = "UPGRADE_GUARD_NOW")]
@@ -56,8 +53,15 @@ impl Common {
         self.now.unwrap_or_else(jiff::Timestamp::now)
     }
 
+    /// `--policies`, or `./policies` by default.
+    pub fn policy_path(&self) -> PathBuf {
+        self.policies
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("policies"))
+    }
+
     fn load_policies(&self) -> Result<PolicySet, Error> {
-        Ok(PolicySet::load(&self.policies)?)
+        Ok(PolicySet::load(&self.policy_path())?)
     }
 }
 

@@ -3,7 +3,8 @@
 
 use std::process::ExitCode;
 
-use super::{Common, Error, cluster};
+use super::cluster::{self, Cluster, ClusterArgs};
+use super::{Common, Error};
 use crate::workload::{RESUME, RefreshState, Workload};
 
 #[derive(Debug, clap::Args)]
@@ -16,14 +17,16 @@ pub struct Args {
     /// Why, recorded in the workload's events.
     #[arg(long, requires = "force")]
     pub reason: Option<String>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
     let runtime = super::runtime()?;
     let message = runtime.block_on(async {
-        let client = cluster::client().await?;
+        let cluster = cluster::connect(&args.cluster).await?;
         resume(
-            &client,
+            &cluster,
             &args.target,
             args.force
                 .then_some(args.reason.as_deref().unwrap_or_default()),
@@ -37,13 +40,13 @@ pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
 
 /// Sets `upgradeguard.io/resume`; refuses when there is nothing to resume.
 pub async fn resume(
-    client: &kube::Client,
+    cluster: &Cluster,
     target: &str,
     force_reason: Option<&str>,
     now: jiff::Timestamp,
 ) -> Result<String, Error> {
     let (ns, name) = cluster::target(target)?;
-    let w = cluster::find(client, &ns, &name).await?;
+    let w = cluster::find(cluster, &ns, &name).await?;
     let record = active_record(&w)?;
     let value = match force_reason {
         Some(reason) if reason.trim().is_empty() => {
@@ -59,7 +62,7 @@ pub async fn resume(
         }
         None => now.to_string(),
     };
-    cluster::annotate(client, &w, RESUME, Some(&value)).await?;
+    cluster::annotate(cluster, &w, RESUME, &value).await?;
     Ok(format!(
         "{} {ns}/{name}: resume requested; the controller goes on at its next step",
         w.kind()

@@ -91,7 +91,7 @@ fn init_logging(format: LogFormat) {
 
 async fn serve(args: &Args, common: &Common) -> Result<ExitCode, Error> {
     let file_policies = common.load_policies()?;
-    tracing::info!(policies = file_policies.len(), path = %common.policies.display(), "policies loaded");
+    tracing::info!(policies = file_policies.len(), path = %common.policy_path().display(), "policies loaded");
     let mut registry = Registry::with_prefix("upgrade_guard");
     let metrics = Arc::new(Metrics::register(&mut registry));
 
@@ -132,6 +132,7 @@ async fn serve(args: &Args, common: &Common) -> Result<ExitCode, Error> {
                 file_policies.iter().cloned().collect(),
                 policies.clone(),
                 ready.clone(),
+                metrics.policy_crd_missing.clone(),
             );
             // One refresh controller among the replicas, chosen by a Lease.
             let namespace =

@@ -3,7 +3,8 @@
 
 use std::process::ExitCode;
 
-use super::{Common, Error, check::Output, cluster};
+use super::cluster::{self, Cluster, ClusterArgs};
+use super::{Common, Error, check::Output};
 use crate::policy::PolicySet;
 use crate::refresh::status::{self, Report};
 
@@ -13,15 +14,21 @@ pub struct Args {
     pub target: Option<String>,
     #[arg(long, value_enum, default_value = "table")]
     pub output: Output,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
-    let policies = common.load_policies()?;
     let runtime = super::runtime()?;
-    let reports = runtime.block_on(async {
-        let client = cluster::client().await?;
-        gather(&client, args.target.as_deref(), &policies, common.now()).await
+    let (reports, notes) = runtime.block_on(async {
+        let cluster = cluster::connect(&args.cluster).await?;
+        let (policies, notes) = cluster::policies(&cluster, common.policies.as_deref()).await?;
+        let reports = gather(&cluster, args.target.as_deref(), &policies, common.now()).await?;
+        Ok::<_, Error>((reports, notes))
     })?;
+    for note in notes {
+        eprintln!("upgrade-guard: {note}");
+    }
     match args.output {
         Output::Json => println!(
             "{}",
@@ -32,10 +39,10 @@ pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The reports for `target`, or for every workload with a refresh record
-/// that a policy governs.
+/// The reports for `target`, or for every workload with a refresh record,
+/// governed by a policy that can be found or not.
 pub async fn gather(
-    client: &kube::Client,
+    cluster: &Cluster,
     target: Option<&str>,
     policies: &PolicySet,
     now: jiff::Timestamp,
@@ -43,36 +50,22 @@ pub async fn gather(
     let workloads = match target {
         Some(t) => {
             let (ns, name) = cluster::target(t)?;
-            vec![cluster::find(client, &ns, &name).await?]
+            vec![cluster::find(cluster, &ns, &name).await?]
         }
-        None => cluster::with_records(client).await?,
+        None => cluster::with_records(cluster).await?,
     };
     let mut reports = Vec::new();
     for w in workloads {
-        let Some(policy) = policies.select(&w) else {
-            if target.is_some() {
-                return Err(Error::Io(format!(
-                    "{} {}/{}: no policy governs it",
-                    w.kind(),
-                    w.namespace(),
-                    w.name()
-                )));
-            }
-            continue;
-        };
-        let pods = cluster::pods(client, &w).await?;
-        match status::report(&w, &pods, policy, now) {
-            Some(report) => reports.push(report),
-            None if target.is_some() => {
-                return Err(Error::Io(format!(
-                    "{} {}/{}: no refresh recorded",
-                    w.kind(),
-                    w.namespace(),
-                    w.name()
-                )));
-            }
-            None => {}
+        if w.refresh_record().is_none() {
+            return Err(Error::Io(format!(
+                "{} {}/{}: no refresh recorded",
+                w.kind(),
+                w.namespace(),
+                w.name()
+            )));
         }
+        let pods = cluster::pods(cluster, &w).await?;
+        reports.extend(status::report(&w, &pods, policies.select(&w), now));
     }
     Ok(reports)
 }

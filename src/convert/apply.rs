@@ -1,11 +1,14 @@
 //! Reads what the migration planner needs and carries out its steps with
-//! kube. Thin: every write is guarded by the resourceVersion (deletes also
-//! by the UID) the step was decided on, so nothing changed meanwhile is
-//! overwritten or deleted.
+//! kube. Thin: every write is a JSON Patch guarded by `test` operations on
+//! exactly the fields the step was decided on, and every delete by the
+//! object's UID, so nothing a person changed meanwhile is overwritten or
+//! deleted. Never by the whole object's resourceVersion: the Deployment
+//! controller writes status after every change, and on a real cluster
+//! that turned the journal writes into 409s.
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Service};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
@@ -13,7 +16,7 @@ use std::collections::HashMap;
 
 use super::migrate::{JOURNAL, Journal, Observed, Step, Target};
 use crate::manifest::Manifest;
-use crate::refresh::executor::FIELD_MANAGER;
+use crate::refresh::executor::{self, Outcome, annotation_path};
 use crate::workload::claim_volumes;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +25,9 @@ pub enum ApplyError {
     Kube(String, #[source] kube::Error),
     #[error("{0}")]
     Plan(String),
+    /// A person changed what a step was decided on.
+    #[error("{0}")]
+    Changed(String),
 }
 
 /// The StatefulSet (and claims, Service) this Deployment migrates to, from
@@ -188,28 +194,91 @@ pub async fn observe(
     Ok(observed)
 }
 
-fn params() -> PatchParams {
-    PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
-    }
-}
-
-/// A delete that fails if the object changed since it was observed.
-fn guarded<K: Resource>(object: &K) -> DeleteParams {
+/// A delete of exactly the object observed (its UID): one recreated under
+/// the same name is never deleted. Not its resourceVersion, which the
+/// controllers move with every status write.
+fn guarded_delete<K: Resource>(object: &K) -> DeleteParams {
     DeleteParams {
         preconditions: Some(Preconditions {
             uid: object.meta().uid.clone(),
-            resource_version: object.meta().resource_version.clone(),
+            resource_version: None,
         }),
         ..Default::default()
     }
 }
 
-fn merge(resource_version: Option<String>, body: Value) -> Value {
-    let mut body = body;
-    body["metadata"]["resourceVersion"] = json!(resource_version);
-    body
+/// The JSON Patch that sets the journal to `next` (or removes it), guarded
+/// by the journal's own previous value: the Deployment controller's status
+/// writes never conflict with it, a concurrent migration's journal does.
+pub fn journal_ops(deployment: &Deployment, next: Option<&Journal>) -> Vec<Value> {
+    let path = annotation_path(JOURNAL);
+    let mut ops =
+        vec![json!({"op": "test", "path": "/metadata/uid", "value": deployment.metadata.uid})];
+    let text = next.map(|j| serde_json::to_string(j).unwrap_or_default());
+    match (deployment.annotations().get(JOURNAL), text) {
+        (Some(seen), Some(text)) => {
+            ops.push(json!({"op": "test", "path": path, "value": seen}));
+            ops.push(json!({"op": "replace", "path": path, "value": text}));
+        }
+        (Some(seen), None) => {
+            ops.push(json!({"op": "test", "path": path, "value": seen}));
+            ops.push(json!({"op": "remove", "path": path}));
+        }
+        (None, Some(text)) if deployment.metadata.annotations.is_some() => {
+            ops.push(json!({"op": "add", "path": path, "value": text}));
+        }
+        (None, Some(text)) => {
+            ops.push(
+                json!({"op": "add", "path": "/metadata/annotations", "value": {JOURNAL: text}}),
+            );
+        }
+        (None, None) => {}
+    }
+    ops
+}
+
+/// A guarded patch; when its guard failed, one sentence saying what
+/// changed, read from the object as it is now.
+async fn patch<K>(api: &Api<K>, what: &str, name: &str, ops: Vec<Value>) -> Result<(), ApplyError>
+where
+    K: Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let kube_error = |e| ApplyError::Kube(what.to_string(), e);
+    if executor::guarded(api, name, ops.clone())
+        .await
+        .map_err(kube_error)?
+        == Outcome::Applied
+    {
+        return Ok(());
+    }
+    let current = api.get_opt(name).await.map_err(kube_error)?;
+    let change = match current {
+        None => "it was deleted".to_string(),
+        Some(object) => {
+            let value = serde_json::to_value(&object).unwrap_or_default();
+            executor::failed_test(&ops, &value).unwrap_or_else(|| "it kept changing".to_string())
+        }
+    };
+    Err(ApplyError::Changed(format!(
+        "{what} changed while the step ran: {change}; nothing was written, run migrate again to plan from what is there"
+    )))
+}
+
+/// A delete guarded by the UID; gone already is as good as deleted.
+async fn delete<K>(api: &Api<K>, what: &str, object: &K) -> Result<(), ApplyError>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    let params = guarded_delete(object);
+    match executor::retry_conflicts(|| api.delete(&name, &params)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Err(ApplyError::Changed(format!(
+            "{what} was replaced by another object of the same name; nothing was deleted, run migrate again"
+        ))),
+        Err(e) => Err(ApplyError::Kube(what.to_string(), e)),
+    }
 }
 
 /// Carries out one step on what was observed.
@@ -218,87 +287,120 @@ pub async fn execute(
     namespace: &str,
     step: &Step,
     o: &Observed,
-) -> Result<(), kube::Error> {
+) -> Result<(), ApplyError> {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
     let pvs: Api<PersistentVolume> = Api::all(client.clone());
     let deployment = o.deployment.as_ref();
     let d_name = deployment.map(|d| d.name_any()).unwrap_or_default();
-    let d_version = deployment.and_then(|d| d.resource_version());
-    let pv = |name: &str| o.volumes.get(name).and_then(|v| v.resource_version());
+    let d_what = format!("Deployment {namespace}/{d_name}");
+    let kube_error = |what: &str| {
+        let what = what.to_string();
+        move |e| ApplyError::Kube(what, e)
+    };
     match step {
         Step::Begin(journal) => {
-            let text = serde_json::to_string(journal).unwrap_or_default();
-            let body = merge(
-                d_version,
-                json!({"metadata": {"annotations": {JOURNAL: text}}}),
-            );
-            deployments
-                .patch(&d_name, &params(), &Patch::Merge(&body))
+            if let Some(d) = deployment {
+                patch(
+                    &deployments,
+                    &d_what,
+                    &d_name,
+                    journal_ops(d, Some(journal)),
+                )
                 .await?;
+            }
         }
         Step::RetainVolume { volume } | Step::RestoreReclaim { volume, .. } => {
             let policy = match step {
                 Step::RestoreReclaim { policy, .. } => policy.as_str(),
                 _ => "Retain",
             };
-            let body = merge(
-                pv(volume),
-                json!({"spec": {"persistentVolumeReclaimPolicy": policy}}),
-            );
-            pvs.patch(volume, &params(), &Patch::Merge(&body)).await?;
+            let path = "/spec/persistentVolumeReclaimPolicy";
+            let seen = o
+                .volumes
+                .get(volume)
+                .and_then(|v| v.spec.as_ref())
+                .and_then(|s| s.persistent_volume_reclaim_policy.clone());
+            let ops = vec![
+                json!({"op": "test", "path": path, "value": seen}),
+                json!({"op": "replace", "path": path, "value": policy}),
+            ];
+            patch(&pvs, &format!("PersistentVolume {volume}"), volume, ops).await?;
         }
         Step::ScaleDown | Step::ScaleUp(_) => {
             let replicas = if let Step::ScaleUp(n) = step { *n } else { 0 };
-            let body = merge(d_version, json!({"spec": {"replicas": replicas}}));
-            deployments
-                .patch(&d_name, &params(), &Patch::Merge(&body))
-                .await?;
+            let seen = deployment
+                .and_then(|d| d.spec.as_ref())
+                .and_then(|s| s.replicas);
+            let ops = match seen {
+                Some(seen) => vec![
+                    json!({"op": "test", "path": "/spec/replicas", "value": seen}),
+                    json!({"op": "replace", "path": "/spec/replicas", "value": replicas}),
+                ],
+                None => vec![json!({"op": "add", "path": "/spec/replicas", "value": replicas})],
+            };
+            patch(&deployments, &d_what, &d_name, ops).await?;
         }
         Step::DeleteClaim { claim } => {
             if let Some(c) = o.claims.get(claim) {
-                claims.delete(claim, &guarded(c)).await?;
+                delete(&claims, &format!("claim {namespace}/{claim}"), c).await?;
             }
         }
         Step::FreeVolume { volume } => {
-            let body = merge(pv(volume), json!({"spec": {"claimRef": null}}));
-            pvs.patch(volume, &params(), &Patch::Merge(&body)).await?;
+            let seen = o
+                .volumes
+                .get(volume)
+                .and_then(|v| v.spec.as_ref())
+                .and_then(|s| s.claim_ref.as_ref())
+                .map(|r| r.uid.clone());
+            if let Some(uid) = seen {
+                let ops = vec![
+                    json!({"op": "test", "path": "/spec/claimRef/uid", "value": uid}),
+                    json!({"op": "remove", "path": "/spec/claimRef"}),
+                ];
+                patch(&pvs, &format!("PersistentVolume {volume}"), volume, ops).await?;
+            }
         }
         Step::CreateClaim(claim) | Step::RestoreClaim(claim) => {
-            create(claims.create(&PostParams::default(), claim).await)?;
+            let what = format!("claim {namespace}/{}", claim.name_any());
+            create(claims.create(&PostParams::default(), claim).await)
+                .map_err(kube_error(&what))?;
         }
         Step::CreateService(service) => {
             let api: Api<Service> = Api::namespaced(client.clone(), namespace);
-            create(api.create(&PostParams::default(), service).await)?;
+            let what = format!("Service {namespace}/{}", service.name_any());
+            create(api.create(&PostParams::default(), service).await).map_err(kube_error(&what))?;
         }
         Step::CreateStatefulSet(sts) => {
             let api: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
-            create(api.create(&PostParams::default(), sts).await)?;
+            let what = format!("StatefulSet {namespace}/{}", sts.name_any());
+            create(api.create(&PostParams::default(), sts).await).map_err(kube_error(&what))?;
         }
         Step::DeleteStatefulSet => {
             if let Some(sts) = &o.statefulset {
                 let api: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
-                api.delete(&sts.name_any(), &guarded(sts)).await?;
+                delete(
+                    &api,
+                    &format!("StatefulSet {namespace}/{}", sts.name_any()),
+                    sts,
+                )
+                .await?;
             }
         }
         Step::DeleteService { service } => {
             if let Some(s) = &o.service {
                 let api: Api<Service> = Api::namespaced(client.clone(), namespace);
-                api.delete(service, &guarded(s)).await?;
+                delete(&api, &format!("Service {namespace}/{service}"), s).await?;
             }
         }
         Step::EndJournal => {
-            let body = merge(
-                d_version,
-                json!({"metadata": {"annotations": {JOURNAL: null}}}),
-            );
-            deployments
-                .patch(&d_name, &params(), &Patch::Merge(&body))
-                .await?;
+            if let Some(d) = deployment {
+                patch(&deployments, &d_what, &d_name, journal_ops(d, None)).await?;
+            }
         }
         Step::DeleteDeployment => {
             if let Some(d) = deployment {
-                deployments.delete(&d_name, &guarded(d)).await?;
+                delete(&deployments, &d_what, d).await?;
             }
         }
         Step::Wait(_) | Step::Migrated | Step::Finished => {}
@@ -315,15 +417,21 @@ fn create<K>(result: Result<K, kube::Error>) -> Result<(), kube::Error> {
     }
 }
 
-/// Appends a completed step to the journal, guarded like every write.
+/// Appends a completed step to the journal, guarded by the journal as it
+/// was read.
 pub async fn record(
     client: &kube::Client,
     namespace: &str,
     name: &str,
     step: &Step,
-) -> Result<(), kube::Error> {
+) -> Result<(), ApplyError> {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    let Some(d) = deployments.get_opt(name).await? else {
+    let what = format!("Deployment {namespace}/{name}");
+    let Some(d) = deployments
+        .get_opt(name)
+        .await
+        .map_err(|e| ApplyError::Kube(what.clone(), e))?
+    else {
         return Ok(());
     };
     let Some(mut journal) = d
@@ -334,13 +442,61 @@ pub async fn record(
         return Ok(());
     };
     journal.done.push(step.name());
-    let text = serde_json::to_string(&journal).unwrap_or_default();
-    let body = merge(
-        d.resource_version(),
-        json!({"metadata": {"annotations": {JOURNAL: text}}}),
-    );
-    deployments
-        .patch(name, &params(), &Patch::Merge(&body))
-        .await?;
-    Ok(())
+    patch(&deployments, &what, name, journal_ops(&d, Some(&journal))).await
+}
+
+/// How a run of the migration ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The StatefulSet runs; the Deployment waits at 0 replicas.
+    Migrated,
+    /// ... and the Deployment is deleted.
+    Finished,
+    RolledBack,
+}
+
+/// How long to wait before looking again while the cluster catches up.
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+/// Enough for a slow cluster: about 100 minutes of waiting.
+const MAX_STEPS: usize = 2000;
+
+/// Runs the migration (or its rollback) to its end: observe, plan the one
+/// next step, carry it out, journal it, again. `progress` hears each step
+/// and each wait, as a line.
+pub async fn run(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    target: &Target,
+    mode: super::migrate::Mode,
+    progress: &mut dyn FnMut(String),
+) -> Result<Ended, ApplyError> {
+    for _ in 0..MAX_STEPS {
+        let observed = observe(client, ns, name, target)
+            .await
+            .map_err(|e| ApplyError::Kube(format!("observe {ns}/{name}"), e))?;
+        let step =
+            super::migrate::next(target, &observed, mode).map_err(|e| ApplyError::Plan(e.0))?;
+        match &step {
+            Step::Wait(why) => {
+                progress(format!("waiting: {why}"));
+                tokio::time::sleep(WAIT).await;
+                continue;
+            }
+            Step::Migrated => return Ok(Ended::Migrated),
+            Step::Finished => return Ok(Ended::Finished),
+            _ => {}
+        }
+        progress(format!("step: {}", step.name()));
+        execute(client, ns, &step, &observed).await?;
+        if step == Step::EndJournal {
+            return Ok(Ended::RolledBack);
+        }
+        if !matches!(step, Step::Begin(_) | Step::DeleteDeployment) {
+            record(client, ns, name, &step).await?;
+        }
+    }
+    Err(ApplyError::Plan(format!(
+        "Deployment {ns}/{name}: the migration did not finish; run it again to continue"
+    )))
 }

@@ -1,50 +1,90 @@
-//! Carries out a step's action: one JSON merge patch of the workload, with
-//! its resourceVersion as a precondition so a concurrent change is never
-//! overwritten (the API server answers 409 and the next step sees it), and a
-//! Kubernetes Event. Thin: what to do was decided by [`super::step`].
+//! Carries out a step's action: one JSON Patch of the workload and, for a
+//! forced rollback, one pod delete; then a Kubernetes Event. Thin: what to
+//! do was decided by [`super::step`].
+//!
+//! The patch is guarded by `test` operations on exactly what the step read
+//! (the refresh record, the partition, the resume annotation), never by the
+//! whole object's resourceVersion: the StatefulSet and Deployment
+//! controllers write status every few seconds, and a resourceVersion guard
+//! turned each of those writes into a 409 (recorded on a real cluster). A
+//! user's change to a guarded field fails the test (422), nothing is
+//! written, and the step is taken again on what is there now.
+
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::ObjectReference;
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use serde_json::{Value, json};
 
-use super::Action;
+use super::{Action, PodRef};
 use crate::workload::{REFRESH, RESUME, Workload};
 
 pub const FIELD_MANAGER: &str = "upgrade-guard";
+
+/// How often a write the API server answered 409 is sent again.
+const CONFLICT_RETRIES: u32 = 4;
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Nothing,
     Applied,
-    /// The workload changed since it was observed; nothing was written.
+    /// What the step read changed meanwhile; nothing was written.
     Conflict,
 }
 
-/// The merge patch that performs `action` on `w`.
-pub fn patch_body(w: &Workload, action: &Action) -> Value {
-    let mut annotations = serde_json::Map::new();
+/// A JSON Pointer to an annotation (`/` in the key escaped as `~1`).
+pub fn annotation_path(key: &str) -> String {
+    format!(
+        "/metadata/annotations/{}",
+        key.replace('~', "~0").replace('/', "~1")
+    )
+}
+
+/// The JSON Patch that performs `action` on `w`, guarded as the module
+/// says; empty when there is nothing to patch.
+pub fn patch_ops(w: &Workload, action: &Action) -> Vec<Value> {
+    let mut ops = Vec::new();
     if let Some(record) = &action.record {
-        annotations.insert(
-            REFRESH.into(),
-            Value::String(serde_json::to_string(record).unwrap_or_default()),
-        );
+        let path = annotation_path(REFRESH);
+        let text = serde_json::to_string(record).unwrap_or_default();
+        match w.annotation(REFRESH) {
+            Some(seen) => {
+                ops.push(json!({"op": "test", "path": path, "value": seen}));
+                ops.push(json!({"op": "replace", "path": path, "value": text}));
+            }
+            None => ops.push(json!({"op": "add", "path": path, "value": text})),
+        }
     }
-    if action.clear_resume {
-        annotations.insert(RESUME.into(), Value::Null);
+    if action.clear_resume
+        && let Some(seen) = w.annotation(RESUME)
+    {
+        let path = annotation_path(RESUME);
+        ops.push(json!({"op": "test", "path": path, "value": seen}));
+        ops.push(json!({"op": "remove", "path": path}));
     }
-    let mut patch = json!({"metadata": {"resourceVersion": w.metadata().resource_version}});
-    if !annotations.is_empty() {
-        patch["metadata"]["annotations"] = Value::Object(annotations);
-    }
-    if let Some(partition) = action.partition {
-        patch["spec"] = json!({"updateStrategy": {"rollingUpdate": {"partition": partition}}});
+    if let (Some(partition), Workload::StatefulSet(sts)) = (action.partition, w) {
+        let strategy = sts.spec.as_ref().and_then(|s| s.update_strategy.as_ref());
+        let seen = strategy
+            .and_then(|u| u.rolling_update.as_ref())
+            .map(|r| r.partition);
+        match seen {
+            Some(Some(seen)) => {
+                let path = "/spec/updateStrategy/rollingUpdate/partition";
+                ops.push(json!({"op": "test", "path": path, "value": seen}));
+                ops.push(json!({"op": "replace", "path": path, "value": partition}));
+            }
+            Some(None) => ops.push(json!({"op": "add", "path": "/spec/updateStrategy/rollingUpdate/partition", "value": partition})),
+            None if strategy.is_some() => ops.push(json!({"op": "add", "path": "/spec/updateStrategy/rollingUpdate", "value": {"partition": partition}})),
+            None => ops.push(json!({"op": "add", "path": "/spec/updateStrategy", "value": {"type": "RollingUpdate", "rollingUpdate": {"partition": partition}}})),
+        }
     }
     if let Some(paused) = action.paused {
-        patch["spec"] = json!({"paused": paused});
+        ops.push(json!({"op": "add", "path": "/spec/paused", "value": paused}));
     }
-    patch
+    ops
 }
 
 pub async fn execute(
@@ -56,10 +96,14 @@ pub async fn execute(
     if action.is_nothing() {
         return Ok(Outcome::Nothing);
     }
-    match patch(client, w, &patch_body(w, action)).await {
-        Ok(()) => {}
-        Err(kube::Error::Api(status)) if status.code == 409 => return Ok(Outcome::Conflict),
-        Err(e) => return Err(e),
+    let ops = patch_ops(w, action);
+    if !ops.is_empty() && json_patch(client, w, ops).await? == Outcome::Conflict {
+        return Ok(Outcome::Conflict);
+    }
+    if let Some(pod) = &action.delete_pod
+        && delete_pod(client, w.namespace(), pod).await? == Outcome::Conflict
+    {
+        return Ok(Outcome::Conflict);
     }
     if let (Some(recorder), Some(event)) = (recorder, &action.event) {
         let event = KubeEvent {
@@ -81,19 +125,127 @@ pub async fn execute(
     Ok(Outcome::Applied)
 }
 
-/// A JSON merge patch of the workload, as upgrade-guard's field manager.
-pub async fn patch(client: &kube::Client, w: &Workload, body: &Value) -> Result<(), kube::Error> {
-    let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
+/// Sends `write` again while the API server answers 409 (its own retries
+/// on a busy object ran out), with a doubling pause, a bounded number of
+/// times. The guard travels in the write itself, so sending it again is
+/// safe.
+pub async fn retry_conflicts<T, F, Fut>(mut write: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, kube::Error>>,
+{
+    let mut pause = FIRST_BACKOFF;
+    let mut left = CONFLICT_RETRIES;
+    loop {
+        match write().await {
+            Err(kube::Error::Api(s)) if s.code == 409 && left > 0 => {
+                left -= 1;
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A guarded JSON Patch of the workload; see [`guarded`].
+pub async fn json_patch(
+    client: &kube::Client,
+    w: &Workload,
+    ops: Vec<Value>,
+) -> Result<Outcome, kube::Error> {
+    match w {
+        Workload::StatefulSet(_) => {
+            let api = Api::<StatefulSet>::namespaced(client.clone(), w.namespace());
+            guarded(&api, w.name(), ops).await
+        }
+        Workload::Deployment(_) => {
+            let api = Api::<Deployment>::namespaced(client.clone(), w.namespace());
+            guarded(&api, w.name(), ops).await
+        }
+    }
+}
+
+/// A JSON Patch as upgrade-guard's field manager whose `test` operations
+/// guard it; a failed test (422) or conflicts past the retries are
+/// [`Outcome::Conflict`]: nothing was written.
+pub async fn guarded<K>(api: &Api<K>, name: &str, ops: Vec<Value>) -> Result<Outcome, kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch: json_patch::Patch =
+        serde_json::from_value(Value::Array(ops)).map_err(kube::Error::SerdeError)?;
+    let body = Patch::Json::<()>(patch);
+    let params = params();
+    match retry_conflicts(|| api.patch(name, &params, &body)).await {
+        Ok(_) => Ok(Outcome::Applied),
+        Err(kube::Error::Api(s)) if s.code == 409 || s.code == 422 => {
+            tracing::debug!(name, message = %s.message, "guarded patch not applied");
+            Ok(Outcome::Conflict)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Which `test` of `ops` no longer holds on `current`, in words: what a
+/// person changed while a step was being taken.
+pub fn failed_test(ops: &[Value], current: &Value) -> Option<String> {
+    ops.iter().filter(|op| op["op"] == "test").find_map(|op| {
+        let path = op["path"].as_str()?;
+        let now = current.pointer(path).unwrap_or(&Value::Null);
+        (now != &op["value"]).then(|| {
+            format!(
+                "{} is now {} (the step read {})",
+                path.trim_start_matches('/')
+                    .replace('/', ".")
+                    .replace("~1", "/")
+                    .replace("~0", "~"),
+                crate::echo::bounded(&now.to_string()),
+                crate::echo::bounded(&op["value"].to_string())
+            )
+        })
+    })
+}
+
+/// Deletes one pod only if it is still the one observed (same UID); a pod
+/// already gone is as good as deleted.
+pub async fn delete_pod(
+    client: &kube::Client,
+    namespace: &str,
+    pod: &PodRef,
+) -> Result<Outcome, kube::Error> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(pod.uid.clone()),
+            resource_version: None,
+        }),
         ..Default::default()
     };
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    match retry_conflicts(|| api.delete(&pod.name, &params)).await {
+        Ok(_) => Ok(Outcome::Applied),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(Outcome::Applied),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(Outcome::Conflict),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    }
+}
+
+/// A JSON merge patch of the workload, as upgrade-guard's field manager.
+pub async fn patch(client: &kube::Client, w: &Workload, body: &Value) -> Result<(), kube::Error> {
     match w {
         Workload::StatefulSet(_) => Api::<StatefulSet>::namespaced(client.clone(), w.namespace())
-            .patch(w.name(), &params, &Patch::Merge(body))
+            .patch(w.name(), &params(), &Patch::Merge(body))
             .await
             .map(drop),
         Workload::Deployment(_) => Api::<Deployment>::namespaced(client.clone(), w.namespace())
-            .patch(w.name(), &params, &Patch::Merge(body))
+            .patch(w.name(), &params(), &Patch::Merge(body))
             .await
             .map(drop),
     }

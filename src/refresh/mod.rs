@@ -60,6 +60,9 @@ pub struct Action {
     pub partition: Option<i32>,
     /// Deployment: `spec.paused`.
     pub paused: Option<bool>,
+    /// Forced rollback: delete this pod (guarded by its UID) so the
+    /// StatefulSet controller recreates it from the restored template.
+    pub delete_pod: Option<PodRef>,
     /// Remove `upgradeguard.io/resume`: it was acted on.
     pub clear_resume: bool,
     pub event: Option<Event>,
@@ -67,6 +70,14 @@ pub struct Action {
     pub recheck: Option<Duration>,
     /// What happens next, in words, and the command that makes it happen.
     pub next: Next,
+}
+
+/// One pod, as the API server knows it: a delete names both, so a pod
+/// recreated under the same name is never deleted by mistake.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodRef {
+    pub name: String,
+    pub uid: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
@@ -79,7 +90,7 @@ pub struct Next {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     /// RefreshStarted, UnitRefreshed, RefreshPaused, UnitUnhealthy,
-    /// RefreshResumed, RefreshRolledBack, RefreshCompleted.
+    /// RefreshResumed, RefreshRolledBack, StuckPodDeleted, RefreshCompleted.
     pub reason: &'static str,
     pub message: String,
     pub warning: bool,
@@ -90,6 +101,7 @@ impl Action {
         self.record.is_none()
             && self.partition.is_none()
             && self.paused.is_none()
+            && self.delete_pod.is_none()
             && !self.clear_resume
     }
 
@@ -365,13 +377,25 @@ fn moving(record: &RefreshRecord) -> RefreshState {
     }
 }
 
-fn unhealthy(record: RefreshRecord, reason: String, id: &str) -> Action {
-    let next = Next {
-        text: format!(
-            "{reason}: roll back (`kubectl rollout undo statefulset/NAME`, or set the old image {}) or go on anyway",
+/// What to do about a failed unit. A failed refresh offers the rollback
+/// (`from` is where it started); a failed rollback never offers its own
+/// `from`, the version that failed.
+fn unhealthy(w: &Workload, record: RefreshRecord, reason: String, id: &str) -> Action {
+    let (ns, name) = (w.namespace(), w.name());
+    let resource = match w {
+        Workload::StatefulSet(_) => "statefulset",
+        Workload::Deployment(_) => "deployment",
+    };
+    let text = if record.rollback {
+        format!(
+            "{reason}: the rollback to {} is held; look at the pods (`kubectl -n {ns} get pods`) or go on anyway",
+            record.to
+        )
+    } else {
+        format!(
+            "{reason}: roll back to {} (`kubectl -n {ns} rollout undo {resource}/{name}`) or go on anyway",
             record.from
-        ),
-        command: Some(format!("upgrade-guard resume --force --reason TEXT {id}")),
+        )
     };
     Action {
         event: Some(Event {
@@ -380,7 +404,97 @@ fn unhealthy(record: RefreshRecord, reason: String, id: &str) -> Action {
             warning: true,
         }),
         record: Some(held(record, RefreshState::Failed, reason)),
-        next,
+        next: Next {
+            text,
+            command: Some(format!("upgrade-guard resume --force --reason TEXT {id}")),
+        },
+        ..Default::default()
+    }
+}
+
+/// The pod a rollback must delete itself, if any: not Ready, not already
+/// terminating, and on a revision other than the one the StatefulSet
+/// controller would recreate it on (update at ordinals ≥ partition,
+/// current below). With OrderedReady pod management the StatefulSet
+/// controller never replaces such a pod, and it blocks every other pod
+/// too (kubernetes/kubernetes#67250, "forced rollback"). Highest ordinal
+/// first, one at a time: none while another pod is still terminating.
+pub fn stuck_pod(sts: &StatefulSet, pods: &[Pod]) -> Option<PodRef> {
+    let name = sts.metadata.name.as_deref()?;
+    let status = sts.status.as_ref()?;
+    let update = status.update_revision.as_deref()?;
+    let current = status.current_revision.as_deref().unwrap_or(update);
+    let partition = sts
+        .spec
+        .as_ref()
+        .and_then(|s| s.update_strategy.as_ref())
+        .and_then(|u| u.rolling_update.as_ref())
+        .and_then(|r| r.partition)
+        .unwrap_or(0);
+    let ordinal_of = |pod: &Pod| {
+        pod.metadata
+            .name
+            .as_deref()?
+            .strip_prefix(name)?
+            .strip_prefix('-')?
+            .parse::<i32>()
+            .ok()
+    };
+    if pods.iter().any(|p| p.metadata.deletion_timestamp.is_some()) {
+        return None;
+    }
+    pods.iter()
+        .filter_map(|p| Some((ordinal_of(p)?, p)))
+        .filter(|(ordinal, pod)| {
+            let wanted = if *ordinal >= partition {
+                update
+            } else {
+                current
+            };
+            is_ready(pod).is_none() && revision(pod).is_some_and(|r| r != wanted)
+        })
+        .max_by_key(|(ordinal, _)| *ordinal)
+        .and_then(|(_, pod)| {
+            Some(PodRef {
+                name: pod.metadata.name.clone()?,
+                uid: pod.metadata.uid.clone()?,
+            })
+        })
+}
+
+/// Deletes a stuck pod during a rollback; the unit's clock starts again,
+/// and a rollback held as Failed goes on.
+fn delete_stuck(
+    sts: &StatefulSet,
+    mut record: RefreshRecord,
+    pod: PodRef,
+    now: jiff::Timestamp,
+) -> Action {
+    let revision = sts
+        .status
+        .as_ref()
+        .and_then(|s| s.update_revision.clone())
+        .unwrap_or_default();
+    let message = format!(
+        "deleted pod {} (not Ready, on a revision the rollback leaves) so that the StatefulSet controller recreates it on {revision}",
+        pod.name
+    );
+    record.state = RefreshState::RollingBack;
+    record.reason = None;
+    record.unit_started = Some(now);
+    Action {
+        event: Some(Event {
+            reason: "StuckPodDeleted",
+            message: message.clone(),
+            warning: true,
+        }),
+        record: Some(record),
+        delete_pod: Some(pod),
+        recheck: Some(Duration::from_secs(1)),
+        next: Next {
+            text: message,
+            command: None,
+        },
         ..Default::default()
     }
 }
@@ -407,15 +521,16 @@ fn step_statefulset(
     let resume = resume_of(w);
     let forced = matches!(resume, Some(Resume::Force(_))) && record.state == RefreshState::Failed;
 
+    if record.rollback
+        && let Some(pod) = stuck_pod(sts, pods)
+    {
+        return delete_stuck(sts, record, pod, now);
+    }
     if health != UnitHealth::Done && !forced {
         if record.state == RefreshState::Failed {
+            let reason = record.reason.clone().unwrap_or_default();
             return Action {
-                next: unhealthy(
-                    record.clone(),
-                    record.reason.clone().unwrap_or_default(),
-                    id,
-                )
-                .next,
+                next: unhealthy(w, record, reason, id).next,
                 ..Default::default()
             };
         }
@@ -423,6 +538,7 @@ fn step_statefulset(
         let waited = elapsed(unit_started, now);
         if health == UnitHealth::CrashLooping {
             return unhealthy(
+                w,
                 record,
                 format!("unit {unit} ({pod_name}) is crash-looping"),
                 id,
@@ -430,6 +546,7 @@ fn step_statefulset(
         }
         if waited > settings.ready_timeout {
             return unhealthy(
+                w,
                 record,
                 format!(
                     "unit {unit} ({pod_name}) is not Ready after {}s",
@@ -634,6 +751,7 @@ fn step_deployment(d: &Deployment, observed: &Observed, record: RefreshRecord, i
     if waited > settings.ready_timeout && updated_ready == 0 && record.state != RefreshState::Failed
     {
         return unhealthy(
+            w,
             record,
             format!(
                 "no refreshed pod is Ready after {}s",

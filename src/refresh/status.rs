@@ -18,6 +18,7 @@ pub struct Report {
     pub from: String,
     pub to: String,
     pub state: String,
+    /// `first`, `all`, `none`; `-` when no policy was found.
     pub pause_after: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partition: Option<i32>,
@@ -49,21 +50,40 @@ fn pause_name(p: PauseAfter) -> &'static str {
 }
 
 /// The report for one workload; `None` when it has no refresh record.
-pub fn report(w: &Workload, pods: &[Pod], policy: &Policy, now: jiff::Timestamp) -> Option<Report> {
-    let record = w.refresh_record()?.ok()?;
-    let settings = Settings::of(policy, w);
-    let action = step(&Observed {
-        workload: w,
-        pods,
-        settings: &settings,
-        now,
-    });
+/// Without a policy (none found where the command looked), the record and
+/// the pods are still shown; versions and the next action are not judged.
+pub fn report(
+    w: &Workload,
+    pods: &[Pod],
+    policy: Option<&Policy>,
+    now: jiff::Timestamp,
+) -> Option<Report> {
+    let record = match w.refresh_record()? {
+        Ok(record) => record,
+        Err(e) => return Some(unreadable(w, &e)),
+    };
+    let settings = policy.map(|p| Settings::of(p, w));
+    let next = match &settings {
+        Some(settings) => {
+            step(&Observed {
+                workload: w,
+                pods,
+                settings,
+                now,
+            })
+            .next
+        }
+        None => Next {
+            text: "no UpgradePolicy governs it where this command looked (the cluster's, and --policies): versions and the next action are not judged".into(),
+            command: None,
+        },
+    };
     let version = |pod: &Pod| {
         let template = PodTemplateSpec {
             metadata: Some(pod.metadata.clone()),
             spec: pod.spec.clone(),
         };
-        policy
+        policy?
             .versions(&template)
             .first()
             .map(|v| v.label().to_string())
@@ -116,7 +136,7 @@ pub fn report(w: &Workload, pods: &[Pod], policy: &Policy, now: jiff::Timestamp)
         from: record.from.clone(),
         to: record.to.clone(),
         state: format!("{:?}", record.state),
-        pause_after: pause_name(settings.pause_after),
+        pause_after: settings.map_or("-", |s| pause_name(s.pause_after)),
         partition,
         progress_percent: if record.is_active() {
             (done * 100 / replicas).min(100)
@@ -124,14 +144,34 @@ pub fn report(w: &Workload, pods: &[Pod], policy: &Policy, now: jiff::Timestamp)
             100
         },
         units,
-        next: action.next,
+        next,
     })
+}
+
+/// A record nobody can read: say so, with the parser's words.
+fn unreadable(w: &Workload, e: &serde_json::Error) -> Report {
+    Report {
+        kind: w.kind().to_string(),
+        namespace: w.namespace().to_string(),
+        name: w.name().to_string(),
+        from: "?".into(),
+        to: "?".into(),
+        state: "Unreadable".into(),
+        pause_after: "-",
+        partition: w.partition(),
+        progress_percent: 0,
+        units: Vec::new(),
+        next: Next {
+            text: format!("the upgradeguard.io/refresh record cannot be read: {e}"),
+            command: None,
+        },
+    }
 }
 
 /// The text `upgrade-guard status` prints.
 pub fn text(reports: &[Report]) -> String {
     if reports.is_empty() {
-        return "no refresh recorded on any governed workload\n".into();
+        return "no StatefulSet or Deployment carries a refresh record\n".into();
     }
     let mut out = String::new();
     for r in reports {

@@ -3,7 +3,7 @@
 //! and read through [`ClusterView`].
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use arc_swap::ArcSwap;
 use futures::StreamExt;
@@ -13,10 +13,11 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
+use prometheus_client::metrics::gauge::Gauge;
 use serde::de::DeserializeOwned;
 
 use crate::decide::ClusterView;
-use crate::policy::{Policy, PolicySet};
+use crate::policy::{Policy, PolicyError, PolicySet};
 use crate::workload::{Workload, WorkloadKind};
 
 /// The `UpgradePolicy` custom resource.
@@ -103,12 +104,18 @@ impl ClusterView for LiveCluster {
 }
 
 /// Starts the watches. `policies` is kept equal to the file policies plus
-/// every readable `UpgradePolicy`; `ready` turns true once all caches synced.
+/// every readable `UpgradePolicy`; `ready` turns true once all caches
+/// synced. A cluster without the UpgradePolicy CRD (the list answers 404)
+/// counts as synced with the file policies alone, with a warning and
+/// `crd_missing` at 1: under `failurePolicy: Fail` an unready webhook
+/// would refuse every workload change in the cluster. The watch keeps
+/// retrying, so a CRD installed later is picked up.
 pub fn start(
     client: Client,
     file_policies: Vec<Policy>,
     policies: Arc<ArcSwap<PolicySet>>,
     ready: Arc<AtomicBool>,
+    crd_missing: Gauge<i64, AtomicI64>,
 ) -> LiveCluster {
     let statefulsets = watch(Api::<StatefulSet>::all(client.clone()));
     let deployments = watch(Api::<Deployment>::all(client.clone()));
@@ -125,13 +132,35 @@ pub fn start(
     .default_backoff()
     .reflect(writer);
     let store = custom.clone();
+    let (policies_synced, mut synced_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
             match event {
                 // The store swaps in a (re)list only at InitDone.
                 Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
-                Ok(_) => policies.store(Arc::new(merge(&file_policies, &store))),
+                Ok(_) => {
+                    if crd_missing.set(0) == 1 {
+                        tracing::info!(
+                            "the UpgradePolicy CRD is installed now: cluster policies apply"
+                        );
+                    }
+                    policies.store(Arc::new(merge(&file_policies, &store)));
+                    policies_synced.send_replace(true);
+                }
+                Err(watcher::Error::InitialListFailed(kube::Error::Api(s))) if s.code == 404 => {
+                    if crd_missing.set(1) != 1 {
+                        tracing::warn!(
+                            "the UpgradePolicy CRD (upgradepolicies.upgradeguard.io) is not installed: only the policy files apply until it is"
+                        );
+                    }
+                    if !store.state().is_empty() {
+                        policies.store(Arc::new(
+                            PolicySet::new(file_policies.clone()).unwrap_or_default(),
+                        ));
+                    }
+                    policies_synced.send_replace(true);
+                }
                 Err(e) => tracing::warn!(error = %e, "UpgradePolicy watch"),
             }
         }
@@ -150,7 +179,7 @@ pub fn start(
             waiting.deployments.wait_until_ready(),
             waiting.claims.wait_until_ready(),
             waiting.pods.wait_until_ready(),
-            custom.wait_until_ready(),
+            async { synced_rx.wait_for(|synced| *synced).await.map(drop) },
         );
         if matches!(synced, (Ok(()), Ok(()), Ok(()), Ok(()), Ok(()))) {
             ready.store(true, Ordering::Release);
@@ -184,19 +213,22 @@ where
     reader
 }
 
+/// One `UpgradePolicy` resource, parsed as a policy file is.
+pub fn cluster_policy(object: &DynamicObject) -> Result<Policy, PolicyError> {
+    let location = format!(
+        "UpgradePolicy {}/{}",
+        object.namespace().unwrap_or_default(),
+        object.name_any()
+    );
+    let value = serde_json::to_value(object).unwrap_or_default();
+    Policy::from_value(value, &location)
+}
+
 /// File policies and the cluster's, the unreadable ones skipped with a warning.
 fn merge(file_policies: &[Policy], custom: &Store<DynamicObject>) -> PolicySet {
     let mut all = file_policies.to_vec();
     for object in custom.state() {
-        let location = format!(
-            "UpgradePolicy {}/{}",
-            object.namespace().unwrap_or_default(),
-            object.name_any()
-        );
-        let parsed = serde_json::to_value(&*object)
-            .map_err(|e| e.to_string())
-            .and_then(|v| Policy::from_value(v, &location).map_err(|e| e.to_string()));
-        match parsed {
+        match cluster_policy(&object) {
             Ok(policy) => all.push(policy),
             Err(e) => tracing::warn!(error = %e, "policy skipped"),
         }

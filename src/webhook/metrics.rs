@@ -30,6 +30,8 @@ pub struct Metrics {
     pub decision_seconds: Histogram,
     pub tls_handshake_failures: Counter,
     pub certificate_expiry: Gauge<i64, AtomicI64>,
+    /// 1 while the UpgradePolicy CRD is not installed (file policies only).
+    pub policy_crd_missing: Gauge<i64, AtomicI64>,
 }
 
 impl Metrics {
@@ -42,6 +44,7 @@ impl Metrics {
             decision_seconds: Histogram::new(exponential_buckets(1e-5, 2.0, 14)),
             tls_handshake_failures: Counter::default(),
             certificate_expiry: Gauge::default(),
+            policy_crd_missing: Gauge::default(),
         };
         registry.register(
             "admission_requests",
@@ -72,6 +75,11 @@ impl Metrics {
             "certificate_expiry_timestamp_seconds",
             "When the serving certificate expires (Unix time)",
             metrics.certificate_expiry.clone(),
+        );
+        registry.register(
+            "policy_crd_missing",
+            "1 while the UpgradePolicy CRD is not installed: only the policy files apply",
+            metrics.policy_crd_missing.clone(),
         );
         metrics
     }

@@ -1,0 +1,38 @@
+//! Values a user controls, cut to a sane length before they are echoed in
+//! a message, so that a megabyte-long tag never becomes a megabyte-long
+//! reason or log line.
+
+/// How much of a user's value is echoed.
+pub const ECHO_BYTES: usize = 200;
+
+/// `text` if it is short; otherwise its first [`ECHO_BYTES`] (at a
+/// character boundary) and a marker saying how long it was.
+pub fn bounded(text: &str) -> String {
+    if text.len() <= ECHO_BYTES {
+        return text.to_string();
+    }
+    let mut end = ECHO_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…[cut: {} bytes]", &text[..end], text.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_value_is_echoed_whole() {
+        assert_eq!(bounded("3.4.4"), "3.4.4");
+    }
+
+    #[test]
+    fn a_long_value_is_cut_at_a_character_boundary_with_a_marker() {
+        let long = "é".repeat(300);
+        let cut = bounded(&long);
+        assert!(cut.starts_with(&"é".repeat(100)));
+        assert!(cut.ends_with("…[cut: 600 bytes]"), "{cut}");
+        assert!(cut.len() < ECHO_BYTES + 30);
+    }
+}
