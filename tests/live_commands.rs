@@ -10,10 +10,10 @@ use common::*;
 use http::{Request, Response};
 use kube::client::Body;
 use serde_json::{Value, json};
-use upgrade_guard::cli::cluster::Cluster;
+use upgrade_guard::cli::cluster::{self, Cluster};
 use upgrade_guard::cli::{check, pause, resume, status};
 use upgrade_guard::refresh::executor::{self, Outcome};
-use upgrade_guard::refresh::{Action, Event};
+use upgrade_guard::refresh::{Action, Event, PodRef};
 use upgrade_guard::workload::{RefreshRecord, Workload};
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
@@ -583,4 +583,207 @@ async fn a_current_holders_lease_is_left_alone() {
             .unwrap()
     );
     server.await.unwrap();
+}
+
+const POLICIES: &str = "/apis/upgradeguard.io/v1alpha1/upgradepolicies";
+
+/// The example semver-db policy, as the cluster serves it.
+fn semver_db_resource() -> Value {
+    let text = std::fs::read_to_string(root().join("policies/semver-db.yaml")).unwrap();
+    let mut v: Value = serde_yaml_ng::from_str(&text).unwrap();
+    v["metadata"]["namespace"] = json!("shop");
+    v["metadata"]["resourceVersion"] = json!("9");
+    v
+}
+
+#[tokio::test]
+async fn status_reads_the_clusters_policies_with_no_local_files() {
+    let (client, handle) = mock();
+    let server = tokio::spawn(scenario(
+        handle,
+        vec![
+            call(
+                "GET",
+                &format!("{POLICIES}?"),
+                200,
+                json!({"apiVersion": "upgradeguard.io/v1alpha1", "kind": "UpgradePolicyList", "metadata": {},
+                    "items": [semver_db_resource(),
+                        {"apiVersion": "upgradeguard.io/v1alpha1", "kind": "UpgradePolicy",
+                         "metadata": {"name": "typo", "namespace": "shop"}, "spec": {"selector": {}, "step": "minr"}}]}),
+            ),
+            call("GET", STS, 200, db(Some(RECORD))),
+            call(
+                "GET",
+                "/api/v1/namespaces/shop/pods?&labelSelector=app.kubernetes.io%2Fname%3Ddb",
+                200,
+                pods_list(),
+            ),
+        ],
+    ));
+    let (policies, notes) = cluster::policies(&client, None).await.unwrap();
+    let reports = status::gather(&client, Some("shop/db"), &policies, now())
+        .await
+        .unwrap();
+    server.await.unwrap();
+    assert_eq!(policies.len(), 1);
+    assert_eq!(notes.len(), 1);
+    assert!(
+        notes[0].starts_with("skipped: UpgradePolicy shop/typo") && notes[0].contains("spec.step"),
+        "{notes:?}"
+    );
+    assert_eq!(
+        reports[0].pause_after, "first",
+        "judged by the cluster's policy"
+    );
+    assert_eq!(reports[0].units[0].version.as_deref(), Some("1.8.0"));
+    assert_eq!(
+        reports[0].next.command.as_deref(),
+        Some("upgrade-guard resume shop/db")
+    );
+}
+
+#[tokio::test]
+async fn a_missing_crd_is_one_sentence_and_status_still_lists_every_record() {
+    let (client, handle) = mock();
+    let server = tokio::spawn(scenario(
+        handle,
+        vec![
+            call(
+                "GET",
+                &format!("{POLICIES}?"),
+                404,
+                status(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                ),
+            ),
+            call(
+                "GET",
+                "/apis/apps/v1/statefulsets?",
+                200,
+                json!({"kind": "StatefulSetList", "apiVersion": "apps/v1", "metadata": {}, "items": [db(Some(RECORD))]}),
+            ),
+            call(
+                "GET",
+                "/apis/apps/v1/deployments?",
+                200,
+                json!({"kind": "DeploymentList", "apiVersion": "apps/v1", "metadata": {}, "items": []}),
+            ),
+            call(
+                "GET",
+                "/api/v1/namespaces/shop/pods?&labelSelector=app.kubernetes.io%2Fname%3Ddb",
+                200,
+                pods_list(),
+            ),
+        ],
+    ));
+    let (policies, notes) = cluster::policies(&client, None).await.unwrap();
+    let reports = status::gather(&client, None, &policies, now())
+        .await
+        .unwrap();
+    server.await.unwrap();
+    assert_eq!(
+        notes,
+        [
+            "the UpgradePolicy CRD (upgradepolicies.upgradeguard.io) is not installed on https://10.0.0.1:6443; no policy applies (give --policies DIR for local ones)"
+        ]
+    );
+    let text = upgrade_guard::refresh::status::text(&reports);
+    assert!(
+        text.starts_with("StatefulSet shop/db: 1.7.0 → 1.8.0  Paused  pause-after -  partition 4"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  next: no UpgradePolicy governs it"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn errors_from_the_api_server_are_one_sentence_naming_it() {
+    let (client, handle) = mock();
+    let server = tokio::spawn(scenario(
+        handle,
+        vec![call(
+            "GET",
+            STS,
+            403,
+            status(
+                403,
+                "Forbidden",
+                "statefulsets.apps \"db\" is forbidden: User \"dev\" cannot get resource \"statefulsets\" in the namespace \"shop\"",
+            ),
+        )],
+    ));
+    let err = resume::resume(&client, "shop/db", None, now())
+        .await
+        .unwrap_err()
+        .to_string();
+    server.await.unwrap();
+    assert_eq!(
+        err,
+        "shop/db: permission denied (403 Forbidden): statefulsets.apps \"db\" is forbidden: User \"dev\" cannot get resource \"statefulsets\" in the namespace \"shop\" (API server https://10.0.0.1:6443)"
+    );
+    assert!(!err.contains("Status {"));
+}
+
+#[test]
+fn an_unreachable_api_server_is_named_with_the_cause() {
+    let e = kube::Error::Service("tcp connect error: Connection refused (os error 111)".into());
+    assert_eq!(
+        cluster::describe("https://127.0.0.1:6443", "shop/db", &e),
+        "shop/db: cannot reach the API server at https://127.0.0.1:6443: tcp connect error: Connection refused (os error 111)"
+    );
+}
+
+#[tokio::test]
+async fn a_forced_rollback_deletes_the_stuck_pod_guarded_by_its_uid() {
+    let rolling_back = r#"{"from":"1.8.0","to":"1.7.0","started":"2026-11-21T19:00:00Z","state":"RollingBack","partition":4,"rollback":true,"unitStarted":"2026-11-21T19:00:00Z"}"#;
+    let w = of(db(Some(rolling_back)));
+    let mut record: RefreshRecord = serde_json::from_str(rolling_back).unwrap();
+    record.unit_started = Some(now());
+    let action = Action {
+        record: Some(record.clone()),
+        delete_pod: Some(PodRef {
+            name: "db-4".into(),
+            uid: "pod-uid-4".into(),
+        }),
+        event: Some(Event {
+            reason: "StuckPodDeleted",
+            message: "deleted pod db-4".into(),
+            warning: true,
+        }),
+        ..Default::default()
+    };
+    let (client, handle) = mock();
+    let mut patch = call(
+        "PATCH",
+        &format!("{STS}?&fieldManager=upgrade-guard"),
+        200,
+        db(Some(rolling_back)),
+    );
+    patch.body = Some(json!([record_test(rolling_back),
+        {"op": "replace", "path": "/metadata/annotations/upgradeguard.io~1refresh", "value": serde_json::to_string(&record).unwrap()}]));
+    let pod_path = "/api/v1/namespaces/shop/pods/db-4?";
+    let mut busy = call(
+        "DELETE",
+        pod_path,
+        409,
+        status(409, "Conflict", "try again"),
+    );
+    busy.body = Some(json!({"preconditions": {"uid": "pod-uid-4"}}));
+    let mut delete = call(
+        "DELETE",
+        pod_path,
+        200,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+    );
+    delete.body = Some(json!({"preconditions": {"uid": "pod-uid-4"}}));
+    let server = tokio::spawn(scenario(handle, vec![patch, busy, delete, event_post()]));
+    let outcome = executor::execute(&client.client, Some(&recorder(&client.client)), &w, &action)
+        .await
+        .unwrap();
+    server.await.unwrap();
+    assert_eq!(outcome, Outcome::Applied);
 }
