@@ -284,6 +284,10 @@ pub struct RefreshRecord {
     /// When it completed: with from and to, the last refresh.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished: Option<jiff::Timestamp>,
+    /// The UID of the last stuck pod a rollback deleted: never deleted a
+    /// second time, so a delete that does not take cannot loop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_pod: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -325,6 +329,7 @@ impl RefreshRecord {
             resumed: false,
             units: BTreeMap::new(),
             finished: None,
+            deleted_pod: None,
         }
     }
 

@@ -220,9 +220,10 @@ fn the_stuck_rollback_at_the_end_of_the_recording_deletes_sqlgw_3_and_nothing_el
     assert_eq!((action.partition, action.paused), (None, None));
     let written = action.record.unwrap();
     assert_eq!(
-        (written.state, written.partition, written.reason),
+        (written.state, written.partition, written.reason.clone()),
         (RefreshState::RollingBack, Some(3), None)
     );
+    assert_eq!(written.deleted_pod.as_deref(), Some(STUCK_POD_UID));
     let event = action.event.unwrap();
     assert_eq!(event.reason, "StuckPodDeleted");
     assert!(
@@ -230,6 +231,14 @@ fn the_stuck_rollback_at_the_end_of_the_recording_deletes_sqlgw_3_and_nothing_el
         "{}",
         action.next.text
     );
+
+    // A delete that did not take (the same pod, by UID, still there) is
+    // not sent again: the rollback's timeout decides instead.
+    let mut retried = cluster.clone();
+    let sts = retried.sts.as_mut().unwrap();
+    sts["metadata"]["annotations"][REFRESH] = serde_json::to_string(&written).unwrap().into();
+    let again = retried.step(retried.latest() + jiff::SignedDuration::from_secs(1));
+    assert_eq!(again.delete_pod, None, "{:?}", again.next);
 
     // Once the pod is gone and not yet recreated, nothing more is deleted.
     cluster.pods.remove("sqlgw-3");

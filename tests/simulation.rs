@@ -1,8 +1,12 @@
 //! A whole 5-replica refresh, end to end, against an in-memory model of the
-//! StatefulSet controller's partition semantics (pods at ordinal ≥ partition
-//! move to the update revision, then become Ready after a delay, or crash
-//! when told), with paused tokio time. The webhook starts the refresh (and a
-//! rollback) through `decide`; the controller's step drives it.
+//! StatefulSet controller as the real one behaved on the recorded cluster
+//! (tests/data/recordings): OrderedReady, so nothing is created or replaced
+//! while any pod is not Ready; then the highest pod at ordinal ≥ partition
+//! not on the update revision is replaced, one at a time; a missing pod is
+//! recreated on the update revision at ordinal ≥ partition, the current one
+//! below. Pods become Ready after a delay, or crash when told. Paused tokio
+//! time. The webhook starts the refresh (and a rollback) through `decide`;
+//! the controller's step drives it.
 
 mod common;
 
@@ -24,6 +28,7 @@ struct SimPod {
     revision: String,
     created: Instant,
     crashing: bool,
+    uid: u64,
 }
 
 struct Model {
@@ -33,6 +38,10 @@ struct Model {
     crash: Option<(BTreeSet<i32>, String)>,
     start: Instant,
     t0: jiff::Timestamp,
+    /// Pod UIDs handed out so far.
+    uids: u64,
+    /// The executor's pod deletes are dropped (the controller as it was).
+    ignore_deletes: bool,
 }
 
 fn revision_of(sts: &Value) -> String {
@@ -59,6 +68,7 @@ impl Model {
                         revision: revision.clone(),
                         created: start - Duration::from_secs(3600),
                         crashing: false,
+                        uid: o as u64,
                     },
                 )
             })
@@ -69,6 +79,8 @@ impl Model {
             crash: None,
             start,
             t0: "2026-11-21T10:00:00Z".parse().unwrap(),
+            uids: 5,
+            ignore_deletes: false,
         };
         model.reconcile();
         model
@@ -91,21 +103,60 @@ impl Model {
             .unwrap_or(0)
     }
 
-    /// What the StatefulSet controller does: replace pods at ordinal ≥
-    /// partition that are not on the update revision; report status.
+    /// A new pod at `ordinal` on `revision`, crashing if told to.
+    fn create(&mut self, ordinal: i32, revision: &str) {
+        let image = revision.trim_start_matches("db-").to_string();
+        let crashing = self
+            .crash
+            .as_ref()
+            .is_some_and(|(ords, bad)| ords.contains(&ordinal) && *bad == image);
+        self.uids += 1;
+        self.pods.insert(
+            ordinal,
+            SimPod {
+                revision: revision.to_string(),
+                created: Instant::now(),
+                crashing,
+                uid: self.uids,
+            },
+        );
+    }
+
+    /// What the StatefulSet controller does (OrderedReady), one change a
+    /// pass; then the status.
     fn reconcile(&mut self) {
         let update = revision_of(&self.sts);
+        let current = self.sts["status"]["currentRevision"]
+            .as_str()
+            .unwrap_or(&update)
+            .to_string();
         let partition = self.partition();
-        let now = Instant::now();
-        for (ordinal, pod) in self.pods.iter_mut() {
-            if i64::from(*ordinal) >= partition && pod.revision != update {
-                let image = update.trim_start_matches("db-").to_string();
-                pod.crashing = self
-                    .crash
-                    .as_ref()
-                    .is_some_and(|(ords, bad)| ords.contains(ordinal) && *bad == image);
-                pod.revision = update.clone();
-                pod.created = now;
+        let mut blocked = false;
+        for ordinal in 0..5 {
+            match self.pods.get(&ordinal) {
+                None => {
+                    let revision = if i64::from(ordinal) >= partition {
+                        &update
+                    } else {
+                        &current
+                    };
+                    self.create(ordinal, &revision.clone());
+                    blocked = true;
+                    break;
+                }
+                Some(pod) if !self.is_ready(pod) => {
+                    blocked = true;
+                    break;
+                }
+                Some(_) => {}
+            }
+        }
+        if !blocked {
+            for ordinal in (0..5).rev().filter(|o| i64::from(*o) >= partition) {
+                if self.pods[&ordinal].revision != update {
+                    self.create(ordinal, &update.clone());
+                    break;
+                }
             }
         }
         let updated = self.pods.values().filter(|p| p.revision == update).count();
@@ -134,7 +185,7 @@ impl Model {
         self.pods
             .iter()
             .map(|(o, p)| {
-                let mut pod = json!({"metadata": {"name": format!("db-{o}"), "labels": {"controller-revision-hash": p.revision}},
+                let mut pod = json!({"metadata": {"name": format!("db-{o}"), "uid": p.uid.to_string(), "labels": {"controller-revision-hash": p.revision}},
                     "spec": {"containers": [{"name": "db", "image": format!("registry.example.com/shop/db:{}", p.revision.trim_start_matches("db-"))}]},
                     "status": {"conditions": [], "containerStatuses": [{"name": "db", "image": "", "imageID": "", "ready": self.is_ready(p), "restartCount": if p.crashing { 5 } else { 0 }}]}});
                 if p.crashing {
@@ -188,6 +239,18 @@ impl Model {
             self.sts["spec"]["updateStrategy"]["rollingUpdate"]["partition"] = json!(p);
             self.sts["metadata"]["generation"] =
                 json!(self.sts["metadata"]["generation"].as_i64().unwrap() + 1);
+        }
+        if let Some(pod) = &action.delete_pod
+            && !self.ignore_deletes
+        {
+            let ordinal: i32 = pod.name.trim_start_matches("db-").parse().unwrap();
+            if self
+                .pods
+                .get(&ordinal)
+                .is_some_and(|p| p.uid.to_string() == pod.uid)
+            {
+                self.pods.remove(&ordinal);
+            }
         }
         if action.clear_resume {
             self.sts["metadata"]["annotations"]
@@ -356,6 +419,7 @@ async fn a_failing_unit_holds_the_refresh_and_a_rollback_undoes_it_in_the_same_o
         events,
         [
             "RefreshRolledBack",
+            "StuckPodDeleted",
             "UnitRefreshed:4",
             "UnitRefreshed:3",
             "UnitRefreshed:2",
@@ -367,6 +431,28 @@ async fn a_failing_unit_holds_the_refresh_and_a_rollback_undoes_it_in_the_same_o
     assert!(model.pods.values().all(|p| !p.crashing));
     let r = model.record();
     assert!(r.rollback && r.state == RefreshState::Completed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_the_forced_delete_the_rollback_is_stuck_as_on_the_real_cluster() {
+    let mut model = Model::new();
+    model.crash = Some((BTreeSet::from([2]), "1.8.0".into()));
+    model.set_image("1.8.0");
+    drive(&mut model, &settings(PauseAfter::None), false).await;
+    assert!(model.set_image("1.7.0").allowed);
+    model.ignore_deletes = true;
+    let events = drive(&mut model, &settings(PauseAfter::None), false).await;
+    assert_eq!(
+        events,
+        ["RefreshRolledBack", "StuckPodDeleted", "UnitUnhealthy"]
+    );
+    let r = model.record();
+    assert_eq!(
+        r.reason.as_deref(),
+        Some("unit 4 (db-4) is not Ready after 600s"),
+        "the crash-looping db-2 blocks every replacement"
+    );
+    assert!(model.pods[&2].crashing && model.pods[&4].revision == "db-1.8.0");
 }
 
 #[tokio::test(start_paused = true)]

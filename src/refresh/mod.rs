@@ -418,8 +418,9 @@ fn unhealthy(w: &Workload, record: RefreshRecord, reason: String, id: &str) -> A
 /// current below). With OrderedReady pod management the StatefulSet
 /// controller never replaces such a pod, and it blocks every other pod
 /// too (kubernetes/kubernetes#67250, "forced rollback"). Highest ordinal
-/// first, one at a time: none while another pod is still terminating.
-pub fn stuck_pod(sts: &StatefulSet, pods: &[Pod]) -> Option<PodRef> {
+/// first, one at a time: none while another pod is still terminating, and
+/// never the pod (by UID) `deleted` already names.
+pub fn stuck_pod(sts: &StatefulSet, pods: &[Pod], deleted: Option<&str>) -> Option<PodRef> {
     let name = sts.metadata.name.as_deref()?;
     let status = sts.status.as_ref()?;
     let update = status.update_revision.as_deref()?;
@@ -451,7 +452,10 @@ pub fn stuck_pod(sts: &StatefulSet, pods: &[Pod]) -> Option<PodRef> {
             } else {
                 current
             };
-            is_ready(pod).is_none() && revision(pod).is_some_and(|r| r != wanted)
+            is_ready(pod).is_none()
+                && revision(pod).is_some_and(|r| r != wanted)
+                && pod.metadata.uid.is_some()
+                && pod.metadata.uid.as_deref() != deleted
         })
         .max_by_key(|(ordinal, _)| *ordinal)
         .and_then(|(_, pod)| {
@@ -482,6 +486,7 @@ fn delete_stuck(
     record.state = RefreshState::RollingBack;
     record.reason = None;
     record.unit_started = Some(now);
+    record.deleted_pod = Some(pod.uid.clone());
     Action {
         event: Some(Event {
             reason: "StuckPodDeleted",
@@ -522,7 +527,7 @@ fn step_statefulset(
     let forced = matches!(resume, Some(Resume::Force(_))) && record.state == RefreshState::Failed;
 
     if record.rollback
-        && let Some(pod) = stuck_pod(sts, pods)
+        && let Some(pod) = stuck_pod(sts, pods, record.deleted_pod.as_deref())
     {
         return delete_stuck(sts, record, pod, now);
     }
