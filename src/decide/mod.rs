@@ -418,7 +418,7 @@ fn decide_update(
         {
             record = existing;
         }
-        refresh_edits.push(Edit::Record(record));
+        refresh_edits.push(Edit::Record(Box::new(record)));
         patch.extend(mutation::patch_for(&refresh_edits, &mutated));
     }
     verdict.patch = patch;

@@ -20,7 +20,7 @@ pub enum Edit {
     /// StatefulSet: `updateStrategy.type: RollingUpdate` and this partition.
     Partition(i32),
     /// The `upgradeguard.io/refresh` annotation.
-    Record(RefreshRecord),
+    Record(Box<RefreshRecord>),
     /// Deployment: `maxSurge: 0`, and `maxUnavailable: 1` when it was 0
     /// (the API server refuses both at 0).
     NoSurge { raise_unavailable: bool },
@@ -38,7 +38,7 @@ impl Edit {
                     u.type_.as_deref() == Some("RollingUpdate")
                         && u.rolling_update.as_ref().and_then(|r| r.partition) == Some(*p)
                 }),
-            (Edit::Record(record), w) => matches!(w.refresh_record(), Some(Ok(r)) if r == *record),
+            (Edit::Record(record), w) => matches!(w.refresh_record(), Some(Ok(r)) if r == **record),
             (Edit::NoSurge { .. }, Workload::Deployment(_)) => !surges(w),
             _ => true,
         }
