@@ -217,30 +217,52 @@ fn the_deployment_runs_hardened_with_probes_and_limits() {
 }
 
 #[test]
-fn rbac_reads_what_the_cache_needs_and_patches_only_workloads() {
+fn rbac_reads_what_the_cache_needs_patches_only_workloads_and_deletes_only_pods() {
     let all = objects("manifests");
     let role: ClusterRole = exact(of_kind(&all, "ClusterRole")[0]);
-    for rule in role.rules.unwrap() {
-        let resources = rule.resources.unwrap_or_default();
-        assert!(
-            !resources.iter().any(|r| r == "secrets" || r == "*"),
-            "{resources:?}"
-        );
-        for verb in &rule.verbs {
-            assert!(
-                ["get", "list", "watch", "patch", "create"].contains(&verb.as_str()),
-                "verb {verb}"
-            );
-            if verb == "patch" {
-                assert!(
-                    resources
-                        .iter()
-                        .all(|r| ["statefulsets", "deployments", "events"].contains(&r.as_str())),
-                    "{resources:?}"
-                );
-            }
-        }
-    }
+    let rules: Vec<(Vec<String>, Vec<String>, Vec<String>)> = role
+        .rules
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            (
+                r.api_groups.unwrap_or_default(),
+                r.resources.unwrap_or_default(),
+                r.verbs,
+            )
+        })
+        .collect();
+    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        rules,
+        vec![
+            (
+                strings(&["apps"]),
+                strings(&["statefulsets", "deployments"]),
+                strings(&["get", "list", "watch", "patch"])
+            ),
+            (
+                strings(&[""]),
+                strings(&["pods"]),
+                strings(&["get", "list", "watch", "delete"])
+            ),
+            (
+                strings(&[""]),
+                strings(&["persistentvolumeclaims"]),
+                strings(&["get", "list", "watch"])
+            ),
+            (
+                strings(&["upgradeguard.io"]),
+                strings(&["upgradepolicies"]),
+                strings(&["get", "list", "watch"])
+            ),
+            (
+                strings(&["events.k8s.io"]),
+                strings(&["events"]),
+                strings(&["create", "patch"])
+            ),
+        ]
+    );
 }
 
 // ---- The CRD schema and the parser accept the same documents. ----
