@@ -688,3 +688,82 @@ fn a_rollback_that_writes_out_the_default_strategy_is_not_frozen_when_decided_ag
     assert!(again.allowed, "{}", again.reason);
     assert!(again.patch.is_empty(), "{:?}", again.patch);
 }
+
+// ---- Renaming, adding or removing governed containers. ----
+
+/// semver-db without `containers:`: every container carries the version.
+fn all_containers_governed() -> upgrade_guard::policy::PolicySet {
+    let text = std::fs::read_to_string(root().join("policies/semver-db.yaml")).unwrap();
+    policy_text(&text.replace("  containers: [db]\n", ""))
+}
+
+#[test]
+fn renaming_the_named_container_in_a_major_upgrade_is_refused_by_a_rule_of_its_own() {
+    let (old, new) = (
+        workload("manifests/db.yaml"),
+        workload("generated/db-2.0.0-renamed.yaml"),
+    );
+    let v = update(&old, &new, &policies());
+    refused(&v, Rule::GovernedContainerRemoved);
+    assert_eq!(
+        v.reason,
+        "StatefulSet shop/db: the new pod template runs none of the containers the policy names (db), which ran db 1.7.0: its version could no longer be checked; keep the container names, or change the policy first (rule governed-container-removed, policy semver-db); to accept the risk, set upgradeguard.io/force-to: \"none\" and upgradeguard.io/force-reason"
+    );
+    // A rename alone is refused the same way: the policy can no longer see it.
+    let v = update(&old, &workload("generated/db-renamed.yaml"), &policies());
+    refused(&v, Rule::GovernedContainerRemoved);
+}
+
+#[test]
+fn a_rename_with_every_container_governed_is_judged_on_the_versions_it_runs() {
+    let (old, new) = (
+        workload("manifests/db.yaml"),
+        workload("generated/db-2.0.0-renamed.yaml"),
+    );
+    let v = update(&old, &new, &all_containers_governed());
+    refused(&v, Rule::CrossTrack);
+    assert_eq!(
+        (v.from.as_deref(), v.to.as_deref()),
+        (Some("1.7.0"), Some("2.0.0")),
+        "never a version compared with itself"
+    );
+    // Renamed at the same version: nothing to judge, a plain refresh.
+    let v = update(
+        &old,
+        &workload("generated/db-renamed.yaml"),
+        &all_containers_governed(),
+    );
+    assert!(v.allowed, "{}", v.reason);
+}
+
+#[test]
+fn an_added_container_is_judged_against_the_workloads_version() {
+    let old = workload("manifests/db.yaml");
+    let mut sidecar = json(&old);
+    let mut second = sidecar["spec"]["template"]["spec"]["containers"][0].clone();
+    second["name"] = json!("replica");
+    second["image"] = json!("registry.example.com/shop/db:1.9.0");
+    sidecar["spec"]["template"]["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(second);
+    let v = update(&old, &of(sidecar), &all_containers_governed());
+    refused(&v, Rule::SkipVersion);
+    assert_eq!(
+        (v.from.as_deref(), v.to.as_deref()),
+        (Some("1.7.0"), Some("1.9.0"))
+    );
+}
+
+#[test]
+fn removing_every_named_container_can_be_forced_as_none() {
+    let old = workload("manifests/db.yaml");
+    let new = with(
+        &workload("generated/db-2.0.0-renamed.yaml"),
+        "/metadata/annotations",
+        json!({"upgradeguard.io/force-to": "none", "upgradeguard.io/force-reason": "the chart renamed the container"}),
+    );
+    let v = update(&old, &new, &policies());
+    assert!(v.allowed, "{}", v.reason);
+    assert_eq!(v.rule, Some(Rule::Forced));
+}

@@ -202,3 +202,54 @@ proptest! {
         }
     }
 }
+
+/// A governed StatefulSet of one or two containers at `versions`, its first
+/// container named `first`.
+fn sts_running(first: &str, versions: &[String]) -> Workload {
+    let containers: Vec<Value> = versions
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            json!({"name": if i == 0 { first.to_string() } else { format!("c{i}") },
+                "image": format!("registry.example.com/shop/db:{v}")})
+        })
+        .collect();
+    of(json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "db", "namespace": "shop", "labels": {"app.kubernetes.io/name": "db"}},
+        "spec": {"replicas": 3, "serviceName": "db", "selector": {"matchLabels": {"app.kubernetes.io/name": "db"}},
+            "template": {"metadata": {"labels": {"app.kubernetes.io/name": "db"}}, "spec": {"containers": containers}}}}))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Renaming, adding or removing governed containers never lets through
+    /// a version change that the same change without them refuses.
+    #[test]
+    fn renaming_adding_or_removing_containers_never_lets_a_refused_change_through(
+        from in version(),
+        to in version(),
+        extra in prop::option::of(version()),
+        rename in any::<bool>(),
+        named_policy in any::<bool>(),
+    ) {
+        let policies = if named_policy {
+            policies()
+        } else {
+            let text = std::fs::read_to_string(root().join("policies/semver-db.yaml")).unwrap();
+            policy_text(&text.replace("  containers: [db]\n", ""))
+        };
+        let old = sts_running("db", std::slice::from_ref(&from));
+        let plain = sts_running("db", std::slice::from_ref(&to));
+        let mut versions = vec![to.clone()];
+        versions.extend(extra);
+        let disguised = sts_running(if rename { "database" } else { "db" }, &versions);
+        let decide = |new: &Workload| {
+            decide::decide(&Change::Update { old: old.clone(), new: new.clone() }, &policies, &NoCluster, now())
+        };
+        let (straight, around) = (decide(&plain), decide(&disguised));
+        if !straight.allowed {
+            prop_assert!(!around.allowed, "{} → {}: refused straight ({}), allowed disguised as {:?}", from, to, straight.reason, versions);
+        }
+    }
+}

@@ -32,11 +32,13 @@ pub enum Rule {
     UnknownVersion,
     Matrix,
     RequireStatefulset,
+    /// Every container the policy names is gone from the new template.
+    GovernedContainerRemoved,
     Forced,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 8] = [
+    pub const ALL: [Rule; 9] = [
         Rule::SkipVersion,
         Rule::CrossTrack,
         Rule::Downgrade,
@@ -44,6 +46,7 @@ impl Rule {
         Rule::UnknownVersion,
         Rule::Matrix,
         Rule::RequireStatefulset,
+        Rule::GovernedContainerRemoved,
         Rule::Forced,
     ];
 
@@ -56,6 +59,7 @@ impl Rule {
             Rule::UnknownVersion => "unknown-version",
             Rule::Matrix => "matrix",
             Rule::RequireStatefulset => "require-statefulset",
+            Rule::GovernedContainerRemoved => "governed-container-removed",
             Rule::Forced => "forced",
         }
     }
@@ -313,7 +317,7 @@ fn decide_update(
     };
     let old_versions = policy.versions(old_template);
     let new_versions = policy.versions(new_template);
-    if new_versions.is_empty() {
+    if new_versions.is_empty() && old_versions.is_empty() {
         verdict.warnings.push(format!(
             "upgrade-guard: {} names containers {:?}, and {} {}/{} has none of them: not checked",
             policy.describe(),
@@ -323,6 +327,9 @@ fn decide_update(
             new.name()
         ));
         return verdict;
+    }
+    if new_versions.is_empty() {
+        return containers_removed(new, policy, &old_versions, verdict);
     }
 
     // What the API server stores is the object after mutation, so judge that.
@@ -810,18 +817,79 @@ fn record_forced(verdict: &mut Verdict, new: &Workload, overridden: &[Refusal]) 
         .push(format!("upgrade-guard: {}", verdict.reason));
 }
 
-/// Governed containers whose version (or image, when unreadable) changed;
-/// a container that is new in the template has nothing to change from.
+/// Governed containers whose version (or image, when unreadable) changed,
+/// each paired with the version it replaces: the old container of the same
+/// name; else (renamed) the next old governed container no new one is named
+/// after; else (added) the workload's version, the highest the old governed
+/// containers ran. So a rename or an added container is judged on the
+/// versions it runs, like any other change.
 fn changed<'a>(
     old: &'a [GovernedVersion],
     new: &'a [GovernedVersion],
 ) -> Vec<(&'a GovernedVersion, &'a GovernedVersion)> {
+    let mut renamed = old
+        .iter()
+        .filter(|o| !new.iter().any(|n| n.container == o.container));
+    let workload = old
+        .iter()
+        .filter(|o| o.version.is_ok())
+        .max_by(|a, b| a.version.as_ref().ok().cmp(&b.version.as_ref().ok()))
+        .or_else(|| old.first());
     new.iter()
         .filter_map(|n| {
-            let o = old.iter().find(|o| o.container == n.container)?;
+            let o = match old.iter().find(|o| o.container == n.container) {
+                Some(o) => o,
+                None if old.iter().any(|o| o.same_as(n)) => return None,
+                None => renamed.next().or(workload)?,
+            };
             (!o.same_as(n)).then_some((o, n))
         })
         .collect()
+}
+
+/// Every container the policy names is gone from the new template (renamed
+/// away, say): the version can no longer be checked, so the change is
+/// refused unless overridden (`force-to: "none"`).
+fn containers_removed(
+    new: &Workload,
+    policy: &Policy,
+    old_versions: &[GovernedVersion],
+    mut verdict: Verdict,
+) -> Verdict {
+    let ran: Vec<String> = old_versions
+        .iter()
+        .map(|o| format!("{} {}", o.container, o.label()))
+        .collect();
+    let refusal = Refusal {
+        rule: Rule::GovernedContainerRemoved,
+        reason: format!(
+            "the new pod template runs none of the containers the policy names ({}), which ran {}: its version could no longer be checked; keep the container names, or change the policy first",
+            policy.containers.join(", "),
+            ran.join(", ")
+        ),
+        forceable: true,
+    };
+    let none = GovernedVersion {
+        container: String::new(),
+        image: "none".into(),
+        version: Err("no governed container".into()),
+    };
+    verdict.from = old_versions.first().map(|o| o.label().to_string());
+    match override_for(new, &none, &refusal) {
+        Ok(()) => record_forced(&mut verdict, new, &[refusal]),
+        Err(hint) => {
+            let refused = Refused {
+                rule: refusal.rule,
+                reason: refusal.reason,
+                hint,
+            };
+            verdict.allowed = false;
+            verdict.rule = Some(refused.rule);
+            verdict.reason =
+                refusal_text(new.kind(), new.namespace(), new.name(), policy, &refused);
+        }
+    }
+    verdict
 }
 
 fn steps_text(changed: &[(&GovernedVersion, &GovernedVersion)]) -> String {
