@@ -8,7 +8,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::{Value, json};
 use upgrade_guard::decide::{Change, NoCluster, decide};
 use upgrade_guard::policy::PolicySet;
-use upgrade_guard::webhook::{Endpoint, review};
+use upgrade_guard::webhook::{Caller, Endpoint, review};
 use upgrade_guard::workload::Workload;
 
 const SAMPLE: &str = include_str!("../tests/data/apiserver/sts-update-set-image.json");
@@ -91,6 +91,7 @@ fn bench(c: &mut Criterion) {
                 &policies,
                 &NoCluster,
                 now,
+                &Caller::default(),
             )
             .unwrap()
         })
@@ -103,6 +104,7 @@ fn bench(c: &mut Criterion) {
                 &policies,
                 &NoCluster,
                 now,
+                &Caller::default(),
             )
             .unwrap()
         })

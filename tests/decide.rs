@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use upgrade_guard::decide::{Change, NoCluster, Rule, Snapshot};
+use upgrade_guard::decide::{Change, NoCluster, Requester, Rule, Snapshot};
 use upgrade_guard::workload::{REFRESH, RefreshRecord, RefreshState, Workload, WorkloadKind};
 
 fn record(w: &Workload) -> RefreshRecord {
@@ -505,7 +505,15 @@ fn a_gitops_reapply_keeps_the_live_partition_and_a_controller_step_is_kept() {
         "/metadata/annotations/upgradeguard.io~1refresh",
         json!(text),
     );
-    let v = update(&live, &step, &p);
+    let controller = Requester {
+        is_self: true,
+        ..Default::default()
+    };
+    let change = Change::Update {
+        old: live.clone(),
+        new: step.clone(),
+    };
+    let v = upgrade_guard::decide::decide_as(&change, &p, &NoCluster, now(), &controller);
     assert!(v.allowed && v.patch.is_empty(), "{v:?}");
 }
 
@@ -546,12 +554,13 @@ fn the_scale_subresource_is_judged_against_the_live_object() {
 
 #[test]
 fn an_unreadable_refresh_record_is_ignored_with_a_warning() {
-    let old = with(
-        &workload("manifests/db.yaml"),
-        "/metadata/annotations",
-        json!({REFRESH: "{not json"}),
+    let unreadable = |w: &Workload| with(w, "/metadata/annotations", json!({REFRESH: "{not json"}));
+    let old = unreadable(&workload("manifests/db.yaml"));
+    let v = update(
+        &old,
+        &unreadable(&workload("generated/db-1.8.0.yaml")),
+        &policies(),
     );
-    let v = update(&old, &workload("generated/db-1.8.0.yaml"), &policies());
     assert!(v.allowed);
     assert!(
         v.warnings.iter().any(|w| w.contains("is unreadable")),
@@ -766,4 +775,111 @@ fn removing_every_named_container_can_be_forced_as_none() {
     let v = update(&old, &new, &policies());
     assert!(v.allowed, "{}", v.reason);
     assert_eq!(v.rule, Some(Rule::Forced));
+}
+
+// ---- The refresh record is upgrade-guard's alone. ----
+
+const FORGED: &str = r#"{"from":"1.2.0","to":"1.9.0","started":"2026-11-21T19:00:00Z","state":"RollingOut","partition":2}"#;
+
+fn with_record(w: &Workload, text: &str) -> Workload {
+    with(
+        w,
+        &format!("/metadata/annotations/{}", REFRESH.replace('/', "~1")),
+        json!(text),
+    )
+}
+
+fn annotated(w: &Workload) -> Workload {
+    with(w, "/metadata/annotations", json!({}))
+}
+
+#[test]
+fn a_record_written_by_a_metadata_only_update_is_refused() {
+    let old = annotated(&workload("manifests/db.yaml"));
+    let v = update(&old, &with_record(&old, FORGED), &policies());
+    refused(&v, Rule::RecordIntegrity);
+    assert_eq!(
+        v.reason,
+        "StatefulSet shop/db: the upgradeguard.io/refresh annotation is upgrade-guard's record of a refresh, written only by upgrade-guard; this request changes it (rule record-integrity)"
+    );
+    assert!(v.is_audited());
+}
+
+#[test]
+fn a_record_removed_or_rewritten_by_a_user_is_refused_and_upgrade_guard_may_write_it() {
+    let live = refreshing_with_record();
+    let mut removed = json(&live);
+    removed["metadata"]["annotations"]
+        .as_object_mut()
+        .unwrap()
+        .remove(REFRESH);
+    refused(
+        &update(&live, &of(removed), &policies()),
+        Rule::RecordIntegrity,
+    );
+    let rewritten = with_record(&live, &FORGED.replace("1.9.0", "1.8.0"));
+    refused(
+        &update(&live, &rewritten, &policies()),
+        Rule::RecordIntegrity,
+    );
+
+    let controller = Requester {
+        is_self: true,
+        ..Default::default()
+    };
+    let change = Change::Update {
+        old: live.clone(),
+        new: rewritten,
+    };
+    let v = upgrade_guard::decide::decide_as(&change, &policies(), &NoCluster, now(), &controller);
+    assert!(v.allowed, "{}", v.reason);
+}
+
+#[test]
+fn the_record_the_mutating_webhook_wrote_into_the_same_request_is_accepted() {
+    let (old, new) = (
+        workload("manifests/db.yaml"),
+        workload("generated/db-1.8.0.yaml"),
+    );
+    let mutated = patched(&new, &update(&old, &new, &policies()));
+    assert!(mutated.refresh_record().is_some());
+    let v = update(&old, &mutated, &policies());
+    assert!(v.allowed, "{}", v.reason);
+
+    // The same request with the record's origin forged is not.
+    let mut forged = record(&mutated);
+    forged.from = "1.2.0".into();
+    let forged = with_record(&mutated, &serde_json::to_string(&forged).unwrap());
+    refused(&update(&old, &forged, &policies()), Rule::RecordIntegrity);
+}
+
+#[test]
+fn an_object_created_with_a_record_is_refused() {
+    let created = with_record(&annotated(&workload("manifests/db.yaml")), FORGED);
+    let v = decide_with(Change::Create(created), &policies(), &NoCluster);
+    refused(&v, Rule::RecordIntegrity);
+}
+
+#[test]
+fn an_override_rbac_denied_is_refused_with_the_rule_that_would_grant_it() {
+    let (old, new) = (
+        workload("manifests/db.yaml"),
+        workload("generated/db-1.9.0-forced.yaml"),
+    );
+    assert_eq!(update(&old, &new, &policies()).rule, Some(Rule::Forced));
+    let denied = Requester {
+        is_self: false,
+        overrides: upgrade_guard::decide::Overrides::Denied {
+            user: "dev@example.com".into(),
+            namespace: "shop".into(),
+        },
+    };
+    let change = Change::Update { old, new };
+    let v = upgrade_guard::decide::decide_as(&change, &policies(), &NoCluster, now(), &denied);
+    refused(&v, Rule::SkipVersion);
+    assert!(
+        v.reason.ends_with("; upgradeguard.io/force-to is set, but dev@example.com may not force: an override needs the RBAC verb `force` on upgradepolicies.upgradeguard.io in namespace shop, which the ClusterRole upgrade-guard-force grants (`kubectl -n shop create rolebinding upgrade-guard-force --clusterrole=upgrade-guard-force --user=USER`)"),
+        "{}",
+        v.reason
+    );
 }

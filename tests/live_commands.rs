@@ -787,3 +787,41 @@ async fn a_forced_rollback_deletes_the_stuck_pod_guarded_by_its_uid() {
     server.await.unwrap();
     assert_eq!(outcome, Outcome::Applied);
 }
+
+#[tokio::test]
+async fn an_override_is_asked_of_rbac_for_the_requesting_user() {
+    use k8s_openapi::api::authentication::v1::UserInfo;
+    use upgrade_guard::webhook::rbac::Rbac;
+    let user = UserInfo {
+        username: Some("dev@example.com".into()),
+        uid: Some("u-1".into()),
+        groups: Some(vec!["dbas".into(), "system:authenticated".into()]),
+        extra: None,
+    };
+    let sar = |allowed: bool| {
+        json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+            "spec": {"user": "dev@example.com"}, "status": {"allowed": allowed}})
+    };
+    let expected = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "metadata": {},
+        "spec": {"user": "dev@example.com", "uid": "u-1", "groups": ["dbas", "system:authenticated"],
+            "resourceAttributes": {"namespace": "shop", "verb": "force", "group": "upgradeguard.io", "resource": "upgradepolicies"}}});
+    const SARS: &str = "/apis/authorization.k8s.io/v1/subjectaccessreviews?";
+    for (reply, status, want) in [
+        (sar(true), 201, true),
+        (sar(false), 201, false),
+        (status_reply(), 403, false),
+    ] {
+        let (client, handle) = mock();
+        let mut post = call("POST", SARS, status, reply);
+        post.body = Some(expected.clone());
+        let server = tokio::spawn(scenario(handle, vec![post]));
+        let allowed = Rbac::new(client.client).may_force(&user, "shop").await;
+        server.await.unwrap();
+        assert_eq!(allowed, want);
+    }
+}
+
+/// The API server refusing the SubjectAccessReview itself: no override.
+fn status_reply() -> Value {
+    status(403, "Forbidden", "cannot create subjectaccessreviews")
+}

@@ -219,7 +219,8 @@ fn the_deployment_runs_hardened_with_probes_and_limits() {
 #[test]
 fn rbac_reads_what_the_cache_needs_patches_only_workloads_and_deletes_only_pods() {
     let all = objects("manifests");
-    let role: ClusterRole = exact(of_kind(&all, "ClusterRole")[0]);
+    let roles = of_kind(&all, "ClusterRole");
+    let role: ClusterRole = exact(roles[0]);
     let rules: Vec<(Vec<String>, Vec<String>, Vec<String>)> = role
         .rules
         .unwrap()
@@ -261,7 +262,29 @@ fn rbac_reads_what_the_cache_needs_patches_only_workloads_and_deletes_only_pods(
                 strings(&["events"]),
                 strings(&["create", "patch"])
             ),
+            (
+                strings(&["authorization.k8s.io"]),
+                strings(&["subjectaccessreviews"]),
+                strings(&["create"])
+            ),
         ]
+    );
+    // The role to bind to the people who may override: `force`, nothing else.
+    let force: ClusterRole = exact(roles[1]);
+    assert_eq!(force.metadata.name.as_deref(), Some("upgrade-guard-force"));
+    let rules = force.rules.unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(
+        (
+            rules[0].api_groups.clone().unwrap(),
+            rules[0].resources.clone().unwrap(),
+            rules[0].verbs.clone()
+        ),
+        (
+            strings(&["upgradeguard.io"]),
+            strings(&["upgradepolicies"]),
+            strings(&["force"])
+        )
     );
 }
 

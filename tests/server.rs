@@ -92,6 +92,8 @@ async fn start(options: Options) -> Harness {
         registry: Arc::new(registry),
         ready: Arc::new(AtomicBool::new(options.ready)),
         clock: fixed_now,
+        self_user: None,
+        rbac: None,
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -20,6 +20,11 @@ pub struct Args {
     /// documents, `List`s unwrapped): the workload behind a scale request.
     #[arg(long)]
     pub objects: Option<String>,
+    /// Decide as `serve --self-user` would: this user may write the
+    /// refresh record. Overrides are honoured as written (offline, there is
+    /// no RBAC to ask).
+    #[arg(long)]
+    pub self_user: Option<String>,
 }
 
 pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
@@ -38,7 +43,11 @@ pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
     } else {
         Endpoint::Validate
     };
-    let reviewed = webhook::review(&body, endpoint, &policies, cluster, common.now())
+    let caller = webhook::Caller {
+        self_user: args.self_user.clone(),
+        ..Default::default()
+    };
+    let reviewed = webhook::review(&body, endpoint, &policies, cluster, common.now(), &caller)
         .map_err(|error| Error::Review { source_name, error })?;
     std::io::stdout()
         .write_all(&reviewed.body)

@@ -47,6 +47,11 @@ pub struct Args {
     /// configuration is used without it).
     #[arg(long, env = "UPGRADE_GUARD_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+    /// The user name the refresh controller writes as, the only one whose
+    /// changes to the refresh record are accepted; in a pod, the service
+    /// account (`system:serviceaccount:NS:NAME`) by default.
+    #[arg(long, env = "UPGRADE_GUARD_SELF_USER")]
+    pub self_user: Option<String>,
     /// Largest request body accepted (larger gets 413).
     #[arg(long, env = "UPGRADE_GUARD_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -118,6 +123,14 @@ async fn serve(args: &Args, common: &Common) -> Result<ExitCode, Error> {
 
     let policies = Arc::new(ArcSwap::from_pointee(file_policies.clone()));
     let ready = Arc::new(AtomicBool::new(false));
+    let mut rbac = None;
+    let self_user = args.self_user.clone().or_else(service_account_user);
+    match &self_user {
+        Some(user) => tracing::info!(%user, "the refresh record is accepted from this user only"),
+        None => tracing::warn!(
+            "no --self-user and no service account token: every change to a refresh record is refused, the refresh controller's too"
+        ),
+    }
     let cluster: Arc<dyn ClusterView + Send + Sync> = match cluster_client(
         args.kubeconfig.as_deref(),
     )
@@ -127,6 +140,7 @@ async fn serve(args: &Args, common: &Common) -> Result<ExitCode, Error> {
             tracing::info!(
                 "watching the cluster: StatefulSets, Deployments, pods, claims, UpgradePolicies"
             );
+            rbac = Some(crate::webhook::rbac::Rbac::new(client.clone()));
             let view = live::start(
                 client.clone(),
                 file_policies.iter().cloned().collect(),
@@ -163,6 +177,8 @@ async fn serve(args: &Args, common: &Common) -> Result<ExitCode, Error> {
         registry: Arc::new(registry),
         ready,
         clock: jiff::Timestamp::now,
+        self_user,
+        rbac,
     });
     let limits = Limits {
         body_bytes: args.max_body_bytes,
@@ -250,4 +266,19 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         () = terminate => {}
     }
+}
+
+/// In a pod: the service account's user name, read from its token's `sub`
+/// claim (the file is the pod's own; nothing here is verified or trusted
+/// from a request).
+fn service_account_user() -> Option<String> {
+    use base64::Engine;
+    let token =
+        std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/token").ok()?;
+    let payload = token.trim().split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims["sub"].as_str().map(String::from)
 }

@@ -18,7 +18,8 @@ pub use mutation::Edit;
 
 use crate::policy::{Downgrade, GovernedVersion, PathOutcome, Policy, PolicySet, Refusal, Version};
 use crate::workload::{
-    FORCE_REASON, FORCE_TO, RefreshRecord, VersionStep, Workload, WorkloadKind, claim_volumes,
+    FORCE_REASON, FORCE_TO, REFRESH, RefreshRecord, VersionStep, Workload, WorkloadKind,
+    claim_volumes,
 };
 
 /// Stable rule ids, as they appear in refusals, audit annotations and metrics.
@@ -34,11 +35,13 @@ pub enum Rule {
     RequireStatefulset,
     /// Every container the policy names is gone from the new template.
     GovernedContainerRemoved,
+    /// The refresh record changed by someone other than upgrade-guard.
+    RecordIntegrity,
     Forced,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 9] = [
+    pub const ALL: [Rule; 10] = [
         Rule::SkipVersion,
         Rule::CrossTrack,
         Rule::Downgrade,
@@ -47,6 +50,7 @@ impl Rule {
         Rule::Matrix,
         Rule::RequireStatefulset,
         Rule::GovernedContainerRemoved,
+        Rule::RecordIntegrity,
         Rule::Forced,
     ];
 
@@ -60,6 +64,7 @@ impl Rule {
             Rule::Matrix => "matrix",
             Rule::RequireStatefulset => "require-statefulset",
             Rule::GovernedContainerRemoved => "governed-container-removed",
+            Rule::RecordIntegrity => "record-integrity",
             Rule::Forced => "forced",
         }
     }
@@ -142,13 +147,51 @@ impl Verdict {
     }
 }
 
-/// Decides one change. `now` stamps a refresh that starts.
+/// Who asks, as far as a decision needs to know: from the AdmissionReview's
+/// `userInfo` and Kubernetes RBAC, never from the object.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Requester {
+    /// upgrade-guard's own identity (its refresh controller): the only one
+    /// that may write the refresh record.
+    pub is_self: bool,
+    pub overrides: Overrides,
+}
+
+/// Whether `upgradeguard.io/force-to` may be honoured for this requester.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Overrides {
+    /// Not asked: offline (`check`, `review`) or a server without cluster
+    /// access, where there is no RBAC to ask. Honoured as written.
+    #[default]
+    Unchecked,
+    /// RBAC says `user` may not `force` upgradepolicies in `namespace`.
+    Denied { user: String, namespace: String },
+}
+
+/// Decides one change, as an unchecked requester (offline). `now` stamps a
+/// refresh that starts.
 pub fn decide(
     change: &Change,
     policies: &PolicySet,
     cluster: &dyn ClusterView,
     now: jiff::Timestamp,
 ) -> Verdict {
+    decide_as(change, policies, cluster, now, &Requester::default())
+}
+
+/// Decides one change asked for by `requester`.
+pub fn decide_as(
+    change: &Change,
+    policies: &PolicySet,
+    cluster: &dyn ClusterView,
+    now: jiff::Timestamp,
+    requester: &Requester,
+) -> Verdict {
+    if !requester.is_self
+        && let Some(refused) = forged_record(change, policies, cluster, now, requester)
+    {
+        return refused;
+    }
     match change {
         Change::Delete(_) => Verdict::allow(),
         Change::Scale {
@@ -172,7 +215,7 @@ pub fn decide(
         Change::Update { old, new } => {
             match policies.select(new).or_else(|| policies.select(old)) {
                 None => Verdict::allow(),
-                Some(policy) => decide_update(old, new, policy, cluster, now),
+                Some(policy) => decide_update(old, new, policy, cluster, now, &requester.overrides),
             }
         }
     }
@@ -304,6 +347,7 @@ fn decide_update(
     policy: &Policy,
     cluster: &dyn ClusterView,
     now: jiff::Timestamp,
+    overrides: &Overrides,
 ) -> Verdict {
     let refresh = RefreshView::of(old);
     let mut verdict = Verdict {
@@ -329,7 +373,7 @@ fn decide_update(
         return verdict;
     }
     if new_versions.is_empty() {
-        return containers_removed(new, policy, &old_versions, verdict);
+        return containers_removed(new, policy, &old_versions, overrides, verdict);
     }
 
     // What the API server stores is the object after mutation, so judge that.
@@ -358,8 +402,8 @@ fn decide_update(
             &mutated,
             policy,
             &refresh,
-            &old_versions,
-            &new_versions,
+            (&old_versions, &new_versions),
+            overrides,
             &mut verdict,
         )
     } else {
@@ -368,8 +412,8 @@ fn decide_update(
             &mutated,
             policy,
             &refresh,
-            &old_versions,
-            &new_versions,
+            (&old_versions, &new_versions),
+            overrides,
             &mut verdict,
         )
     };
@@ -542,8 +586,8 @@ fn judge_during_refresh(
     new: &Workload,
     policy: &Policy,
     refresh: &RefreshView,
-    old_versions: &[GovernedVersion],
-    new_versions: &[GovernedVersion],
+    (old_versions, new_versions): (&[GovernedVersion], &[GovernedVersion]),
+    overrides: &Overrides,
     verdict: &mut Verdict,
 ) -> Judged {
     let during = refresh.describe();
@@ -608,7 +652,7 @@ fn judge_during_refresh(
             forceable: true,
         };
         for (_, n) in &changed {
-            override_for(new, n, &refusal).map_err(|hint| Refused {
+            override_for(new, n, &refusal, overrides).map_err(|hint| Refused {
                 rule: refusal.rule,
                 reason: refusal.reason.clone(),
                 hint,
@@ -662,8 +706,8 @@ fn judge_path(
     new: &Workload,
     policy: &Policy,
     refresh: &RefreshView,
-    old_versions: &[GovernedVersion],
-    new_versions: &[GovernedVersion],
+    (old_versions, new_versions): (&[GovernedVersion], &[GovernedVersion]),
+    overrides: &Overrides,
     verdict: &mut Verdict,
 ) -> Judged {
     if old.template() == new.template() {
@@ -719,7 +763,7 @@ fn judge_path(
                 }
                 verdict.from = Some(o.label().to_string());
                 verdict.to = Some(n.label().to_string());
-                match override_for(new, n, &refusal) {
+                match override_for(new, n, &refusal, overrides) {
                     Ok(()) => forced.push(refusal),
                     Err(hint) => {
                         return Err(Refused {
@@ -854,6 +898,7 @@ fn containers_removed(
     new: &Workload,
     policy: &Policy,
     old_versions: &[GovernedVersion],
+    overrides: &Overrides,
     mut verdict: Verdict,
 ) -> Verdict {
     let ran: Vec<String> = old_versions
@@ -875,7 +920,7 @@ fn containers_removed(
         version: Err("no governed container".into()),
     };
     verdict.from = old_versions.first().map(|o| o.label().to_string());
-    match override_for(new, &none, &refusal) {
+    match override_for(new, &none, &refusal, overrides) {
         Ok(()) => record_forced(&mut verdict, new, &[refusal]),
         Err(hint) => {
             let refused = Refused {
@@ -902,7 +947,12 @@ fn steps_text(changed: &[(&GovernedVersion, &GovernedVersion)]) -> String {
 
 /// Whether `upgradeguard.io/force-to` lets this refusal through; the error
 /// says why not, when someone tried.
-fn override_for(new: &Workload, target: &GovernedVersion, refusal: &Refusal) -> Result<(), String> {
+fn override_for(
+    new: &Workload,
+    target: &GovernedVersion,
+    refusal: &Refusal,
+    overrides: &Overrides,
+) -> Result<(), String> {
     let hint = format!(
         "; to accept the risk, set {FORCE_TO}: \"{}\" and {FORCE_REASON}",
         target.label()
@@ -935,5 +985,85 @@ fn override_for(new: &Workload, target: &GovernedVersion, refusal: &Refusal) -> 
     {
         return Err(format!("; {FORCE_TO} needs a non-empty {FORCE_REASON}"));
     }
+    if let Overrides::Denied { user, namespace } = overrides {
+        return Err(format!(
+            "; {FORCE_TO} is set, but {} may not force: an override needs the RBAC verb `force` on upgradepolicies.upgradeguard.io in namespace {namespace}, which the ClusterRole upgrade-guard-force grants (`kubectl -n {namespace} create rolebinding upgrade-guard-force --clusterrole=upgrade-guard-force --user=USER`)",
+            crate::echo::bounded(user)
+        ));
+    }
     Ok(())
+}
+
+/// The refresh record is upgrade-guard's alone: a request by anyone else may
+/// carry a change to it only when it is exactly what upgrade-guard's
+/// mutating webhook wrote into this same request. The validating webhook
+/// sees the object after mutation, so the record is recomputed from the
+/// request with the record as it was, and must come out the same (but for
+/// `started`, the mutation's own clock, which may not lie ahead).
+fn forged_record(
+    change: &Change,
+    policies: &PolicySet,
+    cluster: &dyn ClusterView,
+    now: jiff::Timestamp,
+    requester: &Requester,
+) -> Option<Verdict> {
+    let (old, new) = match change {
+        Change::Create(new) => (None, new),
+        Change::Update { old, new } => (Some(old), new),
+        Change::Delete(_) | Change::Scale { .. } => return None,
+    };
+    let was = old.and_then(|o| o.annotation(REFRESH));
+    let written = new.annotation(REFRESH);
+    if was == written {
+        return None;
+    }
+    let mut candidate = new.clone();
+    let annotations = candidate
+        .metadata_mut()
+        .annotations
+        .get_or_insert_with(Default::default);
+    match was {
+        Some(w) => annotations.insert(REFRESH.into(), w.into()),
+        None => annotations.remove(REFRESH),
+    };
+    let trusted = Requester {
+        is_self: true,
+        ..requester.clone()
+    };
+    let ours = match old {
+        Some(old) => Change::Update {
+            old: old.clone(),
+            new: candidate.clone(),
+        },
+        None => Change::Create(candidate.clone()),
+    };
+    let verdict = decide_as(&ours, policies, cluster, now, &trusted);
+    let recomputed = mutation::patched(&candidate, &verdict.patch)
+        .and_then(|w| w.refresh_record().and_then(Result::ok));
+    let claimed = new.refresh_record().and_then(Result::ok);
+    // `started` is the mutation's own clock (kept on reinvocation), so it
+    // may be earlier than now, never later.
+    let not_ahead = |r: &RefreshRecord| r.started.as_second() <= now.as_second() + 60;
+    match (recomputed, claimed) {
+        (Some(ours), Some(theirs)) if ours.same_start(&theirs) && not_ahead(&theirs) => None,
+        _ => {
+            let mut refused = Verdict {
+                allowed: false,
+                rule: Some(Rule::RecordIntegrity),
+                reason: format!(
+                    "{} {}/{}: the {REFRESH} annotation is upgrade-guard's record of a refresh, written only by upgrade-guard; this request changes it (rule {})",
+                    new.kind(),
+                    new.namespace(),
+                    new.name(),
+                    Rule::RecordIntegrity
+                ),
+                ..Default::default()
+            };
+            refused.policy = policies
+                .select(new)
+                .or_else(|| old.and_then(|o| policies.select(o)))
+                .map(Policy::describe);
+            Some(refused)
+        }
+    }
 }

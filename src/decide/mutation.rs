@@ -226,3 +226,14 @@ pub fn patch_for(edits: &[Edit], w: &Workload) -> Vec<PatchOperation> {
         .flat_map(|e| e.operations(w))
         .collect()
 }
+
+/// `w` with the patch applied, as the API server would store it.
+pub fn patched(w: &Workload, patch: &[PatchOperation]) -> Option<Workload> {
+    let mut value = match w {
+        Workload::StatefulSet(s) => serde_json::to_value(s),
+        Workload::Deployment(d) => serde_json::to_value(d),
+    }
+    .ok()?;
+    json_patch::patch(&mut value, patch).ok()?;
+    Workload::from_value(value).ok().flatten()
+}

@@ -4,8 +4,9 @@
 pub mod lean;
 pub mod live;
 pub mod metrics;
+pub mod rbac;
 pub mod review;
 pub mod server;
 pub mod tls;
 
-pub use review::{Endpoint, ReviewError, Reviewed, review};
+pub use review::{Caller, Endpoint, ReviewError, Reviewed, review};

@@ -10,7 +10,9 @@ use kube::core::{DynamicObject, GroupVersionResource, Resource, response::Status
 use serde::de::DeserializeOwned;
 
 use super::lean::Lean;
-use crate::decide::{self, Change, ClusterView, Verdict};
+use k8s_openapi::api::authentication::v1::UserInfo;
+
+use crate::decide::{self, Change, ClusterView, Overrides, Requester, Verdict};
 use crate::policy::PolicySet;
 use crate::workload::{Workload, WorkloadKind};
 
@@ -68,7 +70,18 @@ pub struct Reviewed {
     pub name: String,
     pub user: String,
     pub groups: Vec<String>,
+    /// Who asked, as the API server authenticated them.
+    pub user_info: UserInfo,
     pub dry_run: bool,
+}
+
+/// What the server knows about who may do what: its own identity, and
+/// whether RBAC allowed an override to this request's user.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    /// upgrade-guard's own user name (`serve --self-user`).
+    pub self_user: Option<String>,
+    pub overrides: Overrides,
 }
 
 /// Enough of a review to know which type its objects are, read before the
@@ -97,6 +110,7 @@ pub fn review(
     policies: &PolicySet,
     cluster: &dyn ClusterView,
     now: jiff::Timestamp,
+    caller: &Caller,
 ) -> Result<Reviewed, ReviewError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ReviewError::Empty);
@@ -118,6 +132,7 @@ pub fn review(
         policies,
         cluster,
         now,
+        caller,
     };
     match (kind, request.sub_resource.as_deref().unwrap_or("")) {
         (Some(WorkloadKind::StatefulSet), "") => ctx
@@ -185,6 +200,7 @@ struct Context<'a> {
     policies: &'a PolicySet,
     cluster: &'a dyn ClusterView,
     now: jiff::Timestamp,
+    caller: &'a Caller,
 }
 
 impl Context<'_> {
@@ -223,8 +239,15 @@ impl Context<'_> {
         request: &AdmissionRequest<T>,
         change: Option<Change>,
     ) -> Reviewed {
+        let requester = Requester {
+            is_self: self.caller.self_user.is_some()
+                && request.user_info.username == self.caller.self_user,
+            overrides: self.caller.overrides.clone(),
+        };
         let verdict = match &change {
-            Some(change) => decide::decide(change, self.policies, self.cluster, self.now),
+            Some(change) => {
+                decide::decide_as(change, self.policies, self.cluster, self.now, &requester)
+            }
             None => Verdict {
                 allowed: true,
                 ..Default::default()
@@ -239,6 +262,7 @@ impl Context<'_> {
             name: request.name.clone(),
             user: request.user_info.username.clone().unwrap_or_default(),
             groups: request.user_info.groups.clone().unwrap_or_default(),
+            user_info: request.user_info.clone(),
             dry_run: request.dry_run,
             verdict,
         }

@@ -24,8 +24,9 @@ use tokio_rustls::TlsAcceptor;
 use tower_http::timeout::TimeoutLayer;
 
 use super::metrics::{Metrics, RequestLabels, RuleLabels};
-use super::review::{Endpoint, Reviewed, review};
-use crate::decide::{ClusterView, Rule};
+use super::rbac::Rbac;
+use super::review::{Caller, Endpoint, Reviewed, review};
+use crate::decide::{ClusterView, Overrides, Rule};
 use crate::policy::PolicySet;
 
 /// What the handlers share.
@@ -37,6 +38,10 @@ pub struct App {
     /// Policies loaded and, with cluster access, caches synced.
     pub ready: Arc<AtomicBool>,
     pub clock: fn() -> jiff::Timestamp,
+    /// upgrade-guard's own identity, for the refresh record's integrity.
+    pub self_user: Option<String>,
+    /// With cluster access: RBAC, asked whether a user may override.
+    pub rbac: Option<Rbac>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -146,13 +151,40 @@ async fn admission(
     }
     let started = Instant::now();
     let policies = app.policies.load();
-    let result = review(
+    let now = (app.clock)();
+    let mut caller = Caller {
+        self_user: app.self_user.clone(),
+        overrides: Overrides::Unchecked,
+    };
+    let mut result = review(
         &body,
         endpoint,
         &policies,
         app.cluster.as_ref(),
-        (app.clock)(),
+        now,
+        &caller,
     );
+    // An override is honoured only when RBAC says this user may force here;
+    // asked only when one would be used, then the request decided again.
+    if let (Ok(reviewed), Some(rbac), Endpoint::Validate) = (&result, &app.rbac, endpoint)
+        && reviewed.verdict.rule == Some(Rule::Forced)
+        && !rbac
+            .may_force(&reviewed.user_info, &reviewed.namespace)
+            .await
+    {
+        caller.overrides = Overrides::Denied {
+            user: reviewed.user.clone(),
+            namespace: reviewed.namespace.clone(),
+        };
+        result = review(
+            &body,
+            endpoint,
+            &policies,
+            app.cluster.as_ref(),
+            now,
+            &caller,
+        );
+    }
     app.metrics
         .decision_seconds
         .observe(started.elapsed().as_secs_f64());
