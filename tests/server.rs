@@ -33,6 +33,7 @@ struct Options {
     client_ca: Option<PathBuf>,
     cluster: Arc<dyn ClusterView + Send + Sync>,
     ready: bool,
+    rbac: Option<upgrade_guard::webhook::rbac::Rbac>,
 }
 
 impl Default for Options {
@@ -41,6 +42,7 @@ impl Default for Options {
             client_ca: None,
             cluster: Arc::new(NoCluster),
             ready: true,
+            rbac: None,
         }
     }
 }
@@ -93,7 +95,7 @@ async fn start(options: Options) -> Harness {
         ready: Arc::new(AtomicBool::new(options.ready)),
         clock: fixed_now,
         self_user: None,
-        rbac: None,
+        rbac: options.rbac,
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -704,4 +706,70 @@ async fn a_review_wrapping_kubectl_set_image_output_is_judged_over_tls() {
         .await;
     assert_eq!(response_of(&reply)["patchType"], "JSONPatch");
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_override_is_honoured_only_when_rbac_says_the_requesting_user_may_force() {
+    use http::{Request, Response};
+    use kube::client::Body;
+    // A forced 1.7.0 → 1.9.0, sent by the recorded user.
+    let mut review = sample("sts-update-set-image.json");
+    review["request"]["oldObject"] = value("manifests/db.yaml");
+    review["request"]["object"] = value("generated/db-1.9.0-forced.yaml");
+    for allowed in [true, false] {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let rbac = upgrade_guard::webhook::rbac::Rbac::new(kube::Client::new(service, "default"));
+        let api = tokio::spawn(async move {
+            let (request, respond) = handle.next_request().await.unwrap();
+            assert_eq!(
+                request.uri().path(),
+                "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+            );
+            let body = http_body_util::BodyExt::collect(request.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            let sar: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(sar["spec"]["user"], "cluster-admin");
+            assert_eq!(sar["spec"]["resourceAttributes"]["verb"], "force");
+            assert_eq!(sar["spec"]["resourceAttributes"]["namespace"], "shop");
+            let reply = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": {}, "status": {"allowed": allowed}});
+            respond.send_response(
+                Response::builder()
+                    .status(201)
+                    .body(Body::from(reply.to_string().into_bytes()))
+                    .unwrap(),
+            );
+            // The plain approval that follows asks nothing.
+            let extra =
+                tokio::time::timeout(Duration::from_millis(500), handle.next_request()).await;
+            assert!(extra.is_err(), "only the forced request asks RBAC");
+        });
+        let server = start(Options {
+            rbac: Some(rbac),
+            ..Options::default()
+        })
+        .await;
+        let mut client = server.client("h2").await;
+        let (_, _, reply) = client
+            .post("/validate", review.to_string().into_bytes())
+            .await;
+        let response = response_of(&reply);
+        assert_eq!(response["allowed"], allowed, "{response}");
+        if !allowed {
+            let message = response["status"]["message"].as_str().unwrap();
+            assert!(message.contains("cluster-admin may not force"), "{message}");
+        }
+        let plain = {
+            let mut r = review.clone();
+            r["request"]["object"] = value("generated/db-1.8.0.yaml");
+            r
+        };
+        let (_, _, reply) = client
+            .post("/validate", plain.to_string().into_bytes())
+            .await;
+        assert_eq!(response_of(&reply)["allowed"], true);
+        api.await.unwrap();
+        server.shutdown().await;
+    }
 }
