@@ -883,3 +883,45 @@ fn an_override_rbac_denied_is_refused_with_the_rule_that_would_grant_it() {
         v.reason
     );
 }
+
+// ---- A governed workload cannot leave its policy quietly. ----
+
+#[test]
+fn dropping_the_label_its_policy_selects_is_refused_so_the_three_step_route_stops_at_once() {
+    let (old, unlabelled) = (
+        workload("manifests/db.yaml"),
+        workload("generated/db-unlabelled.yaml"),
+    );
+    let v = update(&old, &unlabelled, &policies());
+    refused(&v, Rule::LeftPolicy);
+    assert_eq!(
+        v.reason,
+        "StatefulSet shop/db: this change removes what made policy semver-db select it (its labels now {}); a governed workload cannot leave its policy quietly: change the policy, or keep the labels (rule left-policy, policy semver-db); to accept the risk, set upgradeguard.io/force-to: \"1.7.0\" and upgradeguard.io/force-reason"
+    );
+    // Forced for the version it runs, it leaves, audibly.
+    let forced = with(
+        &unlabelled,
+        "/metadata/annotations",
+        json!({"upgradeguard.io/force-to": "1.7.0", "upgradeguard.io/force-reason": "handing db to the new team's policy"}),
+    );
+    let v = update(&old, &forced, &policies());
+    assert!(v.allowed, "{}", v.reason);
+    assert_eq!(v.rule, Some(Rule::Forced));
+    // Dropping the label and jumping a major in one go is judged by the policy it leaves.
+    let v = update(
+        &old,
+        &workload("generated/db-unlabelled-2.0.0.yaml"),
+        &policies(),
+    );
+    refused(&v, Rule::LeftPolicy);
+}
+
+#[test]
+fn a_workload_no_policy_selected_before_or_after_is_ungoverned() {
+    let v = update(
+        &workload("generated/db-unlabelled.yaml"),
+        &workload("generated/db-unlabelled-2.0.0.yaml"),
+        &policies(),
+    );
+    assert!(v.allowed && v.policy.is_none(), "{v:?}");
+}

@@ -37,11 +37,13 @@ pub enum Rule {
     GovernedContainerRemoved,
     /// The refresh record changed by someone other than upgrade-guard.
     RecordIntegrity,
+    /// A governed workload relabelled out of its policy.
+    LeftPolicy,
     Forced,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 10] = [
+    pub const ALL: [Rule; 11] = [
         Rule::SkipVersion,
         Rule::CrossTrack,
         Rule::Downgrade,
@@ -51,6 +53,7 @@ impl Rule {
         Rule::RequireStatefulset,
         Rule::GovernedContainerRemoved,
         Rule::RecordIntegrity,
+        Rule::LeftPolicy,
         Rule::Forced,
     ];
 
@@ -65,6 +68,7 @@ impl Rule {
             Rule::RequireStatefulset => "require-statefulset",
             Rule::GovernedContainerRemoved => "governed-container-removed",
             Rule::RecordIntegrity => "record-integrity",
+            Rule::LeftPolicy => "left-policy",
             Rule::Forced => "forced",
         }
     }
@@ -212,12 +216,26 @@ pub fn decide_as(
                 verdict
             }
         },
-        Change::Update { old, new } => {
-            match policies.select(new).or_else(|| policies.select(old)) {
-                None => Verdict::allow(),
-                Some(policy) => decide_update(old, new, policy, cluster, now, &requester.overrides),
+        Change::Update { old, new } => match (policies.select(old), policies.select(new)) {
+            (None, None) => Verdict::allow(),
+            (Some(before), after) if after.is_none_or(|a| a.describe() != before.describe()) => {
+                let leaving = left_policy(new, before, &requester.overrides);
+                if !leaving.allowed {
+                    return leaving;
+                }
+                let mut verdict =
+                    decide_update(old, new, before, cluster, now, &requester.overrides);
+                if verdict.allowed && verdict.rule != Some(Rule::Forced) {
+                    verdict.rule = leaving.rule;
+                    verdict.reason = leaving.reason;
+                    verdict.warnings.extend(leaving.warnings);
+                }
+                verdict
             }
-        }
+            (_, Some(policy)) | (Some(policy), None) => {
+                decide_update(old, new, policy, cluster, now, &requester.overrides)
+            }
+        },
     }
 }
 
@@ -992,6 +1010,51 @@ fn override_for(
         ));
     }
     Ok(())
+}
+
+/// A change that takes a governed workload out of its policy (its labels no
+/// longer select it, or now select another) is judged by the policy it
+/// leaves: refused (rule left-policy) unless overridden for the version it
+/// runs, when the verdict is the forced one.
+fn left_policy(new: &Workload, before: &Policy, overrides: &Overrides) -> Verdict {
+    let refusal = Refusal {
+        rule: Rule::LeftPolicy,
+        reason: format!(
+            "this change removes what made {} select it (its labels now {}); a governed workload cannot leave its policy quietly: change the policy, or keep the labels",
+            before.describe(),
+            crate::echo::bounded(&format!("{:?}", new.labels().cloned().unwrap_or_default()))
+        ),
+        forceable: true,
+    };
+    let target = new
+        .template()
+        .map(|t| before.versions(t))
+        .and_then(|v| v.into_iter().next())
+        .unwrap_or(GovernedVersion {
+            container: String::new(),
+            image: "none".into(),
+            version: Err("no governed container".into()),
+        });
+    let mut verdict = Verdict {
+        allowed: true,
+        policy: Some(before.describe()),
+        ..Default::default()
+    };
+    match override_for(new, &target, &refusal, overrides) {
+        Ok(()) => record_forced(&mut verdict, new, &[refusal]),
+        Err(hint) => {
+            let refused = Refused {
+                rule: refusal.rule,
+                reason: refusal.reason,
+                hint,
+            };
+            verdict.allowed = false;
+            verdict.rule = Some(refused.rule);
+            verdict.reason =
+                refusal_text(new.kind(), new.namespace(), new.name(), before, &refused);
+        }
+    }
+    verdict
 }
 
 /// The refresh record is upgrade-guard's alone: a request by anyone else may
