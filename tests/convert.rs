@@ -141,7 +141,8 @@ fn a_database_with_one_claim_becomes_a_statefulset_that_rebinds_its_volume() {
 
 #[test]
 fn two_claims_and_a_config_map_keep_the_config_map_and_reuse_the_headless_service() {
-    let c = convert("two-claims.yaml", &[]);
+    // nm-data names its own volume; nm-logs's comes from --pv.
+    let c = convert("two-claims.yaml", &["--pv", "nm-logs=pvc-9e8f7a6b"]);
     assert_eq!(c.code, 0, "{}", c.stderr);
     let sts: StatefulSet = one(&c.objects, "StatefulSet", "nodemanager");
     let spec = sts.spec.unwrap();
@@ -172,12 +173,12 @@ fn two_claims_and_a_config_map_keep_the_config_map_and_reuse_the_headless_servic
         ["conf", "scratch"],
         "configMap and emptyDir stay in the pod template"
     );
-    for name in ["data-nodemanager-0", "logs-nodemanager-0"] {
+    for (name, pv) in [
+        ("data-nodemanager-0", "pvc-0a1b2c3d"),
+        ("logs-nodemanager-0", "pvc-9e8f7a6b"),
+    ] {
         let claim: PersistentVolumeClaim = one(&c.objects, "PersistentVolumeClaim", name);
-        assert!(
-            claim.spec.unwrap().volume_name.is_none(),
-            "PV unknown without --pv"
-        );
+        assert_eq!(claim.spec.unwrap().volume_name.as_deref(), Some(pv));
     }
     assert_eq!(count(&c.objects, "ConfigMap"), 1);
     assert!(
@@ -186,9 +187,52 @@ fn two_claims_and_a_config_map_keep_the_config_map_and_reuse_the_headless_servic
         "{}",
         c.stderr
     );
+    // Every step names the real volume, and the volume stays known: it is
+    // freed by name after the claim that named it is gone.
+    for line in [
+        "kubectl patch pv pvc-0a1b2c3d -p '{\"spec\":{\"persistentVolumeReclaimPolicy\":\"Retain\"}}'   # keep the data of claim nm-data when it goes",
+        "kubectl -n fate delete pvc nm-data   # pvc-0a1b2c3d becomes Released; Retain keeps it",
+        "kubectl patch pv pvc-0a1b2c3d --type json -p '[{\"op\":\"remove\",\"path\":\"/spec/claimRef\"}]'   # free it for data-nodemanager-0",
+        "kubectl patch pv pvc-9e8f7a6b --type json -p '[{\"op\":\"remove\",\"path\":\"/spec/claimRef\"}]'   # free it for logs-nodemanager-0",
+    ] {
+        assert!(c.stderr.contains(line), "{line}\n{}", c.stderr);
+    }
+    assert!(
+        !c.stderr.contains(" PV ") && !c.stderr.contains("$("),
+        "{}",
+        c.stderr
+    );
+}
+
+#[test]
+fn a_claim_whose_volume_cannot_be_known_stops_the_conversion() {
+    let c = convert("two-claims.yaml", &[]);
+    assert_eq!(c.code, 2);
+    assert!(c.objects.is_empty(), "no plan that loses data");
+    assert!(
+        c.stderr.ends_with("two-claims.yaml: document 3: PersistentVolumeClaim fate/nm-logs names no volume (spec.volumeName), so the PersistentVolume that holds its data is not known here, and the new claim would get an empty one: give --pv nm-logs=PV (kubectl -n fate get pvc nm-logs -o jsonpath='{.spec.volumeName}'), or migrate live with `upgrade-guard migrate fate/nodemanager`\n"),
+        "{}",
+        c.stderr
+    );
+}
+
+#[test]
+fn a_pv_for_a_claim_not_in_the_manifests_or_against_the_claims_own_is_an_error() {
+    let c = convert("two-claims.yaml", &["--pv", "nm-log=pvc-9e8f7a6b"]);
+    assert_eq!(c.code, 2);
     assert!(
         c.stderr
-            .contains("kubectl -n fate get pvc nm-data -o jsonpath"),
+            .ends_with("--pv names claim nm-log, which is not in these manifests\n"),
+        "{}",
+        c.stderr
+    );
+    let c = convert(
+        "two-claims.yaml",
+        &["--pv", "nm-logs=pvc-9e8f7a6b", "--pv", "nm-data=pvc-other"],
+    );
+    assert_eq!(c.code, 2);
+    assert!(
+        c.stderr.contains("PersistentVolumeClaim fate/nm-data is bound to PersistentVolume pvc-0a1b2c3d, but --pv says pvc-other"),
         "{}",
         c.stderr
     );
@@ -228,7 +272,7 @@ fn replicas_sharing_a_single_node_claim_are_refused_not_converted() {
 
 #[test]
 fn a_claim_with_no_storage_class_keeps_the_cluster_default() {
-    let c = convert("no-storage-class.yaml", &[]);
+    let c = convert("no-storage-class.yaml", &["--pv", "notebook-home=pvc-5d6e"]);
     assert_eq!(c.code, 0, "{}", c.stderr);
     let sts: StatefulSet = one(&c.objects, "StatefulSet", "notebook");
     assert_eq!(sts.metadata.namespace.as_deref(), Some("default"));

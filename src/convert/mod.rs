@@ -67,7 +67,30 @@ fn name_of(v: &Value) -> (String, String) {
     )
 }
 
-/// `pvs`: claim name → PersistentVolume name, where known (`--pv`).
+/// The PersistentVolume that holds a claim's data: the claim's own
+/// `spec.volumeName`, or `--pv`. Without it the new claim would get a new,
+/// empty volume, so there is no conversion.
+fn volume_of(
+    claim: &str,
+    spec: &PersistentVolumeClaimSpec,
+    pvs: &HashMap<String, String>,
+    ns: &str,
+    deployment: &str,
+) -> Result<String, String> {
+    match (spec.volume_name.as_deref(), pvs.get(claim)) {
+        (Some(own), Some(given)) if own != given => Err(format!(
+            "PersistentVolumeClaim {ns}/{claim} is bound to PersistentVolume {own}, but --pv says {given}: drop --pv {claim}={given}"
+        )),
+        (Some(own), _) => Ok(own.to_string()),
+        (None, Some(given)) => Ok(given.clone()),
+        (None, None) => Err(format!(
+            "PersistentVolumeClaim {ns}/{claim} names no volume (spec.volumeName), so the PersistentVolume that holds its data is not known here, and the new claim would get an empty one: give --pv {claim}=PV (kubectl -n {ns} get pvc {claim} -o jsonpath='{{.spec.volumeName}}'), or migrate live with `upgrade-guard migrate {ns}/{deployment}`"
+        )),
+    }
+}
+
+/// `pvs`: claim name → PersistentVolume name (`--pv`), for claims whose
+/// manifest does not name their volume.
 pub fn convert(
     manifests: &[Manifest],
     pvs: &HashMap<String, String>,
@@ -87,11 +110,20 @@ pub fn convert(
             _ => {}
         }
     }
+    let source = manifests.first().map_or("the input", |m| m.source.as_str());
+    let source = source.split(": document").next().unwrap_or(source);
     if deployments.is_empty() {
-        let source = manifests.first().map_or("the input", |m| m.source.as_str());
+        return Err(error(source, "no Deployment to convert"));
+    }
+    let mut unknown: Vec<&String> = pvs
+        .keys()
+        .filter(|claim| !claims.keys().any(|(_, name)| name == *claim))
+        .collect();
+    unknown.sort();
+    if let Some(claim) = unknown.first() {
         return Err(error(
-            source.split(": document").next().unwrap_or(source),
-            "no Deployment to convert",
+            source,
+            format!("--pv names claim {claim}, which is not in these manifests"),
         ));
     }
 
@@ -187,7 +219,8 @@ pub fn convert(
                 status: None,
             });
             let new_name = format!("{volume}-{name}-0");
-            let pv = pvs.get(claim_name).cloned();
+            let pv = volume_of(claim_name, &claim_spec, pvs, &ns, &name)
+                .map_err(|message| error(&claim_manifest.source, message))?;
             new_claims.push((claim_name.clone(), new_name.clone(), pv.clone()));
             added.push(to_value(&PersistentVolumeClaim {
                 metadata: ObjectMeta {
@@ -197,7 +230,7 @@ pub fn convert(
                     ..Default::default()
                 },
                 spec: Some(PersistentVolumeClaimSpec {
-                    volume_name: pv,
+                    volume_name: Some(pv),
                     ..template_spec
                 }),
                 status: None,
@@ -350,27 +383,23 @@ fn steps(
     ns: &str,
     name: &str,
     service: &str,
-    claims: &[(String, String, Option<String>)],
+    claims: &[(String, String, String)],
 ) {
     let n = |steps: &Vec<String>| steps.len() + 1;
     for (old, _, pv) in claims {
-        let pv_text = pv.clone().unwrap_or_else(|| {
-            format!("$(kubectl -n {ns} get pvc {old} -o jsonpath='{{.spec.volumeName}}')")
-        });
         steps.push(format!(
-            "{}. kubectl patch pv {pv_text} -p '{{\"spec\":{{\"persistentVolumeReclaimPolicy\":\"Retain\"}}}}'   # keep the data when the old claim goes",
+            "{}. kubectl patch pv {pv} -p '{{\"spec\":{{\"persistentVolumeReclaimPolicy\":\"Retain\"}}}}'   # keep the data of claim {old} when it goes",
             n(steps)
         ));
     }
     steps.push(format!("{}. kubectl -n {ns} scale deployment/{name} --replicas=0   # and wait until its pods are gone", n(steps)));
     for (old, new, pv) in claims {
-        let pv_text = pv.clone().unwrap_or_else(|| "PV".into());
         steps.push(format!(
-            "{}. kubectl -n {ns} delete pvc {old}   # the PV becomes Released; Retain keeps it",
+            "{}. kubectl -n {ns} delete pvc {old}   # {pv} becomes Released; Retain keeps it",
             n(steps)
         ));
         steps.push(format!(
-            "{}. kubectl patch pv {pv_text} --type json -p '[{{\"op\":\"remove\",\"path\":\"/spec/claimRef\"}}]'   # free it for {new}",
+            "{}. kubectl patch pv {pv} --type json -p '[{{\"op\":\"remove\",\"path\":\"/spec/claimRef\"}}]'   # free it for {new}",
             n(steps)
         ));
     }
