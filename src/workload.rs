@@ -185,6 +185,22 @@ impl Workload {
         }
     }
 
+    /// A StatefulSet whose pods restart only when someone deletes them
+    /// (`updateStrategy.type: OnDelete`), often a database operator's
+    /// choice: upgrade-guard never changes it, nor sets a partition.
+    pub fn is_on_delete(&self) -> bool {
+        match self {
+            Workload::StatefulSet(s) => {
+                s.spec
+                    .as_ref()
+                    .and_then(|s| s.update_strategy.as_ref())
+                    .and_then(|u| u.type_.as_deref())
+                    == Some("OnDelete")
+            }
+            Workload::Deployment(_) => false,
+        }
+    }
+
     /// The refresh record kept in the `upgradeguard.io/refresh` annotation:
     /// `None` when absent, `Some(Err)` when someone wrote something unreadable.
     pub fn refresh_record(&self) -> Option<Result<RefreshRecord, serde_json::Error>> {

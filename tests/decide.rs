@@ -925,3 +925,37 @@ fn a_workload_no_policy_selected_before_or_after_is_ungoverned() {
     );
     assert!(v.allowed && v.policy.is_none(), "{v:?}");
 }
+
+// ---- OnDelete is the operator's choice: left as it is, said so. ----
+
+#[test]
+fn an_on_delete_statefulset_keeps_its_strategy_with_a_warning_and_its_path_is_still_checked() {
+    let old = workload("generated/db-ondelete.yaml");
+    let new = workload("generated/db-ondelete-1.8.0.yaml");
+    let v = update(&old, &new, &policies());
+    assert!(v.allowed, "{}", v.reason);
+    assert!(
+        v.patch.iter().all(|op| !serde_json::to_string(op)
+            .unwrap()
+            .contains("updateStrategy")),
+        "{:?}",
+        v.patch
+    );
+    let after = patched(&new, &v);
+    assert!(after.is_on_delete());
+    assert_eq!(record(&after).partition, None);
+    for warnings in [&v.warnings, &v.patch_warnings] {
+        assert!(
+            warnings.iter().any(|w| w.starts_with("upgrade-guard: StatefulSet shop/db uses updateStrategy OnDelete, which upgrade-guard leaves as it is")),
+            "{warnings:?}"
+        );
+    }
+    refused(
+        &update(
+            &old,
+            &workload("generated/db-ondelete-1.9.0.yaml"),
+            &policies(),
+        ),
+        Rule::SkipVersion,
+    );
+}

@@ -502,3 +502,36 @@ fn a_deployment_is_paused_after_its_first_refreshed_pod_and_resumed_on_request()
     );
     assert_eq!(event(&run(&done, &[], &s, 90)), "RefreshCompleted");
 }
+
+#[test]
+fn an_on_delete_statefulset_is_never_partitioned_and_completes_when_every_pod_is_refreshed() {
+    let mut w = json(&sts(3, 0, &record(0, "RollingOut", json!({})), json!({})));
+    w["spec"]["updateStrategy"] = json!({"type": "OnDelete"});
+    let w = of(w);
+    let s = settings(PauseAfter::None);
+    let waiting = run(&w, &pods(3, 3, 0), &s, 100);
+    assert!(waiting.is_nothing() && waiting.partition.is_none());
+    assert_eq!(
+        waiting.next.text,
+        "updateStrategy OnDelete: delete pod db-2 to refresh it (`kubectl -n shop delete pod db-2`), highest ordinal first"
+    );
+    let starting = run(
+        &w,
+        &[
+            pod(0, "old", Some(0)),
+            pod(1, "old", Some(0)),
+            pod(2, "new", None),
+        ],
+        &s,
+        100,
+    );
+    assert!(
+        starting.next.text.contains("waiting for db-2 to be Ready"),
+        "{}",
+        starting.next.text
+    );
+    let done = run(&w, &pods(3, 0, 0), &s, 100);
+    assert_eq!(event(&done), "RefreshCompleted");
+    assert_eq!(written(&done).state, RefreshState::Completed);
+    assert_eq!(done.partition, None);
+}

@@ -476,7 +476,15 @@ fn decide_update(
             (verdict.from, verdict.to) = (Some(record.from.clone()), Some(record.to.clone()));
         }
         let mut refresh_edits = Vec::new();
-        if let Workload::StatefulSet(_) = new {
+        if new.is_on_delete() {
+            let warning = format!(
+                "upgrade-guard: StatefulSet {}/{} uses updateStrategy OnDelete, which upgrade-guard leaves as it is: its pods restart only when you delete them, one at a time, highest ordinal first; the upgrade path was checked, and the refresh stays frozen until every pod runs the new revision",
+                new.namespace(),
+                new.name()
+            );
+            verdict.warnings.push(warning.clone());
+            verdict.patch_warnings.push(warning);
+        } else if let Workload::StatefulSet(_) = new {
             let partition = (new.replicas() - 1).max(0);
             record.partition = Some(partition);
             refresh_edits.push(Edit::Partition(partition));

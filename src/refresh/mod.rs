@@ -519,6 +519,9 @@ fn step_statefulset(
         .as_ref()
         .and_then(|s| s.update_revision.as_deref())
         .unwrap_or_default();
+    if w.is_on_delete() {
+        return step_on_delete(name, observed, record, update_revision);
+    }
     let unit = w.partition().unwrap_or(0).clamp(0, replicas - 1);
     let pod = pod_at(pods, name, unit);
     let pod_name = format!("{name}-{unit}");
@@ -684,6 +687,46 @@ fn step_statefulset(
             command: Some(format!("upgrade-guard status {id}")),
         },
         ..Default::default()
+    }
+}
+
+/// An OnDelete StatefulSet is refreshed by whoever deletes its pods; the
+/// controller only says which one is next and completes the record once
+/// every pod runs the update revision and is Ready.
+fn step_on_delete(
+    name: &str,
+    observed: &Observed,
+    record: RefreshRecord,
+    update_revision: &str,
+) -> Action {
+    let (settings, now, pods) = (observed.settings, observed.now, observed.pods);
+    let replicas = observed.workload.replicas();
+    let health = |o: i32| {
+        unit_health(
+            pod_at(pods, name, o),
+            update_revision,
+            settings.min_ready,
+            now,
+        )
+    };
+    match (0..replicas).rev().find(|o| health(*o) != UnitHealth::Done) {
+        None => {
+            let detail = format!(": all {replicas} units refreshed (OnDelete)");
+            completed(record, now, &detail, false, None)
+        }
+        Some(o) if health(o) == UnitHealth::Outdated => Action::wait(
+            format!(
+                "updateStrategy OnDelete: delete pod {name}-{o} to refresh it (`kubectl -n {} delete pod {name}-{o}`), highest ordinal first",
+                observed.workload.namespace()
+            ),
+            POLL,
+        ),
+        Some(o) => Action::wait(
+            format!(
+                "updateStrategy OnDelete: waiting for {name}-{o} to be Ready on the new revision"
+            ),
+            POLL,
+        ),
     }
 }
 
