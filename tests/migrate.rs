@@ -43,16 +43,18 @@ fn target_and_cluster() -> (Target, Cluster) {
 }
 
 /// A component of the platform: its Deployment, each claim bound to a
-/// volume of its own (`pvc-7f3a` for mysql-data, `pv-<claim>` otherwise).
+/// volume of its own (the one it names, else `pvc-7f3a` for mysql-data,
+/// `pv-<claim>` otherwise).
 fn component(file: &str, name: &str) -> (Target, Cluster) {
     let text = std::fs::read_to_string(fixture(&format!("convert/{file}"))).unwrap();
     let manifests = manifest::parse(&text, file).unwrap();
     let of_kind = |kind: &'static str| manifests.iter().filter(move |m| m.value["kind"] == kind);
     let pv_of = |claim: &str| {
-        if claim == "mysql-data" {
-            "pvc-7f3a".to_string()
-        } else {
-            format!("pv-{claim}")
+        let named = manifests.iter().find(|m| m.value["metadata"]["name"] == claim);
+        match named.and_then(|m| m.value["spec"]["volumeName"].as_str()) {
+            Some(own) => own.to_string(),
+            None if claim == "mysql-data" => "pvc-7f3a".to_string(),
+            None => format!("pv-{claim}"),
         }
     };
     let pvs = of_kind("PersistentVolumeClaim")
