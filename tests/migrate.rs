@@ -50,7 +50,9 @@ fn component(file: &str, name: &str) -> (Target, Cluster) {
     let manifests = manifest::parse(&text, file).unwrap();
     let of_kind = |kind: &'static str| manifests.iter().filter(move |m| m.value["kind"] == kind);
     let pv_of = |claim: &str| {
-        let named = manifests.iter().find(|m| m.value["metadata"]["name"] == claim);
+        let named = manifests
+            .iter()
+            .find(|m| m.value["metadata"]["name"] == claim);
         match named.and_then(|m| m.value["spec"]["volumeName"].as_str()) {
             Some(own) => own.to_string(),
             None if claim == "mysql-data" => "pvc-7f3a".to_string(),
@@ -482,7 +484,7 @@ fn every_component_of_the_platform_comes_out_with_its_volumes_reattached() {
             "two-claims.yaml",
             "nodemanager",
             vec![
-                ("data-nodemanager-0", "pv-nm-data"),
+                ("data-nodemanager-0", "pvc-0a1b2c3d"),
                 ("logs-nodemanager-0", "pv-nm-logs"),
             ],
         ),
