@@ -940,13 +940,37 @@ fn containers_removed(
         ),
         forceable: true,
     };
-    let none = GovernedVersion {
+    verdict.from = old_versions.first().map(|o| o.label().to_string());
+    unless_overridden(
+        new,
+        policy,
+        &no_governed_container(),
+        refusal,
+        overrides,
+        verdict,
+    )
+}
+
+/// The override target when the template runs no governed container.
+fn no_governed_container() -> GovernedVersion {
+    GovernedVersion {
         container: String::new(),
         image: "none".into(),
         version: Err("no governed container".into()),
-    };
-    verdict.from = old_versions.first().map(|o| o.label().to_string());
-    match override_for(new, &none, &refusal, overrides) {
+    }
+}
+
+/// `verdict` forced past `refusal` when an override for `target` may be
+/// used, else refused by it under `policy`.
+fn unless_overridden(
+    new: &Workload,
+    policy: &Policy,
+    target: &GovernedVersion,
+    refusal: Refusal,
+    overrides: &Overrides,
+    mut verdict: Verdict,
+) -> Verdict {
+    match override_for(new, target, &refusal, overrides) {
         Ok(()) => record_forced(&mut verdict, new, &[refusal]),
         Err(hint) => {
             let refused = Refused {
@@ -1038,31 +1062,13 @@ fn left_policy(new: &Workload, before: &Policy, overrides: &Overrides) -> Verdic
         .template()
         .map(|t| before.versions(t))
         .and_then(|v| v.into_iter().next())
-        .unwrap_or(GovernedVersion {
-            container: String::new(),
-            image: "none".into(),
-            version: Err("no governed container".into()),
-        });
-    let mut verdict = Verdict {
+        .unwrap_or_else(no_governed_container);
+    let verdict = Verdict {
         allowed: true,
         policy: Some(before.describe()),
         ..Default::default()
     };
-    match override_for(new, &target, &refusal, overrides) {
-        Ok(()) => record_forced(&mut verdict, new, &[refusal]),
-        Err(hint) => {
-            let refused = Refused {
-                rule: refusal.rule,
-                reason: refusal.reason,
-                hint,
-            };
-            verdict.allowed = false;
-            verdict.rule = Some(refused.rule);
-            verdict.reason =
-                refusal_text(new.kind(), new.namespace(), new.name(), before, &refused);
-        }
-    }
-    verdict
+    unless_overridden(new, before, &target, refusal, overrides, verdict)
 }
 
 /// The refresh record is upgrade-guard's alone: a request by anyone else may
