@@ -94,7 +94,7 @@ async fn start(options: Options) -> Harness {
         registry: Arc::new(registry),
         ready: Arc::new(AtomicBool::new(options.ready)),
         clock: fixed_now,
-        self_user: None,
+        caller: Default::default(),
         rbac: options.rbac,
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

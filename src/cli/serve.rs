@@ -177,7 +177,10 @@ async fn serve(args: &Args, common: &Common) -> Result<ExitCode, Error> {
         registry: Arc::new(registry),
         ready,
         clock: jiff::Timestamp::now,
-        self_user,
+        caller: crate::webhook::Caller {
+            self_user,
+            ..Default::default()
+        },
         rbac,
     });
     let limits = Limits {

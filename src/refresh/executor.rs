@@ -237,20 +237,6 @@ pub fn params() -> PatchParams {
     }
 }
 
-/// A JSON merge patch of the workload, as upgrade-guard's field manager.
-pub async fn patch(client: &kube::Client, w: &Workload, body: &Value) -> Result<(), kube::Error> {
-    match w {
-        Workload::StatefulSet(_) => Api::<StatefulSet>::namespaced(client.clone(), w.namespace())
-            .patch(w.name(), &params(), &Patch::Merge(body))
-            .await
-            .map(drop),
-        Workload::Deployment(_) => Api::<Deployment>::namespaced(client.clone(), w.namespace())
-            .patch(w.name(), &params(), &Patch::Merge(body))
-            .await
-            .map(drop),
-    }
-}
-
 pub fn reference(w: &Workload) -> ObjectReference {
     ObjectReference {
         api_version: Some("apps/v1".into()),

@@ -38,8 +38,9 @@ pub struct App {
     /// Policies loaded and, with cluster access, caches synced.
     pub ready: Arc<AtomicBool>,
     pub clock: fn() -> jiff::Timestamp,
-    /// upgrade-guard's own identity, for the refresh record's integrity.
-    pub self_user: Option<String>,
+    /// upgrade-guard's own identity, for the refresh record's integrity;
+    /// overrides unchecked until RBAC is asked.
+    pub caller: Caller,
     /// With cluster access: RBAC, asked whether a user may override.
     pub rbac: Option<Rbac>,
 }
@@ -152,18 +153,17 @@ async fn admission(
     let started = Instant::now();
     let policies = app.policies.load();
     let now = (app.clock)();
-    let mut caller = Caller {
-        self_user: app.self_user.clone(),
-        overrides: Overrides::Unchecked,
+    let decide = |caller: &Caller| {
+        review(
+            &body,
+            endpoint,
+            &policies,
+            app.cluster.as_ref(),
+            now,
+            caller,
+        )
     };
-    let mut result = review(
-        &body,
-        endpoint,
-        &policies,
-        app.cluster.as_ref(),
-        now,
-        &caller,
-    );
+    let mut result = decide(&app.caller);
     // An override is honoured only when RBAC says this user may force here;
     // asked only when one would be used, then the request decided again.
     if let (Ok(reviewed), Some(rbac), Endpoint::Validate) = (&result, &app.rbac, endpoint)
@@ -172,18 +172,14 @@ async fn admission(
             .may_force(&reviewed.user_info, &reviewed.namespace)
             .await
     {
-        caller.overrides = Overrides::Denied {
-            user: reviewed.user.clone(),
-            namespace: reviewed.namespace.clone(),
+        let denied = Caller {
+            overrides: Overrides::Denied {
+                user: reviewed.user.clone(),
+                namespace: reviewed.namespace.clone(),
+            },
+            ..app.caller.clone()
         };
-        result = review(
-            &body,
-            endpoint,
-            &policies,
-            app.cluster.as_ref(),
-            now,
-            &caller,
-        );
+        result = decide(&denied);
     }
     app.metrics
         .decision_seconds
