@@ -14,3 +14,4 @@ pub mod policy;
 pub mod refresh;
 pub mod webhook;
 pub mod workload;
+pub mod yaml;

@@ -1,6 +1,7 @@
 //! Manifest sets as GitOps repositories and `kubectl get -o yaml` hold them:
 //! files or directories of multi-document YAML or JSON, `List`s unwrapped.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
@@ -37,35 +38,108 @@ impl InputError {
 /// (kubectl prints several objects as concatenated JSON).
 pub fn parse(text: &str, source: &str) -> Result<Vec<Manifest>, InputError> {
     let mut out = Vec::new();
-    if text.trim_start().starts_with(['{', '[']) {
-        let stream = serde_json::Deserializer::from_str(text).into_iter::<serde_json::Value>();
-        for (i, value) in stream.enumerate() {
-            let location = format!("{source}: document {}", i + 1);
-            let value = value.map_err(|e| InputError::new(&location, e))?;
-            document(value, location, &mut out)?;
-        }
-        return Ok(out);
-    }
-    for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-        let location = format!("{source}: document {}", i + 1);
-        // Through serde_yaml_ng's own Value, which refuses a key given twice
-        // (serde_json's map would silently keep the last one).
-        let value = serde_yaml_ng::Value::deserialize(doc)
-            .and_then(|yaml| serde_json::to_value(yaml).map_err(serde::ser::Error::custom))
-            .map_err(|e| InputError::new(&location, e))?;
-        document(value, location, &mut out)?;
-    }
+    parse_each(text, source, &mut |m| {
+        out.push(m);
+        Ok(())
+    })?;
     Ok(out)
 }
 
-fn document(
-    value: serde_json::Value,
-    location: String,
-    out: &mut Vec<Manifest>,
-) -> Result<(), InputError> {
+/// [`parse`], handing each object on as it is read, so a caller keeps only
+/// what it needs of a large repository.
+fn parse_each(text: &str, source: &str, each: &mut Each) -> Result<(), InputError> {
+    if text.trim_start().starts_with(['{', '[']) {
+        let stream = serde_json::Deserializer::from_str(text).into_iter::<Object>();
+        for (i, value) in stream.enumerate() {
+            let location = format!("{source}: document {}", i + 1);
+            let Object(value) = value.map_err(|e| InputError::new(&location, e))?;
+            document(value, location, each)?;
+        }
+        return Ok(());
+    }
+    let documents = crate::yaml::documents(text).map_err(|e| InputError::new(source, e))?;
+    for (i, doc) in documents.enumerate() {
+        let location = format!("{source}: document {}", i + 1);
+        let Object(value) = Object::deserialize(doc).map_err(|e| InputError::new(&location, e))?;
+        document(value, location, each)?;
+    }
+    Ok(())
+}
+
+type Each<'a> = dyn FnMut(Manifest) -> Result<(), InputError> + 'a;
+
+/// A JSON value read from YAML or JSON in one pass, refusing a key given
+/// twice (serde_json's own map would silently keep the last one).
+struct Object(serde_json::Value);
+
+impl<'de> Deserialize<'de> for Object {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ObjectVisitor).map(Object)
+    }
+}
+
+struct ObjectVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ObjectVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a YAML or JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(Object(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(out.into())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Object(value) = map.next_value()?;
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "duplicate entry with key {}",
+                    serde_json::Value::from(crate::echo::bounded(&key))
+                )));
+            }
+            out.insert(key, value);
+        }
+        Ok(out.into())
+    }
+}
+
+fn document(value: serde_json::Value, location: String, each: &mut Each) -> Result<(), InputError> {
     match value {
         serde_json::Value::Null => Ok(()),
-        serde_json::Value::Object(_) => unwrap_list(value, location, out),
+        serde_json::Value::Object(_) => unwrap_list(value, location, each),
         other => Err(InputError::new(
             location,
             format!("expected a Kubernetes object, found {}", json_type(&other)),
@@ -74,9 +148,9 @@ fn document(
 }
 
 fn unwrap_list(
-    value: serde_json::Value,
+    mut value: serde_json::Value,
     location: String,
-    out: &mut Vec<Manifest>,
+    each: &mut Each,
 ) -> Result<(), InputError> {
     let is_list = value
         .get("kind")
@@ -87,17 +161,16 @@ fn unwrap_list(
         if value.get("kind").and_then(|k| k.as_str()).is_none() {
             return Err(InputError::new(location, "the object has no kind"));
         }
-        out.push(Manifest {
+        return each(Manifest {
             source: location,
             value,
         });
-        return Ok(());
     }
-    let serde_json::Value::Array(items) = value["items"].clone() else {
+    let serde_json::Value::Array(items) = value["items"].take() else {
         return Err(InputError::new(location, "items: expected a list"));
     };
     for (j, item) in items.into_iter().enumerate() {
-        unwrap_list(item, format!("{location}: item {}", j + 1), out)?;
+        unwrap_list(item, format!("{location}: item {}", j + 1), each)?;
     }
     Ok(())
 }
@@ -116,20 +189,29 @@ fn json_type(v: &serde_json::Value) -> &'static str {
 /// Reads a file, every `.yaml`/`.yml`/`.json` file below a directory (in
 /// path order), or standard input for `-`.
 pub fn read(path: &str) -> Result<Vec<Manifest>, InputError> {
+    let mut out = Vec::new();
+    read_each(path, &mut |m| {
+        out.push(m);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// [`read`], one object at a time.
+fn read_each(path: &str, each: &mut Each) -> Result<(), InputError> {
     if path == "-" {
         let text = std::io::read_to_string(std::io::stdin())
             .map_err(|e| InputError::new("standard input", e))?;
-        return parse(&text, "standard input");
+        return parse_each(&text, "standard input", each);
     }
     let mut files = Vec::new();
     collect(Path::new(path), &mut files)?;
-    let mut out = Vec::new();
     for file in files {
         let shown = file.display().to_string();
         let text = std::fs::read_to_string(&file).map_err(|e| InputError::new(&shown, e))?;
-        out.extend(parse(&text, &shown)?);
+        parse_each(&text, &shown, each)?;
     }
-    Ok(out)
+    Ok(())
 }
 
 fn collect(path: &Path, files: &mut Vec<PathBuf>) -> Result<(), InputError> {
@@ -158,50 +240,89 @@ fn collect(path: &Path, files: &mut Vec<PathBuf>) -> Result<(), InputError> {
     Ok(())
 }
 
-/// The workloads of a manifest set, keyed for pairing; a second object with
-/// the same kind, namespace and name is an error.
-pub fn workloads(manifests: &[Manifest]) -> Result<Vec<(String, Workload)>, InputError> {
-    let mut out: Vec<(String, Workload)> = Vec::new();
-    for m in manifests {
-        let Some(w) =
-            Workload::from_value(m.value.clone()).map_err(|e| InputError::new(&m.source, e))?
-        else {
-            continue;
-        };
-        if let Some((first, _)) = out.iter().find(|(_, o)| key(o) == key(&w)) {
-            return Err(InputError::new(
-                &m.source,
-                format!(
-                    "{} {}/{} is also defined at {first}",
-                    w.kind(),
-                    w.namespace(),
-                    w.name()
-                ),
-            ));
+/// What deciding needs of a manifest set: its workloads, keyed for pairing,
+/// and its claims. Nothing else is kept, so a repository of thousands of
+/// objects costs little more than its workloads.
+#[derive(Debug, Default)]
+pub struct WorkloadSet {
+    /// With where each was read.
+    pub workloads: Vec<(String, Workload)>,
+    pub claims: Snapshot,
+    /// Every object read, of any kind.
+    pub objects: usize,
+    index: HashMap<Key, usize>,
+}
+
+pub type Key = (WorkloadKind, String, String);
+
+pub fn key(w: &Workload) -> Key {
+    (w.kind(), w.namespace().to_string(), w.name().to_string())
+}
+
+impl WorkloadSet {
+    /// [`read`] into a set; a second object with the same kind, namespace
+    /// and name is an error.
+    pub fn read(path: &str) -> Result<Self, InputError> {
+        let mut set = WorkloadSet::default();
+        read_each(path, &mut |m| set.add(m))?;
+        Ok(set)
+    }
+
+    pub fn from_manifests(manifests: Vec<Manifest>) -> Result<Self, InputError> {
+        let mut set = WorkloadSet::default();
+        for m in manifests {
+            set.add(m)?;
         }
-        out.push((m.source.clone(), w));
+        Ok(set)
     }
-    Ok(out)
-}
 
-pub fn key(w: &Workload) -> (WorkloadKind, &str, &str) {
-    (w.kind(), w.namespace(), w.name())
-}
-
-/// The objects a cluster would hold, for lookups during a decision.
-pub fn snapshot(manifests: &[Manifest]) -> Result<Snapshot, InputError> {
-    let mut snapshot = Snapshot::default();
-    for (_, w) in workloads(manifests)? {
-        snapshot.insert_workload(w);
-    }
-    for m in manifests {
+    fn add(&mut self, mut m: Manifest) -> Result<(), InputError> {
+        self.objects += 1;
         let is_claim = m.value.get("apiVersion").and_then(|v| v.as_str()) == Some("v1")
             && m.value.get("kind").and_then(|v| v.as_str()) == Some("PersistentVolumeClaim");
         if is_claim {
-            let claim: PersistentVolumeClaim = serde_json::from_value(m.value.clone())
-                .map_err(|e| InputError::new(&m.source, e))?;
-            snapshot.insert_claim(&claim);
+            let claim: PersistentVolumeClaim =
+                serde_json::from_value(m.value).map_err(|e| InputError::new(&m.source, e))?;
+            self.claims.insert_claim(&claim);
+            return Ok(());
         }
+        // No decision reads them, and kubectl's output is half managed fields.
+        if let Some(meta) = m.value.get_mut("metadata").and_then(|v| v.as_object_mut()) {
+            meta.remove("managedFields");
+        }
+        let Some(w) = Workload::from_value(m.value).map_err(|e| InputError::new(&m.source, e))?
+        else {
+            return Ok(());
+        };
+        let key = key(&w);
+        if let Some(&first) = self.index.get(&key) {
+            return Err(InputError::new(
+                &m.source,
+                format!(
+                    "{} {}/{} is also defined at {}",
+                    w.kind(),
+                    w.namespace(),
+                    w.name(),
+                    self.workloads[first].0
+                ),
+            ));
+        }
+        self.index.insert(key, self.workloads.len());
+        self.workloads.push((m.source, w));
+        Ok(())
     }
-    Ok(snapshot)
+
+    /// Where the workload with this key is in [`Self::workloads`].
+    pub fn position(&self, key: &Key) -> Option<usize> {
+        self.index.get(key).copied()
+    }
+
+    /// The objects a cluster would hold, for lookups during a decision.
+    pub fn into_snapshot(self) -> Snapshot {
+        let mut snapshot = self.claims;
+        for (_, w) in self.workloads {
+            snapshot.insert_workload(w);
+        }
+        snapshot
+    }
 }

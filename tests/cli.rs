@@ -327,6 +327,61 @@ fn a_bad_policy_stops_every_command_with_exit_2() {
     );
 }
 
+/// 100,000 nested flow collections took libyaml 16 to 31 seconds to scan
+/// before the recursion limit refused them; the pre-scan refuses them at
+/// level 129.
+#[test]
+fn deeply_nested_yaml_is_refused_where_the_nesting_passes_the_limit() {
+    let dir = tempdir();
+    let deep = |open: &str, close: &str| {
+        format!(
+            "kind: ConfigMap\ndata: {}{}\n",
+            open.repeat(100_000),
+            close.repeat(100_000)
+        )
+    };
+    let good = fixture("manifests/db.yaml");
+    for (name, text, column) in [
+        ("lists.yaml", deep("[", "]"), 7 + 128),
+        ("maps.yaml", deep("{a: ", "}"), 7 + 4 * 128),
+    ] {
+        std::fs::write(dir.join(name), text).unwrap();
+        let path = dir.join(name).display().to_string();
+        bad_input(
+            &run(
+                &["check", "--old", good.to_str().unwrap(), "--new", &path],
+                b"",
+            ),
+            &format!(
+                "{name}: flow collections ([ or {{) nested more than 128 levels deep at line 2 column {column}"
+            ),
+        );
+    }
+    std::fs::write(
+        dir.join("p.yaml"),
+        format!(
+            "apiVersion: upgradeguard.io/v1alpha1\nkind: UpgradePolicy\nmetadata: {{name: p}}\nspec: {}{}\n",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        ),
+    )
+    .unwrap();
+    let sample = sample_path("sts-update-set-image.json");
+    bad_input(
+        &run(
+            &[
+                "--policies",
+                dir.join("p.yaml").to_str().unwrap(),
+                "review",
+                &sample,
+            ],
+            b"",
+        ),
+        "p.yaml: flow collections ([ or {) nested more than 128 levels deep at line 4 column 135",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn check(case: &str, extra: &[&str]) -> Run {
     let dir = root().join("tests/fixtures/check").join(case);
     let (old, new) = (dir.join("old"), dir.join("new"));
@@ -477,6 +532,15 @@ fn check_refuses_bad_manifests_with_exit_2() {
     bad_input(
         &run(&["check", "--old", good, "--new", &glued], b""),
         "glued.yaml: document 1: duplicate entry with key \"apiVersion\"",
+    );
+    // The same in JSON, whose own map would keep the last silently.
+    let glued_json = write(
+        "glued.json",
+        r#"{"apiVersion": "v1", "kind": "ConfigMap", "kind": "StatefulSet"}"#,
+    );
+    bad_input(
+        &run(&["check", "--old", good, "--new", &glued_json], b""),
+        "glued.json: document 1: duplicate entry with key \"kind\" at line 1 column",
     );
     let typed = write(
         "typed.yaml",

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::{Common, Error, verdict_code};
 use crate::decide::{self, Change, Rule, Verdict};
-use crate::manifest;
+use crate::manifest::{self, WorkloadSet};
 use crate::workload::Workload;
 
 #[derive(Debug, clap::Args)]
@@ -83,46 +83,46 @@ pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
             "--old and --new cannot both read standard input".into(),
         ));
     }
-    let old_set = manifest::read(old)?;
-    let new_set = manifest::read(new)?;
+    // The two sets parse side by side: parsing is most of check's time.
+    let (old_set, new_set) = std::thread::scope(|s| {
+        let old_set = s.spawn(|| WorkloadSet::read(old));
+        let new_set = WorkloadSet::read(new);
+        (old_set.join(), new_set)
+    });
+    let mut old_set = old_set.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+    let new_set = new_set?;
     // An empty new set is a failed render far more often than an intent to
     // delete everything; an empty pipe never means anything.
     for (path, set, flag) in [(old, &old_set, "--old"), (new, &new_set, "--new")] {
-        if set.is_empty() && (flag == "--new" || path == "-") {
+        if set.objects == 0 && (flag == "--new" || path == "-") {
             return Err(Error::Io(format!("{flag} {path}: no Kubernetes objects")));
         }
     }
-    let old = manifest::workloads(&old_set)?;
-    let new = manifest::workloads(&new_set)?;
-    // Lookups (claims' access modes) see what the cluster will hold.
-    let cluster = manifest::snapshot(&new_set)?;
+    // Lookups (claims' access modes) see what the cluster will hold; check
+    // never judges a Scale, the one change that looks up a workload.
+    let cluster = new_set.claims;
     let now = common.now();
 
+    // Each old workload is moved into the one change that pairs with it.
+    let mut unpaired: Vec<Option<(String, Workload)>> = std::mem::take(&mut old_set.workloads)
+        .into_iter()
+        .map(Some)
+        .collect();
     let mut rows = Vec::new();
-    let find = |set: &[(String, Workload)], w: &Workload| {
-        set.iter()
-            .find(|(_, o)| manifest::key(o) == manifest::key(w))
-            .map(|(_, o)| o.clone())
-    };
-    for (source, n) in &new {
-        let (operation, change) = match find(&old, n) {
-            Some(o) => (
-                "UPDATE",
-                Change::Update {
-                    old: o,
-                    new: n.clone(),
-                },
-            ),
-            None => ("CREATE", Change::Create(n.clone())),
+    for (source, n) in new_set.workloads {
+        let key = manifest::key(&n);
+        let paired = old_set.position(&key).and_then(|i| unpaired[i].take());
+        let (operation, change) = match paired {
+            Some((_, o)) => ("UPDATE", Change::Update { old: o, new: n }),
+            None => ("CREATE", Change::Create(n)),
         };
         let verdict = decide::decide(&change, &policies, &cluster, now);
-        rows.push(row(n, operation, source, verdict));
+        rows.push(row(key, operation, source, verdict));
     }
-    for (source, o) in &old {
-        if find(&new, o).is_none() {
-            let verdict = decide::decide(&Change::Delete(o.clone()), &policies, &cluster, now);
-            rows.push(row(o, "DELETE", source, verdict));
-        }
+    for (source, o) in unpaired.into_iter().flatten() {
+        let key = manifest::key(&o);
+        let verdict = decide::decide(&Change::Delete(o), &policies, &cluster, now);
+        rows.push(row(key, "DELETE", source, verdict));
     }
     let all_allowed = rows.iter().all(|r| r.verdict != "refused");
     match args.output {
@@ -135,7 +135,8 @@ pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
     Ok(verdict_code(all_allowed))
 }
 
-fn row(w: &Workload, operation: &'static str, source: &str, v: Verdict) -> Row {
+fn row(key: manifest::Key, operation: &'static str, source: String, v: Verdict) -> Row {
+    let (kind, namespace, name) = key;
     let verdict = match (v.allowed, v.rule) {
         (false, _) => "refused",
         (true, Some(Rule::Forced)) => "forced",
@@ -144,11 +145,11 @@ fn row(w: &Workload, operation: &'static str, source: &str, v: Verdict) -> Row {
     let mut warnings = v.warnings;
     warnings.extend(v.patch_warnings);
     Row {
-        kind: w.kind().to_string(),
-        namespace: w.namespace().to_string(),
-        name: w.name().to_string(),
+        kind: kind.to_string(),
+        namespace,
+        name,
         operation,
-        source: source.to_string(),
+        source,
         verdict,
         from: v.from,
         to: v.to,

@@ -30,7 +30,7 @@ pub struct Args {
 pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
     let policies = common.load_policies()?;
     let snapshot = match &args.objects {
-        Some(path) => Some(manifest::snapshot(&manifest::read(path)?)?),
+        Some(path) => Some(manifest::WorkloadSet::read(path)?.into_snapshot()),
         None => None,
     };
     let cluster: &dyn ClusterView = match &snapshot {

@@ -435,7 +435,12 @@ impl PolicySet {
     /// Parses every document of one YAML (or JSON) text.
     pub fn parse(text: &str, source: &str) -> Result<Vec<Policy>, PolicyError> {
         let mut out = Vec::new();
-        for (i, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let documents = crate::yaml::documents(text).map_err(|e| PolicyError {
+            location: source.to_string(),
+            field: None,
+            message: e.to_string(),
+        })?;
+        for (i, document) in documents.enumerate() {
             let location = format!("{source}: document {}", i + 1);
             // serde_yaml_ng's own message names the field path, line and column.
             let doc = Option::<spec::Document>::deserialize(document).map_err(|e| PolicyError {
