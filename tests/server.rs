@@ -358,7 +358,7 @@ async fn bad_requests_get_a_json_error_and_the_server_keeps_serving() {
             "application/json",
             vec![b' '; 3 * 1024 * 1024 + 1],
             StatusCode::PAYLOAD_TOO_LARGE,
-            "length limit exceeded",
+            "the request body is larger than 3145728 bytes",
         ),
         (
             "GET",
@@ -397,6 +397,46 @@ async fn bad_requests_get_a_json_error_and_the_server_keeps_serving() {
         assert_eq!(status, StatusCode::OK, "still serving after bad input");
         assert_eq!(response_of(&reply)["allowed"], true);
     }
+    server.shutdown().await;
+}
+
+/// Over HTTP/2 a stream reset while the client still sends made curl drop
+/// the 413: the rest of the body is read and discarded instead, and the same
+/// connection goes on serving. Every rejection is counted.
+#[tokio::test]
+async fn a_body_far_over_the_limit_gets_the_413_over_both_protocols() {
+    let server = start(Options::default()).await;
+    let good = sample_bytes("sts-update-set-image.json");
+    let ten_mib = vec![b' '; 10 * 1024 * 1024];
+    for alpn in ["h2", "http/1.1"] {
+        let mut client = server.client(alpn).await;
+        let declared = client.post("/validate", ten_mib.clone()).await;
+        let streamed = client
+            .post_streamed("/validate", vec![Bytes::from(vec![b' '; 1024 * 1024]); 10])
+            .await
+            .unwrap();
+        for (status, content_type, reply) in [declared, streamed] {
+            assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{alpn}");
+            assert_eq!(content_type.as_deref(), Some("application/json"));
+            assert_eq!(
+                serde_json::from_slice::<Value>(&reply).unwrap(),
+                json!({"error": "the request body is larger than 3145728 bytes"})
+            );
+        }
+        let (status, _, reply) = client.post("/validate", good.clone()).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{alpn}: the connection still serves"
+        );
+        assert_eq!(response_of(&reply)["allowed"], true);
+    }
+    let (_, _, metrics) = server.client("h2").await.get("/metrics").await;
+    let text = String::from_utf8(metrics.to_vec()).unwrap();
+    assert!(
+        text.contains("upgrade_guard_rejected_requests_total{reason=\"too_large\"} 4\n"),
+        "{text}"
+    );
     server.shutdown().await;
 }
 
@@ -617,7 +657,7 @@ async fn a_thousand_concurrent_requests_all_succeed() {
                     drop(guard);
                     let request = Request::post("https://localhost/validate")
                         .header("content-type", "application/json")
-                        .body(Full::new(body))
+                        .body(http_body_util::BodyExt::boxed(Full::new(body)))
                         .unwrap();
                     send.ready().await.map_err(|e| e.to_string())?;
                     send.send_request(request)

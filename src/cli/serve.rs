@@ -202,7 +202,7 @@ async fn serve(args: &Args, common: &Common) -> Result<ExitCode, Error> {
             .await
             .map_err(|e| Error::Io(format!("cannot listen on {addr}: {e}")))?;
         tracing::info!(%addr, "serving /metrics, /healthz and /readyz over plain HTTP");
-        let router = server::probes().with_state(app.clone());
+        let router = server::probes(app.clone());
         tokio::spawn(server::serve_plain(plain, router, until(stopped.clone())));
     }
     tracing::info!(addr = %args.addr, "serving /validate and /mutate over HTTPS");

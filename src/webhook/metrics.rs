@@ -22,8 +22,17 @@ pub struct RuleLabels {
     pub rule: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectionLabels {
+    /// `too_large`, `content_type`, `malformed`, `body_unreadable`,
+    /// `not_found`, `method_not_allowed`, `timeout` or `other`.
+    pub reason: &'static str,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
+    /// Requests answered 4xx, by why.
+    pub rejections: Family<RejectionLabels, Counter>,
     pub requests: Family<RequestLabels, Counter>,
     pub refusals: Family<RuleLabels, Counter>,
     pub overrides: Counter,
@@ -37,6 +46,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Metrics {
+            rejections: Family::default(),
             requests: Family::default(),
             refusals: Family::default(),
             overrides: Counter::default(),
@@ -50,6 +60,11 @@ impl Metrics {
             "admission_requests",
             "AdmissionReviews answered, by endpoint, operation and verdict",
             metrics.requests.clone(),
+        );
+        registry.register(
+            "rejected_requests",
+            "Requests answered 4xx (oversized, wrong content type, malformed, ...), by reason",
+            metrics.rejections.clone(),
         );
         registry.register(
             "refusals",

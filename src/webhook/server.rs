@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures::StreamExt;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -23,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower_http::timeout::TimeoutLayer;
 
-use super::metrics::{Metrics, RequestLabels, RuleLabels};
+use super::metrics::{Metrics, RejectionLabels, RequestLabels, RuleLabels};
 use super::rbac::Rbac;
 use super::review::{Caller, Endpoint, Reviewed, review};
 use crate::decide::{ClusterView, Overrides, Rule};
@@ -64,31 +65,88 @@ impl Default for Limits {
 
 /// The webhook routes, probes and metrics.
 pub fn router(app: Arc<App>, limits: Limits) -> Router {
+    let max = limits.body_bytes;
     Router::new()
         .route(
             "/validate",
-            post(|s, h, b| admission(s, Endpoint::Validate, h, b)),
+            post(move |s, h, b| admission(s, Endpoint::Validate, h, b, max)),
         )
         .route(
             "/mutate",
-            post(|s, h, b| admission(s, Endpoint::Mutate, h, b)),
+            post(move |s, h, b| admission(s, Endpoint::Mutate, h, b, max)),
         )
-        .merge(probes())
-        .layer(DefaultBodyLimit::max(limits.body_bytes))
+        .merge(routes())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limits.request,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            rejections,
         ))
         .with_state(app)
 }
 
 /// Probes and metrics alone, for the optional plain-HTTP port.
-pub fn probes() -> Router<Arc<App>> {
+pub fn probes(app: Arc<App>) -> Router {
+    routes()
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            rejections,
+        ))
+        .with_state(app)
+}
+
+fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .fallback(|| async { rejected(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+}
+
+/// Why a request was turned away, for the log line and the metric label.
+#[derive(Debug, Clone, Copy)]
+struct Rejected(&'static str);
+
+/// Logs and counts every 4xx answer with the client's address: a client
+/// that sends oversized, mistyped or malformed requests is visible.
+async fn rejections(
+    State(app): State<Arc<App>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    // Only the routes' own paths are echoed; anything else is one word.
+    let path = match request.uri().path() {
+        "/validate" => "/validate",
+        "/mutate" => "/mutate",
+        "/healthz" => "/healthz",
+        "/readyz" => "/readyz",
+        "/metrics" => "/metrics",
+        _ => "other",
+    };
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "-".to_string(), |c| c.0.to_string());
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    let status = response.status();
+    if !status.is_client_error() {
+        return response;
+    }
+    let reason = match (response.extensions().get::<Rejected>(), status) {
+        (Some(Rejected(reason)), _) => reason,
+        (None, StatusCode::METHOD_NOT_ALLOWED) => "method_not_allowed",
+        (None, StatusCode::REQUEST_TIMEOUT) => "timeout",
+        (None, _) => "other",
+    };
+    app.metrics
+        .rejections
+        .get_or_create(&RejectionLabels { reason })
+        .inc();
+    tracing::warn!(%client, %method, path, status = status.as_u16(), reason, "request rejected");
+    response
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
@@ -126,16 +184,66 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+/// [`error`] for a request turned away, with why, for [`rejections`].
+fn rejected(status: StatusCode, reason: &'static str, message: impl std::fmt::Display) -> Response {
+    let mut response = error(status, message);
+    response.extensions_mut().insert(Rejected(reason));
+    response
+}
+
+/// How much of an oversized body is read and thrown away after the 413, at
+/// most, and for how long: enough for a client that sent a few times the
+/// limit to finish; past it the stream is reset.
+const DRAIN_BYTES: usize = 64 * 1024 * 1024;
+const DRAIN_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads a body of at most `max` bytes. A longer one (by its Content-Length,
+/// or as it arrives) gets `None`, and the rest of it is read and discarded
+/// in the background, up to [`DRAIN_BYTES`] or [`DRAIN_BODY_TIMEOUT`]: over HTTP/2,
+/// resetting a stream the client is still sending on makes clients such as
+/// curl drop the 413 that came before the reset.
+async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Option<Bytes>, String> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut stream = body.into_data_stream();
+    if declared.is_some_and(|n| n > max as u64) {
+        tokio::spawn(drain(stream));
+        return Ok(None);
+    }
+    let mut read = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| format!("the request body could not be read: {e}"))?;
+        if read.len() + chunk.len() > max {
+            tokio::spawn(drain(stream));
+            return Ok(None);
+        }
+        read.extend_from_slice(&chunk);
+    }
+    Ok(Some(read.into()))
+}
+
+async fn drain(mut stream: axum::body::BodyDataStream) {
+    let mut left = DRAIN_BYTES;
+    let _ = tokio::time::timeout(DRAIN_BODY_TIMEOUT, async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            left = left.saturating_sub(chunk.len());
+            if left == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 async fn admission(
     State(app): State<Arc<App>>,
     endpoint: Endpoint,
     headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    body: Body,
+    max: usize,
 ) -> Response {
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => return error(rejection.status(), rejection.body_text()),
-    };
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -145,11 +253,23 @@ async fn admission(
                 .is_some_and(|t| t.trim() == "application/json")
         });
     if !json {
-        return error(
+        return rejected(
             StatusCode::BAD_REQUEST,
+            "content_type",
             "content-type must be application/json",
         );
     }
+    let body = match read_body(&headers, body, max).await {
+        Ok(Some(body)) => body,
+        Ok(None) => {
+            return rejected(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the request body is larger than {max} bytes"),
+            );
+        }
+        Err(e) => return rejected(StatusCode::BAD_REQUEST, "body_unreadable", e),
+    };
     let started = Instant::now();
     let policies = app.policies.load();
     let now = (app.clock)();
@@ -203,8 +323,7 @@ async fn admission(
                     verdict: "invalid",
                 })
                 .inc();
-            tracing::warn!(endpoint = endpoint.as_str(), error = %e, "malformed AdmissionReview");
-            error(StatusCode::BAD_REQUEST, e)
+            rejected(StatusCode::BAD_REQUEST, "malformed", e)
         }
     }
 }
@@ -323,6 +442,8 @@ pub async fn serve_tls(
                 Ok(Err(e)) => return handshake_failed(&metrics, peer, &e.to_string()),
                 Err(_) => return handshake_failed(&metrics, peer, "timed out"),
             };
+            // The client's address, for the log line of a rejected request.
+            let router = tower::Layer::layer(&axum::Extension(ConnectInfo(peer)), router);
             let service = TowerToHyperService::new(router);
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(e) = watcher.watch(connection.into_owned()).await {
@@ -348,7 +469,8 @@ pub async fn serve_plain(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    if let Err(e) = axum::serve(listener, router)
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(e) = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await
     {

@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
@@ -16,9 +17,11 @@ use upgrade_guard::webhook::tls;
 
 /// One TLS connection speaking HTTP/2 or HTTP/1.1, as negotiated by ALPN.
 pub enum Client {
-    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
-    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+    H1(hyper::client::conn::http1::SendRequest<Body>),
+    H2(hyper::client::conn::http2::SendRequest<Body>),
 }
+
+type Body = BoxBody<Bytes, std::convert::Infallible>;
 
 pub type Reply = (StatusCode, Option<String>, Bytes);
 
@@ -116,12 +119,45 @@ impl Client {
         content_type: &str,
         body: Vec<u8>,
     ) -> Result<Reply, String> {
+        self.send(
+            method,
+            path,
+            content_type,
+            Full::new(Bytes::from(body)).boxed(),
+        )
+        .await
+    }
+
+    /// A POST whose body is sent in chunks with no length given up front
+    /// (chunked over HTTP/1.1), so the server learns its size as it reads.
+    pub async fn post_streamed(&mut self, path: &str, chunks: Vec<Bytes>) -> Result<Reply, String> {
+        let frames = futures::stream::iter(
+            chunks
+                .into_iter()
+                .map(|c| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(c))),
+        );
+        self.send(
+            "POST",
+            path,
+            "application/json",
+            StreamBody::new(frames).boxed(),
+        )
+        .await
+    }
+
+    async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Body,
+    ) -> Result<Reply, String> {
         let request = Request::builder()
             .method(method)
             .uri(format!("https://localhost{path}"))
             .header("host", "localhost")
             .header("content-type", content_type)
-            .body(Full::new(Bytes::from(body)))
+            .body(body)
             .unwrap();
         let response = match self {
             Client::H1(send) => {
