@@ -69,7 +69,13 @@ fn set_validity(params: &mut CertificateParams, from: jiff::Timestamp, days: i64
         )
     };
     params.not_before = day(today.yesterday().unwrap_or(today));
-    params.not_after = day(today
+    params.not_after = day(valid_until(from, days));
+}
+
+/// The day (00:00 UTC) certificates made at `from` for `days` days expire.
+pub fn valid_until(from: jiff::Timestamp, days: i64) -> jiff::civil::Date {
+    let today = from.to_zoned(jiff::tz::TimeZone::UTC).date();
+    today
         .checked_add(jiff::Span::new().days(days))
-        .unwrap_or(today));
+        .unwrap_or(today)
 }

@@ -204,14 +204,20 @@ fn read_each(path: &str, each: &mut Each) -> Result<(), InputError> {
             .map_err(|e| InputError::new("standard input", e))?;
         return parse_each(&text, "standard input", each);
     }
-    let mut files = Vec::new();
-    collect(Path::new(path), &mut files)?;
-    for file in files {
+    for file in files(Path::new(path))? {
         let shown = file.display().to_string();
         let text = std::fs::read_to_string(&file).map_err(|e| InputError::new(&shown, e))?;
         parse_each(&text, &shown, each)?;
     }
     Ok(())
+}
+
+/// The file itself, or every `.yaml`/`.yml`/`.json` file below a
+/// directory, subdirectories included, in path order.
+pub fn files(path: &Path) -> Result<Vec<PathBuf>, InputError> {
+    let mut files = Vec::new();
+    collect(path, &mut files)?;
+    Ok(files)
 }
 
 fn collect(path: &Path, files: &mut Vec<PathBuf>) -> Result<(), InputError> {

@@ -216,7 +216,7 @@ fn scale_is_judged_against_the_objects_the_cache_would_hold() {
 
     // `kubectl get -o yaml` prints a List: it is unwrapped.
     let list = json!({"apiVersion": "v1", "kind": "List", "items": [value("generated/live-db-refreshing.json")]});
-    let dir = tempdir();
+    let dir = TempDir::new("cli");
     let path = dir.join("objects.yaml");
     std::fs::write(&path, serde_json::to_string(&list).unwrap()).unwrap();
     assert_eq!(
@@ -296,7 +296,7 @@ fn bad_reviews_exit_2_with_one_line() {
 
 #[test]
 fn a_bad_policy_stops_every_command_with_exit_2() {
-    let dir = tempdir();
+    let dir = TempDir::new("cli");
     std::fs::write(
         dir.join("p.yaml"),
         "apiVersion: upgradeguard.io/v1alpha1\nkind: UpgradePolicy\nmetadata: {name: p}\nspec:\n  selector: {}\n  tarck: major\n",
@@ -327,12 +327,46 @@ fn a_bad_policy_stops_every_command_with_exit_2() {
     );
 }
 
+#[test]
+fn check_and_review_say_when_no_policy_was_loaded() {
+    let empty = TempDir::new("no-policies");
+    let policies = empty.display().to_string();
+    let warning = format!(
+        "upgrade-guard: warning: no policy loaded from {policies} (no UpgradePolicy in its .yaml, .yml or .json files): nothing is governed, every change is allowed\n"
+    );
+    let fixtures = root().join("tests/fixtures/check/refused");
+    let (old, new) = (fixtures.join("old"), fixtures.join("new"));
+    let checked = run(
+        &[
+            "check",
+            "--policies",
+            &policies,
+            "--old",
+            old.to_str().unwrap(),
+            "--new",
+            new.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(
+        (checked.code, checked.stderr.as_str()),
+        (0, warning.as_str())
+    );
+    let sample = sample_path("sts-update-set-image.json");
+    let reviewed = run(&["--policies", &policies, "review", &sample], b"");
+    assert_eq!(
+        (reviewed.code, reviewed.stderr.as_str()),
+        (0, warning.as_str())
+    );
+    assert_eq!(response(&reviewed)["allowed"], true);
+}
+
 /// 100,000 nested flow collections took libyaml 16 to 31 seconds to scan
 /// before the recursion limit refused them; the pre-scan refuses them at
 /// level 129.
 #[test]
 fn deeply_nested_yaml_is_refused_where_the_nesting_passes_the_limit() {
-    let dir = tempdir();
+    let dir = TempDir::new("cli");
     let deep = |open: &str, close: &str| {
         format!(
             "kind: ConfigMap\ndata: {}{}\n",
@@ -379,7 +413,6 @@ fn deeply_nested_yaml_is_refused_where_the_nesting_passes_the_limit() {
         ),
         "p.yaml: flow collections ([ or {) nested more than 128 levels deep at line 4 column 135",
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn check(case: &str, extra: &[&str]) -> Run {
@@ -459,7 +492,7 @@ fn check_refuses_a_repository_with_an_unsafe_upgrade() {
 #[test]
 fn check_reads_standard_input_and_treats_new_objects_as_creates() {
     let new = std::fs::read(fixture("manifests/db.yaml")).unwrap();
-    let empty = tempdir();
+    let empty = TempDir::new("cli-empty");
     let out = run(
         &[
             "check",
@@ -503,7 +536,7 @@ fn check_reads_a_kubectl_json_stream() {
 
 #[test]
 fn check_refuses_bad_manifests_with_exit_2() {
-    let dir = tempdir();
+    let dir = TempDir::new("cli");
     let good = fixture("manifests/db.yaml");
     let good = good.to_str().unwrap();
     let write = |name: &str, text: &str| {
@@ -570,7 +603,7 @@ fn check_refuses_bad_manifests_with_exit_2() {
         &run(&["check", "--old", "-", "--new", "-"], b""),
         "cannot both read standard input",
     );
-    let empty = tempdir();
+    let empty = TempDir::new("cli-empty");
     bad_input(
         &run(&["check", "--old", good, "--new", "-"], b""),
         "--new -: no Kubernetes objects",
@@ -582,20 +615,6 @@ fn check_refuses_bad_manifests_with_exit_2() {
         ),
         "no Kubernetes objects",
     );
-}
-
-/// A fresh directory under the target dir (no extra dependency for it).
-fn tempdir() -> std::path::PathBuf {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "upgrade-guard-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[test]

@@ -283,8 +283,7 @@ fn a_claim_with_no_storage_class_keeps_the_cluster_default() {
 }
 
 fn bad(text: &str) -> (i32, String) {
-    let dir = std::env::temp_dir().join(format!("ug-convert-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("convert");
     let path = dir.join(format!("{}.yaml", text.len()));
     std::fs::write(&path, text).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_upgrade-guard"))

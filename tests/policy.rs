@@ -187,6 +187,35 @@ fn a_policy_name_defined_twice_is_refused() {
 }
 
 #[test]
+fn policies_in_subdirectories_are_read_like_manifests() {
+    let dir = TempDir::new("policy-tree");
+    std::fs::create_dir_all(dir.join("team-a")).unwrap();
+    std::fs::write(
+        dir.join("team-a/p.yaml"),
+        format!("{HEAD}spec: {{selector: {{}}}}\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("README.md"), "not a policy").unwrap();
+    let set = PolicySet::load(&dir).unwrap();
+    let names: Vec<(&str, &str)> = set
+        .iter()
+        .map(|p| (p.name.as_str(), p.source.as_str()))
+        .collect();
+    let source = format!("{}: document 1", dir.join("team-a/p.yaml").display());
+    assert_eq!(names, [("p", source.as_str())]);
+    let err = PolicySet::load(&dir.join("missing"))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        format!(
+            "{}: cannot read policies: No such file or directory (os error 2)",
+            dir.join("missing").display()
+        )
+    );
+}
+
+#[test]
 fn a_namespaced_policy_wins_over_a_cluster_wide_one() {
     let text = format!(
         "{HEAD}spec: {{selector: {{}}}}\n---\napiVersion: upgradeguard.io/v1alpha1\nkind: UpgradePolicy\nmetadata: {{name: z, namespace: shop}}\nspec: {{selector: {{}}, step: none}}\n"

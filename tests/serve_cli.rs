@@ -22,13 +22,6 @@ fn bin() -> Command {
     cmd
 }
 
-fn tempdir(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("ug-cli-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn free_port() -> std::net::SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -40,12 +33,16 @@ fn free_port() -> std::net::SocketAddr {
 struct Serving {
     child: Child,
     lines: mpsc::Receiver<Value>,
+    /// Where the development CA goes; removed with the server.
+    dir: TempDir,
 }
 
 impl Serving {
     fn start(args: &[&str]) -> Serving {
+        let dir = TempDir::new("serve");
         let mut child = bin()
-            .args(["serve", "--log-format", "json"])
+            .args(["serve", "--log-format", "json", "--dev-ca"])
+            .arg(dir.join("ca.crt"))
             .args(args)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -62,7 +59,7 @@ impl Serving {
                 }
             }
         });
-        Serving { child, lines }
+        Serving { child, lines, dir }
     }
 
     /// The first log line for which `pick` says yes.
@@ -111,8 +108,77 @@ async fn serve_with_no_certificate_makes_a_development_one_audits_refusals_and_s
     let dev = serving.wait_for("the development CA path", |l| {
         message(l).starts_with("development certificate")
     });
-    let ca = std::fs::read_to_string(dev["ca"].as_str().unwrap()).unwrap();
+    let ca_path = serving.dir.join("ca.crt").display().to_string();
+    assert_eq!(dev["ca"], ca_path.as_str());
+    let curl_command = format!(
+        "curl --cacert {ca_path} https://localhost:{}/healthz",
+        addr.port()
+    );
+    assert_eq!(dev["curl"], curl_command.as_str());
+    let ca = std::fs::read_to_string(&ca_path).unwrap();
     serving.wait_for("serving", |l| message(l).starts_with("serving /validate"));
+
+    // The logged command works as printed, with the real curl.
+    let args: Vec<&str> = curl_command.split(' ').skip(1).collect();
+    let healthz = Command::new("curl")
+        .args(["-sS"])
+        .args(&args)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&healthz.stdout), "ok\n");
+
+    // curl over HTTP/2 with a body far over the limit hears the 413 (a
+    // stream reset while it still sent made it report error 92 instead).
+    let big = serving.dir.join("big.json");
+    std::fs::write(&big, vec![b' '; 10 * 1024 * 1024]).unwrap();
+    for protocol in ["--http2", "--http1.1"] {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                protocol,
+                "--cacert",
+                &ca_path,
+                "-w",
+                "\n%{http_code} %{http_version}",
+            ])
+            .args(["-H", "content-type: application/json", "--data-binary"])
+            .arg(format!("@{}", big.display()))
+            .arg(format!("https://localhost:{}/validate", addr.port()))
+            .output()
+            .unwrap();
+        let version = if protocol == "--http2" { "2" } else { "1.1" };
+        assert_eq!(
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            ),
+            (
+                Some(0),
+                format!(
+                    "{{\"error\":\"the request body is larger than 3145728 bytes\"}}\n413 {version}"
+                )
+            ),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rejected =
+            serving.wait_for("the rejection logged", |l| message(l) == "request rejected");
+        assert_eq!(
+            (&rejected["status"], &rejected["reason"], &rejected["path"]),
+            (
+                &Value::from(413),
+                &Value::from("too_large"),
+                &Value::from("/validate")
+            )
+        );
+        assert!(
+            rejected["client"]
+                .as_str()
+                .unwrap()
+                .starts_with("127.0.0.1:"),
+            "{rejected}"
+        );
+    }
 
     let mut client = Client::connect(addr, &[&ca], "h2", None).await.unwrap();
     let body =
@@ -150,9 +216,44 @@ async fn serve_with_no_certificate_makes_a_development_one_audits_refusals_and_s
     );
 }
 
+/// Text logs redirected to a file or a pipe carry no colour codes, and an
+/// empty policy directory is said loudly.
+#[test]
+fn text_logs_in_a_pipe_are_plain_and_an_empty_policy_directory_is_warned_about() {
+    let empty = TempDir::new("no-policies");
+    let dir = TempDir::new("plain");
+    let mut child = bin()
+        .args(["serve", "--addr", &free_port().to_string(), "--dev-ca"])
+        .arg(dir.join("ca.crt"))
+        .arg("--policies")
+        .arg(&*empty)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let done = line.contains("serving /validate");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = seen.join("\n");
+    assert!(!text.contains('\x1b'), "{text}");
+    let warning = format!(
+        "WARN upgrade_guard::cli::serve: no policy loaded from {} (no UpgradePolicy in its .yaml, .yml or .json files): nothing is governed, every change is allowed",
+        empty.display()
+    );
+    assert!(text.contains(&warning), "{text}");
+}
+
 #[test]
 fn serve_refuses_to_start_on_bad_policies_with_one_line() {
-    let dir = tempdir("bad-policy");
+    let dir = TempDir::new("bad-policy");
     std::fs::write(dir.join("p.yaml"), "apiVersion: upgradeguard.io/v1alpha1\nkind: UpgradePolicy\nmetadata: {name: p}\nspec: {selector: {}, step: minr}\n").unwrap();
     let out = bin()
         .args([
@@ -182,7 +283,7 @@ fn serve_refuses_to_start_on_bad_policies_with_one_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certs_makes_a_serving_pair_for_the_service_and_patches_the_webhooks() {
-    let dir = tempdir("certs");
+    let dir = TempDir::new("certs");
     let webhooks = dir.join("webhooks.yaml");
     std::fs::copy(root().join("manifests/webhooks.yaml"), &webhooks).unwrap();
     let run = || {
@@ -195,7 +296,7 @@ async fn certs_makes_a_serving_pair_for_the_service_and_patches_the_webhooks() {
                 "upgrade-guard",
                 "--out",
             ])
-            .arg(dir.join("out"))
+            .arg(format!("{}/", dir.join("out").display()))
             .arg("--patch-manifests")
             .arg(&webhooks)
             .output()
@@ -209,6 +310,16 @@ async fn certs_makes_a_serving_pair_for_the_service_and_patches_the_webhooks() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // `--out DIR/` prints DIR/ca.crt, never DIR//ca.crt, and the lifetime.
+    let out_dir = dir.join("out").display().to_string();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "wrote {out_dir}/ca.crt, {out_dir}/tls.crt, {out_dir}/tls.key for upgrade-guard.upgrade-guard.svc, upgrade-guard.upgrade-guard.svc.cluster.local, valid until "
+        )),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains(" (365 days); the caBundle follows"));
     let ca = std::fs::read_to_string(dir.join("out/ca.crt")).unwrap();
     let printed = String::from_utf8(out.stdout).unwrap();
     let decoded = base64::engine::general_purpose::STANDARD

@@ -50,7 +50,7 @@ impl Default for Options {
 struct Harness {
     addr: SocketAddr,
     ca: String,
-    dir: PathBuf,
+    dir: TempDir,
     store: Arc<CertStore>,
     metrics: Arc<Metrics>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -61,25 +61,12 @@ fn fixed_now() -> jiff::Timestamp {
     now()
 }
 
-fn tempdir() -> PathBuf {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "ug-server-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn loopback_names() -> Vec<String> {
     vec!["localhost".into(), "127.0.0.1".into()]
 }
 
 async fn start(options: Options) -> Harness {
-    let dir = tempdir();
+    let dir = TempDir::new("server");
     let bundle = certs::generate(&loopback_names(), now(), 30).unwrap();
     std::fs::write(dir.join("tls.crt"), &bundle.cert_pem).unwrap();
     std::fs::write(dir.join("tls.key"), &bundle.key_pem).unwrap();
@@ -482,7 +469,7 @@ fn client_identity(name: &str) -> (String, String, String) {
 async fn mtls_serves_only_clients_with_a_certificate_from_the_client_ca() {
     let (client_ca, cert, key) = client_identity("kube-apiserver");
     let (_, stranger_cert, stranger_key) = client_identity("stranger");
-    let dir = tempdir();
+    let dir = TempDir::new("server");
     std::fs::write(dir.join("client-ca.crt"), &client_ca).unwrap();
     let server = start(Options {
         client_ca: Some(dir.join("client-ca.crt")),

@@ -32,9 +32,14 @@ pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
     let bundle =
         certs::generate(&names, common.now(), args.days).map_err(|e| Error::Io(e.to_string()))?;
     std::fs::create_dir_all(&args.out).map_err(|e| io(&args.out, e))?;
-    write(&args.out.join("ca.crt"), &bundle.ca_pem, 0o644)?;
-    write(&args.out.join("tls.crt"), &bundle.cert_pem, 0o644)?;
-    write(&args.out.join("tls.key"), &bundle.key_pem, 0o600)?;
+    let files = [
+        (args.out.join("ca.crt"), &bundle.ca_pem, 0o644),
+        (args.out.join("tls.crt"), &bundle.cert_pem, 0o644),
+        (args.out.join("tls.key"), &bundle.key_pem, 0o600),
+    ];
+    for (path, pem, mode) in &files {
+        write(path, pem, *mode)?;
+    }
     let ca_bundle = base64::engine::general_purpose::STANDARD.encode(&bundle.ca_pem);
     if let Some(path) = &args.patch_manifests {
         let text = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
@@ -52,10 +57,17 @@ pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
             path.display()
         );
     }
+    // Joined paths, so `--out certs/` does not print `certs//ca.crt`.
+    let written: Vec<String> = files
+        .iter()
+        .map(|(p, ..)| p.display().to_string())
+        .collect();
     eprintln!(
-        "wrote {0}/ca.crt, {0}/tls.crt, {0}/tls.key for {1}; the caBundle follows",
-        args.out.display(),
-        names.join(", ")
+        "wrote {} for {}, valid until {} ({} days); the caBundle follows",
+        written.join(", "),
+        names.join(", "),
+        certs::valid_until(common.now(), args.days),
+        args.days
     );
     println!("{ca_bundle}");
     Ok(ExitCode::SUCCESS)

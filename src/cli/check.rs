@@ -74,7 +74,7 @@ pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
         print!("{text}");
         return Ok(verdict_code(ready));
     }
-    let policies = common.load_policies()?;
+    let policies = common.load_policies_noting()?;
     let (Some(old), Some(new)) = (&args.old, &args.new) else {
         return Err(Error::Io("give --old and --new, or --live and --to".into()));
     };

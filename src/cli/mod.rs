@@ -63,6 +63,24 @@ impl Common {
     fn load_policies(&self) -> Result<PolicySet, Error> {
         Ok(PolicySet::load(&self.policy_path())?)
     }
+
+    /// [`Self::load_policies`] for the offline commands: an empty set is
+    /// said on stderr.
+    fn load_policies_noting(&self) -> Result<PolicySet, Error> {
+        let policies = self.load_policies()?;
+        if policies.is_empty() {
+            eprintln!("upgrade-guard: warning: {}", no_policy(&self.policy_path()));
+        }
+        Ok(policies)
+    }
+}
+
+/// Said loudly wherever no policy was loaded: nothing is governed then.
+fn no_policy(path: &std::path::Path) -> String {
+    format!(
+        "no policy loaded from {} (no UpgradePolicy in its .yaml, .yml or .json files): nothing is governed, every change is allowed",
+        path.display()
+    )
 }
 
 #[derive(Debug, Subcommand)]

@@ -28,7 +28,7 @@ pub struct Args {
 }
 
 pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
-    let policies = common.load_policies()?;
+    let policies = common.load_policies_noting()?;
     let snapshot = match &args.objects {
         Some(path) => Some(manifest::WorkloadSet::read(path)?.into_snapshot()),
         None => None,

@@ -52,6 +52,9 @@ pub struct Args {
     /// account (`system:serviceaccount:NS:NAME`) by default.
     #[arg(long, env = "UPGRADE_GUARD_SELF_USER")]
     pub self_user: Option<String>,
+    /// Where the development CA is written when no --tls-cert is given.
+    #[arg(long, env = "UPGRADE_GUARD_DEV_CA", default_value_os_t = std::env::temp_dir().join("upgrade-guard-dev-ca.crt"))]
+    pub dev_ca: PathBuf,
     /// Largest request body accepted (larger gets 413).
     #[arg(long, env = "UPGRADE_GUARD_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -85,8 +88,10 @@ pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only for a person at a terminal, never into a file or a pipe.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -97,6 +102,9 @@ fn init_logging(format: LogFormat) {
 async fn serve(args: &Args, common: &Common) -> Result<ExitCode, Error> {
     let file_policies = common.load_policies()?;
     tracing::info!(policies = file_policies.len(), path = %common.policy_path().display(), "policies loaded");
+    if file_policies.is_empty() {
+        tracing::warn!("{}", super::no_policy(&common.policy_path()));
+    }
     let mut registry = Registry::with_prefix("upgrade_guard");
     let metrics = Arc::new(Metrics::register(&mut registry));
 
@@ -113,11 +121,12 @@ async fn serve(args: &Args, common: &Common) -> Result<ExitCode, Error> {
             }));
             store
         }
-        _ => development_certificate(common.now())?,
+        _ => development_certificate(common.now(), &args.dev_ca, args.addr)?,
     };
     metrics
         .certificate_expiry
         .set(certs.not_after().unwrap_or_default());
+    tracing::info!(not_after = %tls::expiry(certs.not_after()), "serving certificate");
     let tls_config = tls::server_config(certs, args.client_ca.as_deref())
         .map_err(|e| Error::Io(e.to_string()))?;
 
@@ -217,16 +226,27 @@ async fn serve(args: &Args, common: &Common) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// How long the development certificate is valid.
+const DEV_CERT_DAYS: i64 = 30;
+
 /// A development CA and loopback certificate, made in memory; the CA is
-/// written to a file so a client can trust it.
-fn development_certificate(now: jiff::Timestamp) -> Result<Arc<tls::CertStore>, Error> {
+/// written to `ca_path` (replacing the last run's) so a client can trust it.
+fn development_certificate(
+    now: jiff::Timestamp,
+    ca_path: &std::path::Path,
+    addr: SocketAddr,
+) -> Result<Arc<tls::CertStore>, Error> {
     let names = ["localhost", "127.0.0.1", "::1"].map(String::from);
-    let bundle = crate::certs::generate(&names, now, 30).map_err(|e| Error::Io(e.to_string()))?;
-    let ca_path =
-        std::env::temp_dir().join(format!("upgrade-guard-dev-ca-{}.crt", std::process::id()));
-    std::fs::write(&ca_path, &bundle.ca_pem)
+    let bundle =
+        crate::certs::generate(&names, now, DEV_CERT_DAYS).map_err(|e| Error::Io(e.to_string()))?;
+    std::fs::write(ca_path, &bundle.ca_pem)
         .map_err(|e| Error::Io(format!("{}: {e}", ca_path.display())))?;
-    tracing::info!(ca = %ca_path.display(), "development certificate for localhost; trust this CA (e.g. curl --cacert)");
+    let curl = format!(
+        "curl --cacert {} https://localhost:{}/healthz",
+        ca_path.display(),
+        addr.port()
+    );
+    tracing::info!(ca = %ca_path.display(), %curl, "development certificate for localhost; trust this CA");
     tls::CertStore::from_pem(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes())
         .map_err(|e| Error::Io(e.to_string()))
 }

@@ -455,30 +455,20 @@ impl PolicySet {
         Ok(out)
     }
 
-    /// Loads a policy file, or every `.yaml`, `.yml` and `.json` file of a
-    /// directory (not recursive).
+    /// Loads a policy file, or every `.yaml`, `.yml` and `.json` file below
+    /// a directory, subdirectories included (in path order), as manifests
+    /// are read.
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
         let io_err = |p: &Path, e: std::io::Error| PolicyError {
             location: p.display().to_string(),
             field: None,
             message: format!("cannot read policies: {e}"),
         };
-        let mut files = Vec::new();
-        if path.is_dir() {
-            for entry in std::fs::read_dir(path).map_err(|e| io_err(path, e))? {
-                let file = entry.map_err(|e| io_err(path, e))?.path();
-                let is_policy = file
-                    .extension()
-                    .and_then(|e| e.to_str())
-                    .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"));
-                if is_policy && file.is_file() {
-                    files.push(file);
-                }
-            }
-            files.sort();
-        } else {
-            files.push(path.to_path_buf());
-        }
+        let files = crate::manifest::files(path).map_err(|e| PolicyError {
+            location: e.location,
+            field: None,
+            message: format!("cannot read policies: {}", e.message),
+        })?;
         let mut policies = Vec::new();
         for file in files {
             let text = std::fs::read_to_string(&file).map_err(|e| io_err(&file, e))?;

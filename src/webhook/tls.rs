@@ -94,7 +94,7 @@ impl CertStore {
             tokio::time::sleep(every).await;
             match self.reload() {
                 Ok(true) => {
-                    tracing::info!(not_after = self.not_after(), "serving certificate reloaded");
+                    tracing::info!(not_after = %expiry(self.not_after()), "serving certificate reloaded");
                     on_change(&self);
                 }
                 Ok(false) => {}
@@ -105,13 +105,20 @@ impl CertStore {
         }
     }
 
-    /// When the serving certificate expires, in Unix seconds.
+    /// When the serving certificate expires, in Unix seconds (the metric).
     pub fn not_after(&self) -> Option<i64> {
         let pair = self.current.load();
         let der = pair.cert.first()?;
         let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
         Some(cert.validity().not_after.timestamp())
     }
+}
+
+/// An expiry for people to read: RFC 3339, or `unknown`.
+pub fn expiry(not_after: Option<i64>) -> String {
+    not_after
+        .and_then(|s| jiff::Timestamp::from_second(s).ok())
+        .map_or_else(|| "unknown".into(), |t| t.to_string())
 }
 
 impl ResolvesServerCert for CertStore {
