@@ -247,12 +247,13 @@ fn collect(path: &Path, files: &mut Vec<PathBuf>) -> Result<(), InputError> {
 }
 
 /// What deciding needs of a manifest set: its workloads, keyed for pairing,
-/// and its claims. Nothing else is kept, so a repository of thousands of
+/// and its claims and pods. Nothing else is kept, so a repository of thousands of
 /// objects costs little more than its workloads.
 #[derive(Debug, Default)]
 pub struct WorkloadSet {
     /// With where each was read.
     pub workloads: Vec<(String, Workload)>,
+    /// Claims and pods, for lookups.
     pub claims: Snapshot,
     /// Every object read, of any kind.
     pub objects: usize,
@@ -284,13 +285,21 @@ impl WorkloadSet {
 
     fn add(&mut self, mut m: Manifest) -> Result<(), InputError> {
         self.objects += 1;
-        let is_claim = m.value.get("apiVersion").and_then(|v| v.as_str()) == Some("v1")
-            && m.value.get("kind").and_then(|v| v.as_str()) == Some("PersistentVolumeClaim");
-        if is_claim {
-            let claim: PersistentVolumeClaim =
-                serde_json::from_value(m.value).map_err(|e| InputError::new(&m.source, e))?;
-            self.claims.insert_claim(&claim);
-            return Ok(());
+        let core = m.value.get("apiVersion").and_then(|v| v.as_str()) == Some("v1");
+        match m.value.get("kind").and_then(|v| v.as_str()) {
+            Some("PersistentVolumeClaim") if core => {
+                let claim: PersistentVolumeClaim =
+                    serde_json::from_value(m.value).map_err(|e| InputError::new(&m.source, e))?;
+                self.claims.insert_claim(&claim);
+                return Ok(());
+            }
+            Some("Pod") if core => {
+                let pod =
+                    serde_json::from_value(m.value).map_err(|e| InputError::new(&m.source, e))?;
+                self.claims.insert_pod(pod);
+                return Ok(());
+            }
+            _ => {}
         }
         // No decision reads them, and kubectl's output is half managed fields.
         if let Some(meta) = m.value.get_mut("metadata").and_then(|v| v.as_object_mut()) {

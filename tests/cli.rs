@@ -229,6 +229,65 @@ fn scale_is_judged_against_the_objects_the_cache_would_hold() {
     );
 }
 
+/// `kubectl delete sts db --cascade=orphan`, then a CREATE at a skipped
+/// version: the new StatefulSet adopts the old claims and pods, so it is
+/// judged as an upgrade from what those pods run.
+#[test]
+fn a_statefulset_created_again_over_old_claims_is_judged_from_its_pods() {
+    let create = sample_path("sts-create-apply.json"); // shop/db at 1.7.0, 3 replicas
+    let dir = TempDir::new("recreate");
+    let objects = |pod_version: Option<&str>| {
+        let mut docs = Vec::new();
+        for i in 0..3 {
+            docs.push(format!(
+                "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: data-db-{i}, namespace: shop}}\nspec: {{accessModes: [ReadWriteOnce]}}\n"
+            ));
+            if let Some(v) = pod_version {
+                docs.push(format!(
+                    "apiVersion: v1\nkind: Pod\nmetadata: {{name: db-{i}, namespace: shop, labels: {{app.kubernetes.io/name: db}}}}\nspec:\n  containers: [{{name: db, image: 'registry.example.com/shop/db:{v}'}}]\n"
+                ));
+            }
+        }
+        let path = dir.join(format!("objects-{}.yaml", pod_version.unwrap_or("none")));
+        std::fs::write(&path, docs.join("---\n")).unwrap();
+        path.display().to_string()
+    };
+    let context = "upgrade-guard: StatefulSet shop/db is created over the claims an earlier one left (data-db-0, data-db-1, data-db-2): judged as an upgrade from what its pods db-0, db-1, db-2 still run";
+
+    let skipped = run(
+        &["review", &create, "--objects", &objects(Some("1.5.0"))],
+        b"",
+    );
+    assert_eq!(skipped.code, 1, "{}", skipped.stderr);
+    let refused = response(&skipped);
+    assert_eq!(
+        refused["status"]["message"],
+        "StatefulSet shop/db: 1.5.0 → 1.7.0 skips 1.6.x: upgrade to 1.6.x first (rule skip-version, policy semver-db); to accept the risk, set upgradeguard.io/force-to: \"1.7.0\" and upgradeguard.io/force-reason"
+    );
+    assert_eq!(refused["warnings"][0], context);
+
+    let next = response(&run(
+        &["review", &create, "--objects", &objects(Some("1.6.2"))],
+        b"",
+    ));
+    assert_eq!(next["allowed"], true);
+    assert_eq!(next["warnings"][0], context);
+
+    let unknown = response(&run(&["review", &create, "--objects", &objects(None)], b""));
+    assert_eq!(unknown["allowed"], true);
+    assert_eq!(
+        unknown["warnings"][0],
+        "upgrade-guard: StatefulSet shop/db is created over the claims an earlier one left (data-db-0, data-db-1, data-db-2), and no pod of it is left to tell which version they last served: the upgrade path to this version cannot be checked"
+    );
+
+    // Without claims left behind, a create is a create.
+    let fresh = response(&run(&["review", &create], b""));
+    assert_eq!(
+        (fresh["allowed"].clone(), fresh.get("warnings")),
+        (json!(true), None)
+    );
+}
+
 #[test]
 fn dry_run_requests_get_the_same_verdict() {
     let dry = response(&run(
@@ -484,6 +543,133 @@ fn check_refuses_a_repository_with_an_unsafe_upgrade() {
                 && l.contains("v1 → v3")
                 && l.contains("refused")
                 && l.contains("skip-version")),
+        "{}",
+        table.stdout
+    );
+}
+
+/// Every row names its policy (bare, in JSON) and the versions it judged:
+/// DELETE rows, require-statefulset refusals, a downgrade out of the track,
+/// and a variant tag read by the example postgresql policy's pattern.
+#[test]
+fn check_rows_name_their_policy_and_versions() {
+    let dir = TempDir::new("rows");
+    let (old, new) = (dir.join("old"), dir.join("new"));
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::create_dir_all(&new).unwrap();
+    let mysql = |v: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: mysql, namespace: fate, labels: {{app.kubernetes.io/part-of: fate}}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: mysql}}}}\n  template:\n    metadata: {{labels: {{app: mysql, app.kubernetes.io/part-of: fate}}}}\n    spec:\n      containers: [{{name: mysql, image: 'federatedai/mysql:{v}'}}]\n      volumes: [{{name: data, persistentVolumeClaim: {{claimName: mysql-data}}}}]\n"
+        )
+    };
+    let postgres = |name: &str, tag: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: {name}, namespace: shop, labels: {{app.kubernetes.io/name: postgresql}}}}\nspec:\n  replicas: 3\n  serviceName: {name}\n  selector: {{matchLabels: {{app.kubernetes.io/name: postgresql}}}}\n  template:\n    metadata: {{labels: {{app.kubernetes.io/name: postgresql}}}}\n    spec:\n      containers: [{{name: postgres, image: 'postgres:{tag}'}}]\n"
+        )
+    };
+    for (dir, files) in [
+        (
+            &old,
+            vec![
+                ("mysql.yaml", mysql("1.9.0-release")),
+                ("pg.yaml", postgres("pg", "15.6")),
+                ("pg16.yaml", postgres("pg16", "16.1")),
+                (
+                    "db.yaml",
+                    std::fs::read_to_string(fixture("manifests/db.yaml")).unwrap(),
+                ),
+            ],
+        ),
+        (
+            &new,
+            vec![
+                ("mysql.yaml", mysql("1.9.1-release")),
+                ("pg.yaml", postgres("pg", "15.6-bookworm")),
+                ("pg16.yaml", postgres("pg16", "15.4")),
+            ],
+        ),
+    ] {
+        for (name, text) in files {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+    }
+    let args = [
+        "check",
+        "--old",
+        old.to_str().unwrap(),
+        "--new",
+        new.to_str().unwrap(),
+    ];
+    let out = run(&[&args[..], &["--output", "json"]].concat(), b"");
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let report: Value = serde_json::from_str(&out.stdout).unwrap();
+    let rows: Vec<Value> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            json!([
+                r["name"],
+                r["operation"],
+                r["from"],
+                r["to"],
+                r["verdict"],
+                r["rule"],
+                r["policy"],
+                r["reason"]
+            ])
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            json!([
+                "mysql",
+                "UPDATE",
+                "1.9.0",
+                "1.9.1",
+                "refused",
+                "require-statefulset",
+                "fate",
+                "Deployment fate/mysql: 1.9.0 → 1.9.1 of a Deployment that mounts PersistentVolumeClaims: a Deployment cannot keep a volume per replica: convert it to a StatefulSet first (`upgrade-guard convert` offline, `upgrade-guard migrate fate/mysql` live) (rule require-statefulset, policy fate)"
+            ]),
+            json!([
+                "pg",
+                "UPDATE",
+                "15.6",
+                "15.6",
+                "allowed",
+                null,
+                "postgresql",
+                ""
+            ]),
+            json!([
+                "pg16",
+                "UPDATE",
+                "16.1",
+                "15.4",
+                "refused",
+                "downgrade",
+                "postgresql",
+                "StatefulSet shop/pg16: 16.1 → 15.4 is a downgrade out of release track 16.x: only a rollback to the version a running refresh started from is allowed, and none is running (rule downgrade, policy postgresql)"
+            ]),
+            json!([
+                "db",
+                "DELETE",
+                null,
+                null,
+                "allowed",
+                null,
+                "semver-db",
+                "StatefulSet shop/db: deleting changes no version; its claims stay, and a StatefulSet created over them again is judged from the pods still running on them"
+            ]),
+        ]
+    );
+    let table = run(&args, b"");
+    assert!(
+        table.stdout.lines().any(
+            |l| l.starts_with("StatefulSet shop/pg    UPDATE     15.6 (same version)  allowed")
+        ),
         "{}",
         table.stdout
     );

@@ -21,7 +21,10 @@ fn the_example_policies_load_one_per_system() {
     let set = policies();
     let mut names: Vec<&str> = set.iter().map(|p| p.name.as_str()).collect();
     names.sort();
-    assert_eq!(names, ["fate", "kyuubi", "protocol-db", "semver-db"]);
+    assert_eq!(
+        names,
+        ["fate", "kyuubi", "postgresql", "protocol-db", "semver-db"]
+    );
     let kyuubi = set.iter().find(|p| p.name == "kyuubi").unwrap();
     assert_eq!(kyuubi.track, Track::MajorMinor);
     assert_eq!(

@@ -170,6 +170,8 @@ fn table(rows: &[Row]) -> String {
         .iter()
         .map(|r| {
             let change = match (&r.from, &r.to) {
+                // The image changed, the version did not (a variant tag).
+                (Some(f), Some(t)) if f == t => format!("{f} (same version)"),
                 (Some(f), Some(t)) => format!("{f} → {t}"),
                 _ => "-".into(),
             };

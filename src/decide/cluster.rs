@@ -1,11 +1,12 @@
 //! What a decision may know of the cluster beyond the request: the live
-//! workload behind a `scale` request, and claims' access modes. The server
+//! workload behind a `scale` request, claims' access modes, and the pods a
+//! StatefulSet created again over old claims would adopt. The server
 //! backs it with a watch cache; `review --objects`, `check` and tests with a
 //! [`Snapshot`].
 
 use std::collections::HashMap;
 
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 
 use crate::workload::{Workload, WorkloadKind};
 
@@ -13,6 +14,7 @@ pub trait ClusterView {
     fn workload(&self, kind: WorkloadKind, namespace: &str, name: &str) -> Option<Workload>;
     /// `None`: the claim is not known.
     fn claim_access_modes(&self, namespace: &str, name: &str) -> Option<Vec<String>>;
+    fn pod(&self, namespace: &str, name: &str) -> Option<Pod>;
 }
 
 /// No cluster access: every lookup comes back empty.
@@ -26,6 +28,9 @@ impl ClusterView for NoCluster {
     fn claim_access_modes(&self, _: &str, _: &str) -> Option<Vec<String>> {
         None
     }
+    fn pod(&self, _: &str, _: &str) -> Option<Pod> {
+        None
+    }
 }
 
 /// A fixed set of objects.
@@ -33,6 +38,7 @@ impl ClusterView for NoCluster {
 pub struct Snapshot {
     workloads: HashMap<(WorkloadKind, String, String), Workload>,
     claims: HashMap<(String, String), Vec<String>>,
+    pods: HashMap<(String, String), Pod>,
 }
 
 impl Snapshot {
@@ -58,8 +64,19 @@ impl Snapshot {
         self.claims.insert(key, modes);
     }
 
+    pub fn insert_pod(&mut self, pod: Pod) {
+        let key = (
+            pod.metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            pod.metadata.name.clone().unwrap_or_default(),
+        );
+        self.pods.insert(key, pod);
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.workloads.is_empty() && self.claims.is_empty()
+        self.workloads.is_empty() && self.claims.is_empty() && self.pods.is_empty()
     }
 }
 
@@ -71,6 +88,11 @@ impl ClusterView for Snapshot {
     }
     fn claim_access_modes(&self, namespace: &str, name: &str) -> Option<Vec<String>> {
         self.claims
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+    fn pod(&self, namespace: &str, name: &str) -> Option<Pod> {
+        self.pods
             .get(&(namespace.to_string(), name.to_string()))
             .cloned()
     }

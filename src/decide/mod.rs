@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use k8s_openapi::api::apps::v1::StatefulSetSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 
@@ -108,7 +109,8 @@ pub struct Verdict {
     pub reason: String,
     pub from: Option<String>,
     pub to: Option<String>,
-    /// The policy that judged it (`None`: not governed).
+    /// The id of the policy that judged it (`NAME` or `NAMESPACE/NAME`;
+    /// `None`: not governed).
     pub policy: Option<String>,
     /// For the validating webhook's response.
     pub warnings: Vec<String>,
@@ -197,7 +199,19 @@ pub fn decide_as(
         return refused;
     }
     match change {
-        Change::Delete(_) => Verdict::allow(),
+        Change::Delete(old) => {
+            let mut verdict = Verdict::allow();
+            if let Some(policy) = policies.select(old) {
+                verdict.policy = Some(policy.id());
+                verdict.reason = format!(
+                    "{} {}/{}: deleting changes no version; its claims stay, and a StatefulSet created over them again is judged from the pods still running on them",
+                    old.kind(),
+                    old.namespace(),
+                    old.name()
+                );
+            }
+            verdict
+        }
         Change::Scale {
             kind,
             namespace,
@@ -208,9 +222,13 @@ pub fn decide_as(
         Change::Create(new) => match policies.select(new) {
             None => Verdict::allow(),
             Some(policy) => {
+                let mut verdict = match recreated(new, policy, cluster, now, &requester.overrides) {
+                    Some(judged) if !judged.allowed => return judged,
+                    Some(judged) => judged,
+                    None => Verdict::allow(),
+                };
                 let mut new = Cow::Borrowed(new);
-                let mut verdict = Verdict::allow();
-                verdict.policy = Some(policy.describe());
+                verdict.policy = Some(policy.id());
                 let edits = volume_edits(&new, cluster, &mut verdict.patch_warnings);
                 verdict.patch = mutation::plan(&edits, &mut new);
                 verdict
@@ -267,7 +285,7 @@ fn decide_scale(
     if !refresh.in_progress {
         return Verdict {
             allowed: true,
-            policy: Some(policy.describe()),
+            policy: Some(policy.id()),
             warnings: refresh.warnings,
             ..Default::default()
         };
@@ -287,10 +305,112 @@ fn decide_scale(
         reason: refusal_text(kind, namespace, name, policy, &refused),
         from: rf,
         to: rt,
-        policy: Some(policy.describe()),
+        policy: Some(policy.id()),
         warnings: refresh.warnings,
         ..Default::default()
     }
+}
+
+/// A StatefulSet created where an earlier one left its claims
+/// (`<template>-<name>-<ordinal>`, which it adopts): judged as an upgrade
+/// from what the pods of the same names run. `kubectl delete --cascade=orphan`
+/// leaves them running, and they are what last served the data; a claim
+/// carries no version of its own that upgrade-guard wrote and a user could
+/// not. With no pod left, a warning says the path cannot be checked. `None`
+/// when no claim is adopted.
+fn recreated(
+    new: &Workload,
+    policy: &Policy,
+    cluster: &dyn ClusterView,
+    now: jiff::Timestamp,
+    overrides: &Overrides,
+) -> Option<Verdict> {
+    let Workload::StatefulSet(sts) = new else {
+        return None;
+    };
+    let (namespace, name) = (new.namespace(), new.name());
+    let templates: Vec<&str> = sts
+        .spec
+        .as_ref()?
+        .volume_claim_templates
+        .iter()
+        .flatten()
+        .filter_map(|t| t.metadata.name.as_deref())
+        .collect();
+    let ordinals = 0..new.replicas().max(0);
+    let claims: Vec<String> = ordinals
+        .clone()
+        .flat_map(|i| templates.iter().map(move |t| format!("{t}-{name}-{i}")))
+        .filter(|claim| cluster.claim_access_modes(namespace, claim).is_some())
+        .collect();
+    if claims.is_empty() {
+        return None;
+    }
+    let pods: Vec<_> = ordinals
+        .filter_map(|i| cluster.pod(namespace, &format!("{name}-{i}")))
+        .collect();
+    let id = format!("{} {namespace}/{name}", new.kind());
+    let adopted = crate::echo::bounded(&claims.join(", "));
+    if pods.is_empty() {
+        let mut verdict = Verdict::allow();
+        verdict.warnings.push(format!(
+            "upgrade-guard: {id} is created over the claims an earlier one left ({adopted}), and no pod of it is left to tell which version they last served: the upgrade path to this version cannot be checked"
+        ));
+        return Some(verdict);
+    }
+    let names: Vec<&str> = pods
+        .iter()
+        .filter_map(|p| p.metadata.name.as_deref())
+        .collect();
+    let context = format!(
+        "upgrade-guard: {id} is created over the claims an earlier one left ({adopted}): judged as an upgrade from what its pods {} still run",
+        crate::echo::bounded(&names.join(", "))
+    );
+    let mut judged: Option<Verdict> = None;
+    let mut seen = Vec::new();
+    for pod in pods {
+        let Some(spec) = pod.spec else { continue };
+        let images: Vec<(String, Option<String>)> = spec
+            .containers
+            .iter()
+            .map(|c| (c.name.clone(), c.image.clone()))
+            .collect();
+        if seen.contains(&images) {
+            continue;
+        }
+        seen.push(images);
+        // The old StatefulSet as its pods show it: no refresh was running.
+        let mut old = new.clone();
+        if let Some(annotations) = old.metadata_mut().annotations.as_mut() {
+            annotations.remove(REFRESH);
+        }
+        if let Workload::StatefulSet(s) = &mut old
+            && let Some(spec_of_old) = s.spec.as_mut()
+        {
+            spec_of_old.template.spec = Some(spec);
+            spec_of_old.template.metadata = Some(ObjectMeta {
+                labels: pod.metadata.labels.clone(),
+                annotations: pod.metadata.annotations.clone(),
+                ..Default::default()
+            });
+        }
+        let mut verdict = decide_update(&old, new, policy, cluster, now, overrides);
+        // The edits of an update (partition, record) are not a create's.
+        verdict.patch.clear();
+        verdict.patch_warnings.clear();
+        verdict.warnings.insert(0, context.clone());
+        if !verdict.allowed {
+            return Some(verdict);
+        }
+        if judged.is_none() || verdict.rule.is_some() {
+            judged = Some(verdict);
+        }
+    }
+    judged.or_else(|| {
+        let mut verdict = Verdict::allow();
+        verdict.warnings.push(context);
+        Some(verdict)
+    })
 }
 
 /// What the old object says about a refresh.
@@ -370,7 +490,7 @@ fn decide_update(
     let refresh = RefreshView::of(old);
     let mut verdict = Verdict {
         allowed: true,
-        policy: Some(policy.describe()),
+        policy: Some(policy.id()),
         warnings: refresh.warnings.clone(),
         ..Default::default()
     };
@@ -813,6 +933,10 @@ fn judge_path(
             new.name()
         );
         if policy.require_stateful_set {
+            if let Some((o, n)) = changed.first() {
+                verdict.from = Some(o.label().to_string());
+                verdict.to = Some(n.label().to_string());
+            }
             return Err(Refused {
                 rule: Rule::RequireStatefulset,
                 reason: format!(
@@ -1065,7 +1189,7 @@ fn left_policy(new: &Workload, before: &Policy, overrides: &Overrides) -> Verdic
         .unwrap_or_else(no_governed_container);
     let verdict = Verdict {
         allowed: true,
-        policy: Some(before.describe()),
+        policy: Some(before.id()),
         ..Default::default()
     };
     unless_overridden(new, before, &target, refusal, overrides, verdict)
@@ -1139,7 +1263,7 @@ fn forged_record(
             refused.policy = policies
                 .select(new)
                 .or_else(|| old.and_then(|o| policies.select(o)))
-                .map(Policy::describe);
+                .map(Policy::id);
             Some(refused)
         }
     }

@@ -377,11 +377,17 @@ impl Policy {
     }
 
     /// Why a workload was judged by this policy, for messages.
-    pub fn describe(&self) -> String {
+    /// `NAME`, or `NAMESPACE/NAME` for a namespaced policy.
+    pub fn id(&self) -> String {
         match &self.namespace {
-            Some(ns) => format!("policy {ns}/{}", self.name),
-            None => format!("policy {}", self.name),
+            Some(ns) => format!("{ns}/{}", self.name),
+            None => self.name.clone(),
         }
+    }
+
+    /// `policy ID`, for sentences.
+    pub fn describe(&self) -> String {
+        format!("policy {}", self.id())
     }
 }
 

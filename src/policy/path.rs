@@ -74,8 +74,33 @@ impl Policy {
                 true,
             );
         }
-        if track_key(self.track, from) != track_key(self.track, to) {
-            let track = from.spell([from.major(), from.minor(), 0], track_len(self.track));
+        let leaves_track = track_key(self.track, from) != track_key(self.track, to);
+        let track = from.spell([from.major(), from.minor(), 0], track_len(self.track));
+        // A downgrade is named as one even when it also leaves the track
+        // (16.1 → 15.4); forcing it must be allowed on both counts.
+        if to < from && self.downgrade != Downgrade::Allow {
+            let (why, forceable) = match self.downgrade {
+                Downgrade::RollbackOnly => (
+                    match rollback_to {
+                        Some(start) => format!("only a rollback to {start}, where the running refresh started, is allowed"),
+                        None => "only a rollback to the version a running refresh started from is allowed, and none is running".to_string(),
+                    },
+                    true,
+                ),
+                _ => (format!("{} denies every downgrade", self.describe()), false),
+            };
+            let across = if leaves_track {
+                format!(" out of release track {track}")
+            } else {
+                String::new()
+            };
+            return refuse(
+                Rule::Downgrade,
+                format!("{from} → {to} is a downgrade{across}: {why}"),
+                forceable && (!leaves_track || self.cross_track == Override::Force),
+            );
+        }
+        if leaves_track {
             let stay = match self
                 .releases
                 .iter()
@@ -93,22 +118,10 @@ impl Policy {
             );
         }
         if to < from {
-            let (why, forceable) = match self.downgrade {
-                Downgrade::Allow => return PathOutcome::Allowed { rollback: false, note: None },
-                Downgrade::RollbackOnly => (
-                    match rollback_to {
-                        Some(start) => format!("only a rollback to {start}, where the running refresh started, is allowed"),
-                        None => "only a rollback to the version a running refresh started from is allowed, and none is running".to_string(),
-                    },
-                    true,
-                ),
-                Downgrade::Deny => (format!("{} denies every downgrade", self.describe()), false),
+            return PathOutcome::Allowed {
+                rollback: false,
+                note: None,
             };
-            return refuse(
-                Rule::Downgrade,
-                format!("{from} → {to} is a downgrade: {why}"),
-                forceable,
-            );
         }
         match self.skipped(from, to) {
             Some((skipped, next)) => refuse(
@@ -440,6 +453,38 @@ mod tests {
         assert!(!forceable);
         let force = policy("  track: major.minor\n  crossTrack: force\n");
         assert!(refused(judge(&force, "3.4.1", "3.5.0")).2);
+    }
+
+    #[test]
+    fn a_downgrade_out_of_the_track_is_named_a_downgrade() {
+        let deny = policy("  track: major\n");
+        assert_eq!(
+            refused(judge(&deny, "16.1", "15.4")),
+            (
+                Rule::Downgrade,
+                "16.1 → 15.4 is a downgrade out of release track 16.x: only a rollback to the version a running refresh started from is allowed, and none is running".into(),
+                false
+            )
+        );
+        // Forceable only when leaving the track may be forced too.
+        let force = policy("  track: major\n  crossTrack: force\n");
+        assert!(refused(judge(&force, "16.1", "15.4")).2);
+        // Downgrades allowed: leaving the track is still refused.
+        let allow = policy("  track: major\n  downgrade: allow\n");
+        assert_eq!(refused(judge(&allow, "16.1", "15.4")).0, Rule::CrossTrack);
+        assert!(allowed(&judge(&allow, "16.4", "16.1")));
+    }
+
+    #[test]
+    fn by_default_a_variant_suffix_reads_as_a_pre_release() {
+        // Semver: 15.6-bookworm sorts before 15.6. The example postgresql
+        // policy's pattern reads only the numbers instead.
+        let (rule, reason, _) = refused(judge(&policy(""), "15.6", "15.6-bookworm"));
+        assert_eq!(rule, Rule::Downgrade);
+        assert!(
+            reason.starts_with("15.6 → 15.6-bookworm is a downgrade"),
+            "{reason}"
+        );
     }
 
     #[test]

@@ -101,6 +101,12 @@ impl ClusterView for LiveCluster {
         let claim = self.claims.get(&ObjectRef::new(name).within(namespace))?;
         claim.spec.as_ref().and_then(|s| s.access_modes.clone())
     }
+
+    fn pod(&self, namespace: &str, name: &str) -> Option<Pod> {
+        self.pods
+            .get(&ObjectRef::new(name).within(namespace))
+            .map(|p| (*p).clone())
+    }
 }
 
 /// Starts the watches. `policies` is kept equal to the file policies plus
