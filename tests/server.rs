@@ -428,6 +428,40 @@ async fn a_body_far_over_the_limit_gets_the_413_over_both_protocols() {
 }
 
 #[tokio::test]
+async fn metrics_answer_the_format_the_client_asks_for() {
+    let server = start(Options::default()).await;
+    let mut client = server.client("h2").await;
+    client
+        .post(
+            "/validate",
+            sample_bytes("sts-update-server-side-apply-dry-run.json"),
+        )
+        .await;
+    // What Prometheus sends.
+    let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+    let (status, content_type, body) = client.get_accepting("/metrics", prometheus).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        content_type.as_deref(),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
+    let open = String::from_utf8(body.to_vec()).unwrap();
+    assert!(
+        open.ends_with("# EOF\n") && open.contains("# TYPE upgrade_guard_refusals counter\n"),
+        "{open}"
+    );
+    let (_, content_type, body) = client.get_accepting("/metrics", "*/*").await;
+    assert_eq!(
+        content_type.as_deref(),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    assert!(!text.contains("# EOF"), "{text}");
+    assert!(text.contains("# TYPE upgrade_guard_refusals_total counter\nupgrade_guard_refusals_total{rule=\"skip-version\"} 1\n"), "{text}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn probes_say_healthy_and_ready_only_once_ready() {
     let server = start(Options {
         ready: false,

@@ -99,3 +99,61 @@ impl Metrics {
         metrics
     }
 }
+
+/// The Prometheus text format (0.0.4) of an OpenMetrics text, for clients
+/// that do not ask for OpenMetrics: counters' HELP and TYPE name the
+/// `_total` sample, and there is no `# UNIT` or `# EOF` line.
+pub fn prometheus_text(openmetrics: &str) -> String {
+    let counters: Vec<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|tag| {
+            let rest = line.strip_prefix(tag)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(&name)
+                .then(|| format!("{tag}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(line) => out.push_str(&line),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_names_counters_by_their_sample_and_ends_without_eof() {
+        let mut registry = Registry::with_prefix("upgrade_guard");
+        let metrics = Metrics::register(&mut registry);
+        metrics.overrides.inc();
+        metrics.policy_crd_missing.set(1);
+        let mut open = String::new();
+        prometheus_client::encoding::text::encode(&mut open, &registry).unwrap();
+        assert!(open.contains("# TYPE upgrade_guard_overrides counter\n"));
+        assert!(open.ends_with("# EOF\n"));
+        let text = prometheus_text(&open);
+        for line in [
+            "# HELP upgrade_guard_overrides_total Refusals let through by upgradeguard.io/force-to.",
+            "# TYPE upgrade_guard_overrides_total counter",
+            "upgrade_guard_overrides_total 1",
+            "# TYPE upgrade_guard_policy_crd_missing gauge",
+            "upgrade_guard_policy_crd_missing 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
+        assert!(!text.contains("# EOF"), "{text}");
+    }
+}

@@ -160,15 +160,30 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-async fn metrics(State(app): State<Arc<App>>) -> Response {
+/// OpenMetrics when the client asks for it (Prometheus does), else the
+/// Prometheus text format that curl and older scrapers read.
+async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let mut text = String::new();
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
     match prometheus_client::encoding::text::encode(&mut text, &app.registry) {
-        Ok(()) => (
+        Ok(()) if openmetrics => (
             [(
                 header::CONTENT_TYPE,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )],
             text,
+        )
+            .into_response(),
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            super::metrics::prometheus_text(&text),
         )
             .into_response(),
         Err(_) => error(

@@ -123,9 +123,18 @@ impl Client {
             method,
             path,
             content_type,
+            None,
             Full::new(Bytes::from(body)).boxed(),
         )
         .await
+    }
+
+    /// A GET with an `Accept` header.
+    pub async fn get_accepting(&mut self, path: &str, accept: &str) -> Reply {
+        let body = Full::new(Bytes::new()).boxed();
+        self.send("GET", path, "text/plain", Some(accept), body)
+            .await
+            .unwrap()
     }
 
     /// A POST whose body is sent in chunks with no length given up front
@@ -140,6 +149,7 @@ impl Client {
             "POST",
             path,
             "application/json",
+            None,
             StreamBody::new(frames).boxed(),
         )
         .await
@@ -150,15 +160,18 @@ impl Client {
         method: &str,
         path: &str,
         content_type: &str,
+        accept: Option<&str>,
         body: Body,
     ) -> Result<Reply, String> {
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(method)
             .uri(format!("https://localhost{path}"))
             .header("host", "localhost")
-            .header("content-type", content_type)
-            .body(body)
-            .unwrap();
+            .header("content-type", content_type);
+        if let Some(accept) = accept {
+            request = request.header("accept", accept);
+        }
+        let request = request.body(body).unwrap();
         let response = match self {
             Client::H1(send) => {
                 send.ready().await.map_err(|e| e.to_string())?;
