@@ -367,21 +367,8 @@ fn a_bad_policy_stops_every_command_with_exit_2() {
         &run(&["--policies", &policies, "review", &sample], b""),
         "p.yaml: document 1: spec: unknown field `tarck`",
     );
-    let fixtures = root().join("tests/fixtures/check/allowed");
-    let (old, new) = (fixtures.join("old"), fixtures.join("new"));
     bad_input(
-        &run(
-            &[
-                "check",
-                "--policies",
-                &policies,
-                "--old",
-                old.to_str().unwrap(),
-                "--new",
-                new.to_str().unwrap(),
-            ],
-            b"",
-        ),
+        &check("allowed", &["--policies", &policies]),
         "unknown field `tarck`",
     );
 }
@@ -393,20 +380,7 @@ fn check_and_review_say_when_no_policy_was_loaded() {
     let warning = format!(
         "upgrade-guard: warning: no policy loaded from {policies} (no UpgradePolicy in its .yaml, .yml or .json files): nothing is governed, every change is allowed\n"
     );
-    let fixtures = root().join("tests/fixtures/check/refused");
-    let (old, new) = (fixtures.join("old"), fixtures.join("new"));
-    let checked = run(
-        &[
-            "check",
-            "--policies",
-            &policies,
-            "--old",
-            old.to_str().unwrap(),
-            "--new",
-            new.to_str().unwrap(),
-        ],
-        b"",
-    );
+    let checked = check("refused", &["--policies", &policies]);
     assert_eq!(
         (checked.code, checked.stderr.as_str()),
         (0, warning.as_str())
