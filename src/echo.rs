@@ -5,13 +5,26 @@
 /// How much of a user's value is echoed.
 pub const ECHO_BYTES: usize = 200;
 
+/// How much of a whole message built around a user's input (a parser's
+/// error, say) is echoed.
+pub const MESSAGE_BYTES: usize = 1024;
+
 /// `text` if it is short; otherwise its first [`ECHO_BYTES`] (at a
 /// character boundary) and a marker saying how long it was.
 pub fn bounded(text: &str) -> String {
-    if text.len() <= ECHO_BYTES {
+    cut(text, ECHO_BYTES)
+}
+
+/// [`bounded`] for a whole message, at [`MESSAGE_BYTES`].
+pub fn bounded_message(text: &str) -> String {
+    cut(text, MESSAGE_BYTES)
+}
+
+fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
         return text.to_string();
     }
-    let mut end = ECHO_BYTES;
+    let mut end = max;
     while !text.is_char_boundary(end) {
         end -= 1;
     }

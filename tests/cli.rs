@@ -288,6 +288,53 @@ fn a_statefulset_created_again_over_old_claims_is_judged_from_its_pods() {
     );
 }
 
+/// A megabyte-long image tag made a 5 MB response and a 3 MB audit line:
+/// every echo of it is cut, with a marker.
+#[test]
+fn a_long_tag_is_echoed_cut_in_the_refusal() {
+    let mut review = sample("sts-update-set-image.json");
+    let tail = "a".repeat(1_000_000);
+    let dir = TempDir::new("long-tag");
+    for (tag, marker) in [
+        (format!("1.9.0-{tail}"), "…[cut: 1000006 bytes]"),
+        (format!("x{tail}"), "…[cut: 1000001 bytes]"),
+    ] {
+        review["request"]["object"]["spec"]["template"]["spec"]["containers"][0]["image"] =
+            json!(format!("registry.example.com/shop/db:{tag}"));
+        let path = dir.join("review.json");
+        std::fs::write(&path, review.to_string()).unwrap();
+        let out = run(&["review", path.to_str().unwrap()], b"");
+        assert_eq!(out.code, 1, "{}", out.stderr);
+        assert!(out.stdout.len() < 4096, "{} bytes", out.stdout.len());
+        let refused = response(&out);
+        let message = refused["status"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("{}{marker}", &tag[..200])),
+            "{message}"
+        );
+        assert!(refused["auditAnnotations"]["to"].as_str().unwrap().len() < 250);
+    }
+    // A parser's error quotes the bad value: cut too.
+    let mut bad = sample("sts-update-set-image.json");
+    bad["request"]["object"]["spec"]["replicas"] = json!(tail);
+    let path = dir.join("bad.json");
+    std::fs::write(&path, bad.to_string()).unwrap();
+    let out = run(&["review", path.to_str().unwrap()], b"");
+    bad_input(
+        &out,
+        "request.object.spec.replicas: invalid type: string \"aaaa",
+    );
+    assert!(
+        out.stderr.len() < 1300 && out.stderr.contains("…[cut: "),
+        "{}",
+        out.stderr.len()
+    );
+    let version = json!({"apiVersion": tail, "kind": "AdmissionReview"});
+    std::fs::write(&path, version.to_string()).unwrap();
+    let out = run(&["review", path.to_str().unwrap()], b"");
+    bad_input(&out, "…[cut: 1000000 bytes]\" is not supported");
+}
+
 #[test]
 fn dry_run_requests_get_the_same_verdict() {
     let dry = response(&run(

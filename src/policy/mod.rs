@@ -85,11 +85,12 @@ pub struct GovernedVersion {
 }
 
 impl GovernedVersion {
-    /// The version as text, or the image when it has none.
-    pub fn label(&self) -> &str {
+    /// The version as text, or the image when it has none (bounded: the
+    /// text is a user's, and it is echoed).
+    pub fn label(&self) -> String {
         match &self.version {
-            Ok(v) => v.as_str(),
-            Err(_) => ImageRef::parse(&self.image).tag.unwrap_or(&self.image),
+            Ok(v) => v.as_str().to_string(),
+            Err(_) => crate::echo::bounded(ImageRef::parse(&self.image).tag.unwrap_or(&self.image)),
         }
     }
 
@@ -356,27 +357,30 @@ impl Policy {
         if let Some(v) = reference.digest.and_then(|d| digests.get(d)) {
             return Ok(v.clone());
         }
-        let Some(tag) = reference.tag else {
+        // The image is a user's text, echoed in the refusal: bounded.
+        let (shown, tag) = (crate::echo::bounded(image), reference.tag);
+        let Some(tag) = tag else {
             return Err(match reference.digest {
                 Some(d) => format!(
-                    "image {image} has no tag and digest {d} is not in spec.version.digests"
+                    "image {shown} has no tag and digest {} is not in spec.version.digests",
+                    crate::echo::bounded(d)
                 ),
-                None => format!("image {image} has no tag"),
+                None => format!("image {shown} has no tag"),
             });
         };
+        let shown_tag = crate::echo::bounded(tag);
         let text = match pattern {
             Some(re) => re
                 .captures(tag)
                 .and_then(|c| c.name("version"))
                 .map(|m| m.as_str())
-                .ok_or_else(|| format!("tag {tag} does not match spec.version.pattern"))?,
+                .ok_or_else(|| format!("tag {shown_tag} does not match spec.version.pattern"))?,
             None => tag,
         };
         text.parse()
-            .map_err(|e: VersionError| format!("tag {tag}: {e}"))
+            .map_err(|e: VersionError| format!("tag {shown_tag}: {e}"))
     }
 
-    /// Why a workload was judged by this policy, for messages.
     /// `NAME`, or `NAMESPACE/NAME` for a namespaced policy.
     pub fn id(&self) -> String {
         match &self.namespace {
@@ -385,7 +389,7 @@ impl Policy {
         }
     }
 
-    /// `policy ID`, for sentences.
+    /// `policy ID`: why a workload was judged by this policy, for messages.
     pub fn describe(&self) -> String {
         format!("policy {}", self.id())
     }

@@ -24,7 +24,8 @@ impl FromStr for Version {
     type Err = VersionError;
 
     fn from_str(raw: &str) -> Result<Self, Self::Err> {
-        let err = || VersionError(raw.to_string());
+        // The text is a user's: echoed in messages, so bounded.
+        let err = || VersionError(crate::echo::bounded(raw));
         let text = raw.strip_prefix(['v', 'V']).unwrap_or(raw);
         let (core, build) = match text.split_once('+') {
             Some((core, build)) => (core, Some(build)),
@@ -55,7 +56,8 @@ impl FromStr for Version {
             sem.build = semver::BuildMetadata::new(build).map_err(|_| err())?;
         }
         Ok(Version {
-            raw: raw.to_string(),
+            // Compared by `sem`; the text is only shown, so it is bounded.
+            raw: crate::echo::bounded(raw),
             sem,
             components,
         })

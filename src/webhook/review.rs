@@ -117,10 +117,12 @@ pub fn review(
     }
     let peek: Peek = serde_json::from_slice(body).map_err(|e| explain::<DynamicObject>(body, e))?;
     if peek.api_version != API_VERSION {
-        return Err(ReviewError::ApiVersion(peek.api_version));
+        return Err(ReviewError::ApiVersion(crate::echo::bounded(
+            &peek.api_version,
+        )));
     }
     if peek.kind != KIND {
-        return Err(ReviewError::Kind(peek.kind));
+        return Err(ReviewError::Kind(crate::echo::bounded(&peek.kind)));
     }
     let request = peek.request.ok_or(ReviewError::NoRequest)?;
     let resource = &request.resource;
@@ -183,14 +185,15 @@ fn parse<T: Resource + DeserializeOwned>(body: &[u8]) -> Result<AdmissionRequest
 fn explain<T: Resource + DeserializeOwned>(body: &[u8], plain: serde_json::Error) -> ReviewError {
     let mut de = serde_json::Deserializer::from_slice(body);
     match serde_path_to_error::deserialize::<_, AdmissionReview<T>>(&mut de) {
+        // Both quote the offending value, which is the sender's: bounded.
         Err(e) => ReviewError::Malformed {
-            path: e.path().to_string(),
-            message: e.into_inner().to_string(),
+            path: crate::echo::bounded(&e.path().to_string()),
+            message: crate::echo::bounded_message(&e.into_inner().to_string()),
         },
         // Valid up to trailing bytes: the plain error says where.
         Ok(_) => ReviewError::Malformed {
             path: ".".into(),
-            message: plain.to_string(),
+            message: crate::echo::bounded_message(&plain.to_string()),
         },
     }
 }

@@ -129,7 +129,7 @@ async fn rejections(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or_else(|| "-".to_string(), |c| c.0.to_string());
-    let method = request.method().clone();
+    let method = crate::echo::bounded(request.method().as_str());
     let response = next.run(request).await;
     let status = response.status();
     if !status.is_client_error() {
@@ -444,6 +444,9 @@ pub async fn serve_tls(
             },
             () = &mut shutdown => break,
         };
+        // The TLS session tickets and HTTP/2 SETTINGS are small writes: with
+        // Nagle on, a new connection's first answer waits ~40 ms for an ACK.
+        let _ = tcp.set_nodelay(true);
         let (acceptor, router, metrics, builder) = (
             acceptor.clone(),
             router.clone(),
@@ -484,6 +487,10 @@ pub async fn serve_plain(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let service = router.into_make_service_with_connect_info::<SocketAddr>();
     if let Err(e) = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
