@@ -26,7 +26,7 @@ use tokio_rustls::TlsConnector;
 use upgrade_guard::certs;
 use upgrade_guard::decide::{ClusterView, NoCluster, Snapshot};
 use upgrade_guard::webhook::metrics::Metrics;
-use upgrade_guard::webhook::server::{self, App, Limits};
+use upgrade_guard::webhook::server::{self, App, ConnectionLimits, Limits};
 use upgrade_guard::webhook::tls::{self, CertStore};
 
 struct Options {
@@ -34,6 +34,7 @@ struct Options {
     cluster: Arc<dyn ClusterView + Send + Sync>,
     ready: bool,
     rbac: Option<upgrade_guard::webhook::rbac::Rbac>,
+    connections: ConnectionLimits,
 }
 
 impl Default for Options {
@@ -43,6 +44,7 @@ impl Default for Options {
             cluster: Arc::new(NoCluster),
             ready: true,
             rbac: None,
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -88,11 +90,12 @@ async fn start(options: Options) -> Harness {
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let router = server::router(app, Limits::default());
-    let done = tokio::spawn(server::serve_tls(
+    let done = tokio::spawn(server::serve(
         listener,
-        tls_config,
+        Some(tokio_rustls::TlsAcceptor::from(tls_config)),
         router,
         metrics.clone(),
+        options.connections,
         async {
             let _ = stopped.await;
         },
@@ -459,6 +462,135 @@ async fn metrics_answer_the_format_the_client_asks_for() {
     assert!(!text.contains("# EOF"), "{text}");
     assert!(text.contains("# TYPE upgrade_guard_refusals_total counter\nupgrade_guard_refusals_total{rule=\"skip-version\"} 1\n"), "{text}");
     server.shutdown().await;
+}
+
+fn short_limits(max: usize) -> ConnectionLimits {
+    ConnectionLimits {
+        max,
+        first_request: Duration::from_millis(300),
+        idle: Duration::from_millis(600),
+        ping_every: Duration::from_secs(30),
+    }
+}
+
+/// Reads until the server closes the connection; how long that took.
+async fn closed_within(mut stream: impl tokio::io::AsyncRead + Unpin, limit: Duration) -> Duration {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let mut buf = vec![0u8; 4096];
+    tokio::time::timeout(limit, async {
+        while stream.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+    })
+    .await
+    .expect("the server closed the connection");
+    started.elapsed()
+}
+
+/// Connections that do nothing are closed: a TLS connection that sends no
+/// request, and an HTTP/2 connection idle after its requests.
+#[tokio::test]
+async fn connections_that_do_nothing_are_closed() {
+    let server = start(Options {
+        connections: short_limits(100),
+        ..Options::default()
+    })
+    .await;
+    // TLS done, no HTTP byte.
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let connector = TlsConnector::from(client_tls(&[&server.ca], "h2", None));
+    let tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let took = closed_within(tls, Duration::from_secs(5)).await;
+    assert!(took >= Duration::from_millis(250), "{took:?}");
+
+    // HTTP/2, one request, then idle: the connection goes.
+    let mut client = server.client("h2").await;
+    assert_eq!(client.get("/healthz").await.0, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(
+        client
+            .request("GET", "/healthz", "text/plain", Vec::new())
+            .await
+            .is_err()
+    );
+    server.shutdown().await;
+}
+
+/// Above the cap a connection gets one 503 and is closed; the ones within
+/// it are served.
+#[tokio::test]
+async fn connections_over_the_cap_get_a_503() {
+    let server = start(Options {
+        connections: ConnectionLimits {
+            idle: Duration::from_secs(30),
+            first_request: Duration::from_secs(30),
+            ..short_limits(2)
+        },
+        ..Options::default()
+    })
+    .await;
+    let mut first = server.client("h2").await;
+    let mut second = server.client("http/1.1").await;
+    assert_eq!(first.get("/healthz").await.0, StatusCode::OK);
+    assert_eq!(second.get("/healthz").await.0, StatusCode::OK);
+    let mut third = server.client("http/1.1").await;
+    let (status, _, body) = third.get("/healthz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap(),
+        json!({"error": "too many connections; try again"})
+    );
+    assert_eq!(server.metrics.connections_refused.get(), 1);
+    drop(second);
+    // A freed slot serves again.
+    let mut fourth = None;
+    for _ in 0..50 {
+        let mut c = server.client("h2").await;
+        if c.get("/healthz").await.0 == StatusCode::OK {
+            fourth = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(fourth.is_some(), "a freed slot is reused");
+    assert_eq!(first.get("/healthz").await.0, StatusCode::OK);
+    server.shutdown().await;
+}
+
+/// The plain probe port has the same bounds: slow headers are cut off.
+#[tokio::test]
+async fn the_probe_port_closes_a_connection_that_never_finishes_its_headers() {
+    use tokio::io::AsyncWriteExt;
+    let mut registry = Registry::with_prefix("upgrade_guard");
+    let metrics = Arc::new(Metrics::register(&mut registry));
+    let app = Arc::new(App {
+        policies: Arc::new(ArcSwap::from_pointee(policies())),
+        cluster: Arc::new(NoCluster),
+        metrics: metrics.clone(),
+        registry: Arc::new(registry),
+        ready: Arc::new(AtomicBool::new(true)),
+        clock: fixed_now,
+        caller: Default::default(),
+        rbac: None,
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(server::serve(
+        listener,
+        None,
+        server::probes(app),
+        metrics,
+        short_limits(10),
+        std::future::pending(),
+    ));
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let took = closed_within(slow, Duration::from_secs(6)).await;
+    assert!(took < Duration::from_secs(5), "{took:?}");
 }
 
 #[tokio::test]

@@ -55,6 +55,10 @@ pub struct Args {
     /// Where the development CA is written when no --tls-cert is given.
     #[arg(long, env = "UPGRADE_GUARD_DEV_CA", default_value_os_t = std::env::temp_dir().join("upgrade-guard-dev-ca.crt"))]
     pub dev_ca: PathBuf,
+    /// Connections served at once on each listener (above it: one 503, then
+    /// closed); lowered to fit the open-file limit.
+    #[arg(long, env = "UPGRADE_GUARD_MAX_CONNECTIONS", default_value_t = 1000)]
+    pub max_connections: usize,
     /// Largest request body accepted (larger gets 413).
     #[arg(long, env = "UPGRADE_GUARD_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -197,6 +201,15 @@ async fn serve(args: &Args, common: &Common) -> Result<ExitCode, Error> {
         request: Duration::from_secs_f64(args.request_timeout_seconds.max(0.1)),
     };
 
+    // Two listeners share the descriptors; 128 are kept for the rest.
+    let max = server::descriptor_budget(args.max_connections * 2, 128) / 2;
+    if max < args.max_connections {
+        tracing::warn!(max, "the open-file limit lowers --max-connections");
+    }
+    let connections = server::ConnectionLimits {
+        max: max.max(1),
+        ..Default::default()
+    };
     let listener = TcpListener::bind(args.addr)
         .await
         .map_err(|e| Error::Io(format!("cannot listen on {}: {e}", args.addr)))?;
@@ -212,14 +225,22 @@ async fn serve(args: &Args, common: &Common) -> Result<ExitCode, Error> {
             .map_err(|e| Error::Io(format!("cannot listen on {addr}: {e}")))?;
         tracing::info!(%addr, "serving /metrics, /healthz and /readyz over plain HTTP");
         let router = server::probes(app.clone());
-        tokio::spawn(server::serve_plain(plain, router, until(stopped.clone())));
+        tokio::spawn(server::serve(
+            plain,
+            None,
+            router,
+            metrics.clone(),
+            connections,
+            until(stopped.clone()),
+        ));
     }
     tracing::info!(addr = %args.addr, "serving /validate and /mutate over HTTPS");
-    server::serve_tls(
+    server::serve(
         listener,
-        tls_config,
+        Some(tokio_rustls::TlsAcceptor::from(tls_config)),
         server::router(app, limits),
         metrics,
+        connections,
         until(stopped),
     )
     .await;

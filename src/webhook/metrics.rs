@@ -38,6 +38,8 @@ pub struct Metrics {
     pub overrides: Counter,
     pub decision_seconds: Histogram,
     pub tls_handshake_failures: Counter,
+    /// Connections over the cap, answered 503 and closed.
+    pub connections_refused: Counter,
     pub certificate_expiry: Gauge<i64, AtomicI64>,
     /// 1 while the UpgradePolicy CRD is not installed (file policies only).
     pub policy_crd_missing: Gauge<i64, AtomicI64>,
@@ -53,6 +55,7 @@ impl Metrics {
             // 10 µs to ~80 ms.
             decision_seconds: Histogram::new(exponential_buckets(1e-5, 2.0, 14)),
             tls_handshake_failures: Counter::default(),
+            connections_refused: Counter::default(),
             certificate_expiry: Gauge::default(),
             policy_crd_missing: Gauge::default(),
         };
@@ -85,6 +88,11 @@ impl Metrics {
             "tls_handshake_failures",
             "TLS handshakes that failed or timed out",
             metrics.tls_handshake_failures.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections over the cap, answered 503 and closed",
+            metrics.connections_refused.clone(),
         );
         registry.register(
             "certificate_expiry_timestamp_seconds",

@@ -412,6 +412,86 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long requests in flight may take to finish after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// What bounds one listener's connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Connections served at once; above it a connection gets one 503.
+    pub max: usize,
+    /// A connection that sends no request this long after it opened (the
+    /// TLS handshake done) is closed.
+    pub first_request: Duration,
+    /// A connection with no request in flight this long is closed (Go's
+    /// HTTP/2 client, the API server's, keeps idle ones 90 s).
+    pub idle: Duration,
+    /// HTTP/2 pings find dead peers sooner.
+    pub ping_every: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max: 1000,
+            first_request: Duration::from_secs(10),
+            idle: Duration::from_secs(90),
+            ping_every: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Per connection: requests in flight and when the last one ended.
+struct Activity {
+    in_flight: std::sync::atomic::AtomicUsize,
+    served: AtomicBool,
+    last: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            in_flight: Default::default(),
+            served: AtomicBool::new(false),
+            last: std::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    fn touch(&self) {
+        if let Ok(mut last) = self.last.lock() {
+            *last = tokio::time::Instant::now();
+        }
+    }
+
+    /// Resolves once the connection has been idle past its limit.
+    async fn idle(&self, limits: &ConnectionLimits) {
+        loop {
+            let limit = if self.served.load(Ordering::Acquire) {
+                limits.idle
+            } else {
+                limits.first_request
+            };
+            let since = self.last.lock().map_or(Duration::ZERO, |l| l.elapsed());
+            if self.in_flight.load(Ordering::Acquire) == 0 && since >= limit {
+                return;
+            }
+            tokio::time::sleep(limit.saturating_sub(since).max(Duration::from_millis(100))).await;
+        }
+    }
+}
+
+/// Counts a connection's requests in flight, for [`Activity::idle`].
+async fn track(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let activity = request.extensions().get::<Arc<Activity>>().cloned();
+    if let Some(a) = &activity {
+        a.in_flight.fetch_add(1, Ordering::AcqRel);
+        a.served.store(true, Ordering::Release);
+    }
+    let response = next.run(request).await;
+    if let Some(a) = &activity {
+        a.touch();
+        a.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+    response
+}
+
 /// Accepts TLS connections until `shutdown` completes, then stops accepting
 /// and lets every request in flight finish.
 pub async fn serve_tls(
@@ -421,15 +501,63 @@ pub async fn serve_tls(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
+    let tls = Some(TlsAcceptor::from(tls));
+    let limits = ConnectionLimits::default();
+    serve(listener, tls, router, metrics, limits, shutdown).await
+}
+
+/// Raises the soft limit on open files to the hard one, and returns the
+/// connection cap that leaves `reserve` descriptors for everything else
+/// (watches, files, the other listener).
+pub fn descriptor_budget(wanted: usize, reserve: usize) -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the one struct above.
+    let soft = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return wanted;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit.rlim_cur = limit.rlim_max;
+            }
+        }
+        limit.rlim_cur
+    };
+    let soft = usize::try_from(soft).unwrap_or(usize::MAX);
+    wanted.min(soft.saturating_sub(reserve).max(1))
+}
+
+/// The accept loop of both listeners: TLS when `tls` is given.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    router: Router,
+    metrics: Arc<Metrics>,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let router = router.layer(axum::middleware::from_fn(track));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(limits.ping_every))
+        .keep_alive_timeout(limits.ping_every);
     let builder = Arc::new(builder);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max));
+    let mut accept_errors = AcceptErrors::default();
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -437,36 +565,86 @@ pub async fn serve_tls(
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(accept_errors.failed(&e)).await;
                     continue;
                 }
             },
             () = &mut shutdown => break,
         };
+        accept_errors.succeeded();
         // The TLS session tickets and HTTP/2 SETTINGS are small writes: with
         // Nagle on, a new connection's first answer waits ~40 ms for an ACK.
         let _ = tcp.set_nodelay(true);
-        let (acceptor, router, metrics, builder) = (
-            acceptor.clone(),
+        let slot = slots.clone().try_acquire_owned().ok();
+        if slot.is_none() {
+            metrics.connections_refused.inc();
+        }
+        let (tls, router, metrics, builder) = (
+            tls.clone(),
             router.clone(),
             metrics.clone(),
             builder.clone(),
         );
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => return handshake_failed(&metrics, peer, &e.to_string()),
-                Err(_) => return handshake_failed(&metrics, peer, "timed out"),
+            let activity = Arc::new(Activity::new());
+            let router = match slot {
+                Some(_) => router,
+                // Over the cap: one polite answer, then the connection closes.
+                None => Router::new().fallback(|| async {
+                    let mut busy = error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "too many connections; try again",
+                    );
+                    busy.headers_mut().insert(
+                        header::CONNECTION,
+                        header::HeaderValue::from_static("close"),
+                    );
+                    busy
+                }),
+            };
+            let limits = match slot {
+                Some(_) => limits,
+                None => ConnectionLimits {
+                    first_request: Duration::from_secs(1),
+                    idle: Duration::ZERO,
+                    ..limits
+                },
             };
             // The client's address, for the log line of a rejected request.
             let router = tower::Layer::layer(&axum::Extension(ConnectInfo(peer)), router);
+            let router = tower::Layer::layer(&axum::Extension(activity.clone()), router);
             let service = TowerToHyperService::new(router);
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(connection.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "connection closed with an error");
+            let served = async {
+                match &tls {
+                    Some(acceptor) => {
+                        let stream =
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+                                .await
+                            {
+                                Ok(Ok(stream)) => stream,
+                                Ok(Err(e)) => {
+                                    return handshake_failed(&metrics, peer, &e.to_string());
+                                }
+                                Err(_) => return handshake_failed(&metrics, peer, "timed out"),
+                            };
+                        activity.touch();
+                        let connection =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        closed(peer, watcher.watch(connection.into_owned()).await)
+                    }
+                    None => {
+                        let connection =
+                            builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+                        closed(peer, watcher.watch(connection.into_owned()).await)
+                    }
+                }
+            };
+            tokio::select! {
+                () = served => {}
+                () = activity.idle(&limits) => tracing::debug!(%peer, "closed an idle connection"),
             }
+            drop(slot);
         });
     }
     drop(listener);
@@ -476,26 +654,80 @@ pub async fn serve_tls(
     }
 }
 
+fn closed<E: std::fmt::Display>(peer: SocketAddr, result: Result<(), E>) {
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection closed with an error");
+    }
+}
+
+/// Backs off on failed accepts (out of descriptors, say), 50 ms doubling
+/// to 800 ms, and logs the first failure and then at most one line a minute.
+#[derive(Default)]
+struct AcceptErrors {
+    failures: u32,
+    suppressed: u64,
+    logged: Option<tokio::time::Instant>,
+}
+
+impl AcceptErrors {
+    fn failed(&mut self, e: &std::io::Error) -> Duration {
+        let due = self
+            .logged
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
+        if due {
+            tracing::warn!(error = %e, suppressed = self.suppressed, "accept failed; backing off");
+            self.logged = Some(tokio::time::Instant::now());
+            self.suppressed = 0;
+        } else {
+            self.suppressed += 1;
+        }
+        self.failures = (self.failures + 1).min(5);
+        Duration::from_millis(50 << (self.failures - 1))
+    }
+
+    fn succeeded(&mut self) {
+        self.failures = 0;
+    }
+}
+
 fn handshake_failed(metrics: &Metrics, peer: SocketAddr, why: &str) {
     metrics.tls_handshake_failures.inc();
     tracing::debug!(%peer, error = why, "TLS handshake failed");
 }
 
-/// Plain HTTP for probes and metrics (`--metrics-addr`).
-pub async fn serve_plain(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let service = router.into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(e) = axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::warn!(error = %e, "metrics listener stopped");
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_fits_the_raised_descriptor_limit() {
+        let cap = descriptor_budget(usize::MAX, 128);
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the one struct above.
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+            0
+        );
+        assert_eq!(limit.rlim_cur, limit.rlim_max, "the soft limit is raised");
+        let soft = usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX);
+        assert_eq!(cap, soft.saturating_sub(128).max(1));
+        assert_eq!(descriptor_budget(10, 128), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_accepts_back_off_to_a_second_and_log_once_a_minute() {
+        let mut errors = AcceptErrors::default();
+        let e = std::io::Error::other("too many open files");
+        let waits: Vec<u128> = (0..7).map(|_| errors.failed(&e).as_millis()).collect();
+        assert_eq!(waits, [50, 100, 200, 400, 800, 800, 800]);
+        assert_eq!(errors.suppressed, 6, "one line logged, six held back");
+        tokio::time::advance(Duration::from_secs(61)).await;
+        errors.failed(&e);
+        assert_eq!(errors.suppressed, 0, "logged again after a minute");
+        errors.succeeded();
+        assert_eq!(errors.failed(&e).as_millis(), 50);
     }
 }
