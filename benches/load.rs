@@ -284,7 +284,9 @@ fn bare(addr: &str) {
             .layer(axum::extract::DefaultBodyLimit::max(3 * 1024 * 1024));
         let listener = tokio::net::TcpListener::bind(addr).await.expect("the bare port");
         println!("{}", bundle.ca_pem.trim_end());
-        server::serve_tls(listener, config, router, metrics, std::future::pending()).await;
+        let tls = Some(tokio_rustls::TlsAcceptor::from(config));
+        let limits = server::ConnectionLimits::default();
+        server::serve(listener, tls, router, metrics, limits, std::future::pending()).await;
     });
 }
 

@@ -275,14 +275,6 @@ impl WorkloadSet {
         Ok(set)
     }
 
-    pub fn from_manifests(manifests: Vec<Manifest>) -> Result<Self, InputError> {
-        let mut set = WorkloadSet::default();
-        for m in manifests {
-            set.add(m)?;
-        }
-        Ok(set)
-    }
-
     fn add(&mut self, mut m: Manifest) -> Result<(), InputError> {
         self.objects += 1;
         let core = m.value.get("apiVersion").and_then(|v| v.as_str()) == Some("v1");

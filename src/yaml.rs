@@ -76,7 +76,8 @@ pub fn check_flow_depth(text: &str) -> Result<(), TooDeep> {
                     state = State::Plain;
                 }
             }
-            State::Double if b == b'\\' => {
+            // An escaped newline is still a new line: left to the top.
+            State::Double if b == b'\\' && bytes.get(i + 1) != Some(&b'\n') => {
                 i += 1;
                 column += 1;
             }
@@ -190,6 +191,9 @@ mod tests {
         // A quote inside a plain scalar starts nothing either.
         let quote = format!("a: don't\nb: {many}\n");
         assert_eq!(depth_error(&quote), Some((2, 4 + MAX_DEPTH)));
+        // An escaped line break inside a double-quoted scalar is a line.
+        let escaped = format!("a: \"x\\\ny\"\nb: {many}\n");
+        assert_eq!(depth_error(&escaped), Some((3, 4 + MAX_DEPTH)));
         // After the block scalar ends, brackets count again.
         let after = format!("s: |\n  x\nb: {}\n", many);
         assert_eq!(depth_error(&after), Some((3, 4 + MAX_DEPTH)));

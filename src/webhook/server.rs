@@ -492,20 +492,6 @@ async fn track(request: axum::extract::Request, next: axum::middleware::Next) ->
     response
 }
 
-/// Accepts TLS connections until `shutdown` completes, then stops accepting
-/// and lets every request in flight finish.
-pub async fn serve_tls(
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    router: Router,
-    metrics: Arc<Metrics>,
-    shutdown: impl Future<Output = ()>,
-) {
-    let tls = Some(TlsAcceptor::from(tls));
-    let limits = ConnectionLimits::default();
-    serve(listener, tls, router, metrics, limits, shutdown).await
-}
-
 /// Raises the soft limit on open files to the hard one, and returns the
 /// connection cap that leaves `reserve` descriptors for everything else
 /// (watches, files, the other listener).
@@ -534,7 +520,9 @@ pub fn descriptor_budget(wanted: usize, reserve: usize) -> usize {
     wanted.min(soft.saturating_sub(reserve).max(1))
 }
 
-/// The accept loop of both listeners: TLS when `tls` is given.
+/// The accept loop of both listeners (TLS when `tls` is given): serves
+/// until `shutdown` completes, then stops accepting and lets every request
+/// in flight finish.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
