@@ -69,11 +69,11 @@ pub fn router(app: Arc<App>, limits: Limits) -> Router {
     Router::new()
         .route(
             "/validate",
-            post(move |s, h, b| admission(s, Endpoint::Validate, h, b, max)),
+            post(move |s, v, h, b| admission(s, Endpoint::Validate, v, h, b, max)),
         )
         .route(
             "/mutate",
-            post(move |s, h, b| admission(s, Endpoint::Mutate, h, b, max)),
+            post(move |s, v, h, b| admission(s, Endpoint::Mutate, v, h, b, max)),
         )
         .merge(routes())
         .layer(TimeoutLayer::with_status_code(
@@ -216,7 +216,8 @@ const DRAIN_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// or as it arrives) gets `None`, and the rest of it is read and discarded
 /// in the background, up to [`DRAIN_BYTES`] or [`DRAIN_BODY_TIMEOUT`]: over HTTP/2,
 /// resetting a stream the client is still sending on makes clients such as
-/// curl drop the 413 that came before the reset.
+/// curl drop the 413 that came before the reset; over HTTP/1.1, closing
+/// while the client still sends can lose the 413 to a TCP reset.
 async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Option<Bytes>, String> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -255,6 +256,7 @@ async fn drain(mut stream: axum::body::BodyDataStream) {
 async fn admission(
     State(app): State<Arc<App>>,
     endpoint: Endpoint,
+    version: axum::http::Version,
     headers: HeaderMap,
     body: Body,
     max: usize,
@@ -277,11 +279,21 @@ async fn admission(
     let body = match read_body(&headers, body, max).await {
         Ok(Some(body)) => body,
         Ok(None) => {
-            return rejected(
+            let mut too_large = rejected(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
                 format!("the request body is larger than {max} bytes"),
             );
+            // An HTTP/1.1 connection cannot carry the next request until the
+            // rest of this body is read: say it closes once it is (RFC 9112
+            // 9.6), rather than leave the client waiting on a drain.
+            if version < axum::http::Version::HTTP_2 {
+                too_large.headers_mut().insert(
+                    header::CONNECTION,
+                    header::HeaderValue::from_static("close"),
+                );
+            }
+            return too_large;
         }
         Err(e) => return rejected(StatusCode::BAD_REQUEST, "body_unreadable", e),
     };

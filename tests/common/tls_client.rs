@@ -112,6 +112,15 @@ impl Client {
         Ok((client, presented))
     }
 
+    /// Whether the connection can carry no further request (waits for an
+    /// HTTP/1.1 connection to finish the exchange in progress first).
+    pub async fn is_closed(&mut self) -> bool {
+        match self {
+            Client::H1(send) => send.ready().await.is_err(),
+            Client::H2(send) => send.ready().await.is_err(),
+        }
+    }
+
     pub async fn request(
         &mut self,
         method: &str,
