@@ -68,6 +68,18 @@ pub enum Workload {
     Deployment(Box<Deployment>),
 }
 
+impl From<StatefulSet> for Workload {
+    fn from(s: StatefulSet) -> Self {
+        Workload::StatefulSet(Box::new(s))
+    }
+}
+
+impl From<Deployment> for Workload {
+    fn from(d: Deployment) -> Self {
+        Workload::Deployment(Box::new(d))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("{kind} {name}: {source}")]
 pub struct WorkloadError {

@@ -35,6 +35,7 @@ struct Options {
     ready: bool,
     rbac: Option<upgrade_guard::webhook::rbac::Rbac>,
     connections: ConnectionLimits,
+    limits: Limits,
 }
 
 impl Default for Options {
@@ -45,6 +46,7 @@ impl Default for Options {
             ready: true,
             rbac: None,
             connections: ConnectionLimits::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -89,7 +91,7 @@ async fn start(options: Options) -> Harness {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let router = server::router(app, Limits::default());
+    let router = server::router(app, options.limits);
     let done = tokio::spawn(server::serve(
         listener,
         Some(tokio_rustls::TlsAcceptor::from(tls_config)),
@@ -450,6 +452,49 @@ async fn a_body_far_over_the_limit_gets_the_413_over_both_protocols() {
         text.contains("upgrade_guard_rejected_requests_total{reason=\"too_large\"} 4\n"),
         "{text}"
     );
+    server.shutdown().await;
+}
+
+/// Bodies in memory are bounded: with room for one, a second request waits
+/// until the first is answered.
+#[tokio::test]
+async fn bodies_held_at_once_are_bounded() {
+    let limits = Limits {
+        body_bytes: 64 * 1024,
+        bodies_in_memory: 64 * 1024,
+        ..Limits::default()
+    };
+    let server = start(Options {
+        limits,
+        ..Options::default()
+    })
+    .await;
+    let good = sample_bytes("sts-update-set-image.json");
+    // The first request declares the whole budget, sends half and stalls.
+    let (send, stalled) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let mut first = server.client("h2").await;
+    let first =
+        tokio::spawn(async move { first.post_channel("/validate", 64 * 1024, stalled).await });
+    send.send(Bytes::from(vec![b' '; 32 * 1024])).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut second = server.client("h2").await;
+    let second = tokio::spawn(async move { second.post("/validate", good).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !second.is_finished(),
+        "no room while the first holds it all"
+    );
+    send.send(Bytes::from(vec![b' '; 32 * 1024])).await.unwrap();
+    drop(send);
+    let (status, _, reply) = first.await.unwrap().unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        reply,
+        Bytes::from_static(b"{\"error\":\"the body is empty\"}")
+    );
+    let (status, _, reply) = second.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "served once the first is answered");
+    assert_eq!(response_of(&reply)["allowed"], true);
     server.shutdown().await;
 }
 

@@ -199,6 +199,7 @@ async fn serve(args: &Args, common: &Common) -> Result<ExitCode, Error> {
     let limits = Limits {
         body_bytes: args.max_body_bytes,
         request: Duration::from_secs_f64(args.request_timeout_seconds.max(0.1)),
+        ..Limits::default()
     };
 
     // Two listeners share the descriptors; 128 are kept for the rest.

@@ -102,62 +102,99 @@ struct Meta {
 impl<'de, K: Parts> Deserialize<'de> for Lean<K> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = Raw::<K>::deserialize(deserializer)?;
-        // The object must be the kind its resource says.
-        if raw.kind.as_deref().is_some_and(|k| k != K::KIND)
-            || raw
-                .api_version
-                .as_deref()
-                .is_some_and(|v| v != K::API_VERSION)
-        {
-            return Err(D::Error::custom(format!(
-                "expected {} {}, found {} {}",
-                K::API_VERSION,
-                K::KIND,
-                raw.api_version.unwrap_or_default(),
-                raw.kind.unwrap_or_default()
-            )));
-        }
-        let m = raw.metadata;
-        let metadata = ObjectMeta {
-            annotations: m.annotations,
-            creation_timestamp: m.creation_timestamp,
-            deletion_grace_period_seconds: m.deletion_grace_period_seconds,
-            deletion_timestamp: m.deletion_timestamp,
-            finalizers: m.finalizers,
-            generate_name: m.generate_name,
-            generation: m.generation,
-            labels: m.labels,
-            managed_fields: None,
-            name: m.name,
-            namespace: m.namespace,
-            owner_references: m.owner_references,
-            resource_version: m.resource_version,
-            self_link: m.self_link,
-            uid: m.uid,
-        };
+        let metadata = checked::<K, D::Error>(raw.api_version, raw.kind, raw.metadata)?;
         Ok(Lean(K::assemble(metadata, raw.spec, raw.status)))
     }
 }
 
-/// kube's admission types need a `Resource`: the one of the kind inside.
-impl<K: Parts> k8s_openapi::Resource for Lean<K> {
-    const API_VERSION: &'static str = K::API_VERSION;
-    const GROUP: &'static str = K::GROUP;
-    const KIND: &'static str = K::KIND;
-    const VERSION: &'static str = K::VERSION;
-    const URL_PATH_SEGMENT: &'static str = K::URL_PATH_SEGMENT;
-    type Scope = K::Scope;
+/// A workload read as far as its metadata: enough to tell whether any policy
+/// selects it. Its spec and status are skipped unread (serde allocates
+/// nothing for them), so a request no policy selects costs next to nothing.
+#[derive(Debug, Clone)]
+pub struct Skim<K>(pub K);
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawMeta {
+    #[serde(default)]
+    api_version: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    metadata: Meta,
 }
 
-impl<K: Parts + k8s_openapi::Metadata<Ty = ObjectMeta>> k8s_openapi::Metadata for Lean<K> {
-    type Ty = ObjectMeta;
-    fn metadata(&self) -> &ObjectMeta {
-        self.0.metadata()
-    }
-    fn metadata_mut(&mut self) -> &mut ObjectMeta {
-        self.0.metadata_mut()
+impl<'de, K: Parts> Deserialize<'de> for Skim<K> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = RawMeta::deserialize(deserializer)?;
+        let metadata = checked::<K, D::Error>(raw.api_version, raw.kind, raw.metadata)?;
+        Ok(Skim(K::assemble(metadata, None, None)))
     }
 }
+
+/// The object must be the kind its resource says.
+fn checked<K: Parts, E: Error>(
+    api_version: Option<String>,
+    kind: Option<String>,
+    m: Meta,
+) -> Result<ObjectMeta, E> {
+    if kind.as_deref().is_some_and(|k| k != K::KIND)
+        || api_version.as_deref().is_some_and(|v| v != K::API_VERSION)
+    {
+        return Err(E::custom(format!(
+            "expected {} {}, found {} {}",
+            K::API_VERSION,
+            K::KIND,
+            api_version.unwrap_or_default(),
+            kind.unwrap_or_default()
+        )));
+    }
+    Ok(ObjectMeta {
+        annotations: m.annotations,
+        creation_timestamp: m.creation_timestamp,
+        deletion_grace_period_seconds: m.deletion_grace_period_seconds,
+        deletion_timestamp: m.deletion_timestamp,
+        finalizers: m.finalizers,
+        generate_name: m.generate_name,
+        generation: m.generation,
+        labels: m.labels,
+        managed_fields: None,
+        name: m.name,
+        namespace: m.namespace,
+        owner_references: m.owner_references,
+        resource_version: m.resource_version,
+        self_link: m.self_link,
+        uid: m.uid,
+    })
+}
+
+/// kube's admission types need a `Resource`: the one of the kind inside.
+macro_rules! resource_of_inner {
+    ($wrapper:ident) => {
+        impl<K: Parts> k8s_openapi::Resource for $wrapper<K> {
+            const API_VERSION: &'static str = K::API_VERSION;
+            const GROUP: &'static str = K::GROUP;
+            const KIND: &'static str = K::KIND;
+            const VERSION: &'static str = K::VERSION;
+            const URL_PATH_SEGMENT: &'static str = K::URL_PATH_SEGMENT;
+            type Scope = K::Scope;
+        }
+
+        impl<K: Parts + k8s_openapi::Metadata<Ty = ObjectMeta>> k8s_openapi::Metadata
+            for $wrapper<K>
+        {
+            type Ty = ObjectMeta;
+            fn metadata(&self) -> &ObjectMeta {
+                self.0.metadata()
+            }
+            fn metadata_mut(&mut self) -> &mut ObjectMeta {
+                self.0.metadata_mut()
+            }
+        }
+    };
+}
+resource_of_inner!(Lean);
+resource_of_inner!(Skim);
 
 #[cfg(test)]
 mod tests {
@@ -191,6 +228,37 @@ mod tests {
         assert_eq!(
             err,
             "expected apps/v1 StatefulSet, found apps/v1 Deployment"
+        );
+        let err = serde_json::from_value::<Skim<StatefulSet>>(json!({"kind": "Pod"}))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "expected apps/v1 StatefulSet, found  Pod");
+    }
+
+    #[test]
+    fn a_skim_reads_the_metadata_and_nothing_else() {
+        let object = json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "db", "namespace": "shop", "labels": {"a": "b"},
+                "annotations": {"c": "d"}, "managedFields": [{"manager": "kubectl"}]},
+            // Not even read: a spec of the wrong shape is skipped.
+            "spec": {"replicas": "three", "template": [1, 2, 3]},
+            "status": "whatever",
+        });
+        let Skim(skim) = serde_json::from_value::<Skim<StatefulSet>>(object).unwrap();
+        assert_eq!(
+            skim,
+            StatefulSet {
+                metadata: ObjectMeta {
+                    name: Some("db".into()),
+                    namespace: Some("shop".into()),
+                    labels: Some([("a".into(), "b".into())].into()),
+                    annotations: Some([("c".into(), "d".into())].into()),
+                    ..Default::default()
+                },
+                spec: None,
+                status: None,
+            }
         );
     }
 }

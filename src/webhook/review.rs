@@ -9,7 +9,7 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use kube::core::{DynamicObject, GroupVersionResource, Resource, response::StatusSummary};
 use serde::de::DeserializeOwned;
 
-use super::lean::Lean;
+use super::lean::{Lean, Parts, Skim};
 use k8s_openapi::api::authentication::v1::UserInfo;
 
 use crate::decide::{self, Change, ClusterView, Overrides, Requester, Verdict};
@@ -137,13 +137,8 @@ pub fn review(
         caller,
     };
     match (kind, request.sub_resource.as_deref().unwrap_or("")) {
-        (Some(WorkloadKind::StatefulSet), "") => ctx
-            .answer(parse::<Lean<StatefulSet>>(body)?, |o| {
-                Workload::StatefulSet(Box::new(o.0))
-            }),
-        (Some(WorkloadKind::Deployment), "") => ctx.answer(parse::<Lean<Deployment>>(body)?, |o| {
-            Workload::Deployment(Box::new(o.0))
-        }),
+        (Some(WorkloadKind::StatefulSet), "") => ctx.answer::<StatefulSet>(body),
+        (Some(WorkloadKind::Deployment), "") => ctx.answer::<Deployment>(body),
         (Some(kind), "scale") => {
             let request = parse::<Scale>(body)?;
             let replicas = |o: &Option<Scale>| {
@@ -206,34 +201,69 @@ struct Context<'a> {
     caller: &'a Caller,
 }
 
-impl Context<'_> {
-    /// A request on a workload itself: its objects become the change.
-    fn answer<T: Resource>(
-        &self,
-        mut request: AdmissionRequest<T>,
-        workload: fn(T) -> Workload,
-    ) -> Result<Reviewed, ReviewError> {
-        let operation = operation_name(&request.operation);
-        let mut take = |field: &'static str| {
-            let slot = match field {
-                "object" => request.object.take(),
-                _ => request.old_object.take(),
-            };
-            slot.map(workload)
-                .ok_or(ReviewError::MissingObject { field, operation })
-        };
-        let change = match request.operation {
-            Operation::Create => Some(Change::Create(take("object")?)),
-            Operation::Update => {
-                let new = take("object")?;
-                Some(Change::Update {
-                    old: take("oldObject")?,
-                    new,
-                })
+/// A governed request's objects are parsed into their full types, ~650 B
+/// per JSON value for the smallest (`{}` in an env list: a 75 kB body, 49,000
+/// values, peaked at 32 MiB), so the values a governed request may carry are
+/// capped. Real workloads carry a few hundred to a few thousand (the
+/// recorded ones about 400, managedFields included). A request no policy
+/// selects is answered from its metadata and never counted.
+pub const MAX_VALUES: usize = 25_000;
+
+/// Counts the JSON values of a body, roughly: the `{`, `[`, `,` and `:`
+/// outside strings. One linear pass, no allocation.
+fn json_values(body: &[u8]) -> usize {
+    let (mut count, mut in_string, mut escaped) = (0, false, false);
+    for &b in body {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
             }
-            Operation::Delete => Some(Change::Delete(take("oldObject")?)),
-            Operation::Connect => None,
-        };
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b'{' | b'[' | b',' | b':' => count += 1,
+                _ => {}
+            }
+        }
+    }
+    count
+}
+
+impl Context<'_> {
+    /// A request on a workload itself: its objects become the change. Read
+    /// first as far as their metadata; parsed whole only when a policy
+    /// selects one of them or the refresh record changes.
+    fn answer<K>(&self, body: &[u8]) -> Result<Reviewed, ReviewError>
+    where
+        K: Parts
+            + k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
+        Workload: From<K>,
+    {
+        let mut skimmed = parse::<Skim<K>>(body)?;
+        let change = take_change(&mut skimmed, |o| Workload::from(o.0))?;
+        if change.is_none_or(|c| decide::is_ungoverned(&c, self.policies)) {
+            return Ok(self.finish(&skimmed, None));
+        }
+        let values = json_values(body);
+        if values > MAX_VALUES {
+            let request = &skimmed;
+            let refused = Verdict {
+                allowed: false,
+                reason: format!(
+                    "{} {}/{}: the request carries about {values} JSON values; upgrade-guard reads a governed workload of at most {MAX_VALUES}, so that no one request can exhaust its memory (move long env lists into a ConfigMap with envFrom)",
+                    request.kind.kind,
+                    request.namespace.as_deref().unwrap_or_default(),
+                    crate::echo::bounded(&request.name),
+                ),
+                ..Default::default()
+            };
+            return Ok(self.finish_with(&skimmed, refused));
+        }
+        let mut request = parse::<Lean<K>>(body)?;
+        let change = take_change(&mut request, |o| Workload::from(o.0))?;
         Ok(self.finish(&request, change))
     }
 
@@ -256,6 +286,14 @@ impl Context<'_> {
                 ..Default::default()
             },
         };
+        self.finish_with(request, verdict)
+    }
+
+    fn finish_with<T: Resource>(
+        &self,
+        request: &AdmissionRequest<T>,
+        verdict: Verdict,
+    ) -> Reviewed {
         Reviewed {
             body: render(respond(request, &verdict, self.endpoint)),
             uid: request.uid.clone(),
@@ -270,6 +308,34 @@ impl Context<'_> {
             verdict,
         }
     }
+}
+
+/// The change a request on a workload asks for; `None` for CONNECT.
+fn take_change<T: Resource>(
+    request: &mut AdmissionRequest<T>,
+    workload: impl Fn(T) -> Workload,
+) -> Result<Option<Change>, ReviewError> {
+    let operation = operation_name(&request.operation);
+    let mut take = |field: &'static str| {
+        let slot = match field {
+            "object" => request.object.take(),
+            _ => request.old_object.take(),
+        };
+        slot.map(&workload)
+            .ok_or(ReviewError::MissingObject { field, operation })
+    };
+    Ok(match request.operation {
+        Operation::Create => Some(Change::Create(take("object")?)),
+        Operation::Update => {
+            let new = take("object")?;
+            Some(Change::Update {
+                old: take("oldObject")?,
+                new,
+            })
+        }
+        Operation::Delete => Some(Change::Delete(take("oldObject")?)),
+        Operation::Connect => None,
+    })
 }
 
 fn operation_name(op: &Operation) -> &'static str {
@@ -330,4 +396,115 @@ pub fn render(resp: AdmissionResponse) -> Vec<u8> {
     let mut body = serde_json::to_vec(&value).unwrap_or_default();
     body.push(b'\n');
     body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::NoCluster;
+    use serde_json::{Value, json};
+
+    const CREATE: &str = include_str!("../../tests/data/apiserver/sts-create-apply.json");
+
+    fn policies() -> PolicySet {
+        let text = include_str!("../../policies/semver-db.yaml");
+        PolicySet::new(PolicySet::parse(text, "semver-db.yaml").unwrap()).unwrap()
+    }
+
+    /// The recorded CREATE with its object edited by `edit`.
+    fn create(edit: impl FnOnce(&mut Value)) -> Vec<u8> {
+        let mut review: Value = serde_json::from_str(CREATE).unwrap();
+        edit(&mut review["request"]["object"]);
+        serde_json::to_vec(&review).unwrap()
+    }
+
+    fn run(body: &[u8], endpoint: Endpoint) -> Result<Reviewed, ReviewError> {
+        let now = "2026-11-22T00:00:00Z".parse().unwrap();
+        review(
+            body,
+            endpoint,
+            &policies(),
+            &NoCluster,
+            now,
+            &Caller::default(),
+        )
+    }
+
+    #[test]
+    fn a_request_no_policy_selects_is_answered_from_its_metadata() {
+        // A spec that does not even parse is never read when nothing selects it.
+        let unread = create(|o| {
+            o["metadata"]["labels"] = json!({"app.kubernetes.io/name": "other"});
+            o["spec"]["replicas"] = json!("three");
+        });
+        let reviewed = run(&unread, Endpoint::Validate).unwrap();
+        assert!(reviewed.verdict.allowed);
+        assert_eq!(
+            reviewed.verdict,
+            Verdict {
+                allowed: true,
+                ..Default::default()
+            }
+        );
+        // Selected, the same spec is read and its fault named.
+        let read = create(|o| o["spec"]["replicas"] = json!("three"));
+        let err = run(&read, Endpoint::Validate).unwrap_err().to_string();
+        assert!(err.starts_with("the body is not an AdmissionReview: request.object.spec.replicas: invalid type: string \"three\""), "{err}");
+        // The wrong kind is refused either way: the metadata read checks it.
+        let wrong = create(|o| {
+            o["metadata"]["labels"] = json!({"app.kubernetes.io/name": "other"});
+            o["kind"] = json!("Deployment");
+        });
+        let err = run(&wrong, Endpoint::Validate).unwrap_err().to_string();
+        assert!(
+            err.contains("expected apps/v1 StatefulSet, found apps/v1 Deployment"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_governed_request_past_the_value_cap_is_refused_unread() {
+        let env = vec![json!({"name": "a"}); 30_000];
+        let dense = create(|o| o["spec"]["template"]["spec"]["containers"][0]["env"] = json!(env));
+        let refused = run(&dense, Endpoint::Validate).unwrap();
+        assert!(!refused.verdict.allowed);
+        assert_eq!(
+            refused.verdict.reason,
+            format!(
+                "StatefulSet shop/db: the request carries about {} JSON values; upgrade-guard reads a governed workload of at most 25000, so that no one request can exhaust its memory (move long env lists into a ConfigMap with envFrom)",
+                json_values(&dense)
+            )
+        );
+        let response: Value = serde_json::from_slice(&refused.body).unwrap();
+        assert_eq!(response["response"]["allowed"], false);
+        // /mutate never refuses: no patch, and /validate says why.
+        let mutated = run(&dense, Endpoint::Mutate).unwrap();
+        let response: Value = serde_json::from_slice(&mutated.body).unwrap();
+        assert_eq!(response["response"]["allowed"], true);
+        assert_eq!(response["response"].get("patch"), None);
+        // Unselected, the same object is allowed from its metadata.
+        let unselected = create(|o| {
+            o["spec"]["template"]["spec"]["containers"][0]["env"] = json!(env);
+            o["metadata"]["labels"] = json!({});
+        });
+        assert!(
+            run(&unselected, Endpoint::Validate)
+                .unwrap()
+                .verdict
+                .allowed
+        );
+        // Below the cap, the governed object is judged as usual.
+        let small =
+            create(|o| o["spec"]["template"]["spec"]["containers"][0]["env"] = json!(env[..100]));
+        let judged = run(&small, Endpoint::Validate).unwrap();
+        assert!(judged.verdict.allowed);
+        assert_eq!(judged.verdict.policy.as_deref(), Some("semver-db"));
+    }
+
+    #[test]
+    fn values_are_counted_outside_strings_only() {
+        assert_eq!(json_values(br#"{"a":[1,2,{}]}"#), 6);
+        assert_eq!(json_values(br#"{"a":"{[,:]} \" {"}"#), 2);
+        assert_eq!(json_values(br#""\\" "#), 0);
+    }
 }

@@ -52,6 +52,12 @@ pub struct Limits {
     pub body_bytes: usize,
     /// Below the webhook's `timeoutSeconds`, so the API server hears from us.
     pub request: Duration,
+    /// Request bodies held in memory at once, in bytes (at least one
+    /// `body_bytes`); a request waits for room as its body arrives.
+    pub bodies_in_memory: usize,
+    /// Requests decoded at once; each decode of a governed object costs up
+    /// to ~650 B per JSON value (capped by [`super::review::MAX_VALUES`]).
+    pub decoders: usize,
 }
 
 impl Default for Limits {
@@ -59,21 +65,61 @@ impl Default for Limits {
         Limits {
             body_bytes: 3 * 1024 * 1024,
             request: Duration::from_secs(4),
+            bodies_in_memory: 24 * 1024 * 1024,
+            decoders: 2,
+        }
+    }
+}
+
+/// What bounds the memory of the requests in flight: the bytes of their
+/// bodies, and how many are decoded at once.
+#[derive(Clone)]
+struct Budget {
+    max_body: usize,
+    bodies: Arc<tokio::sync::Semaphore>,
+    decoders: Arc<tokio::sync::Semaphore>,
+}
+
+impl Budget {
+    fn new(limits: &Limits) -> Self {
+        let bodies = limits
+            .bodies_in_memory
+            .max(limits.body_bytes)
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        Budget {
+            max_body: limits.body_bytes,
+            bodies: Arc::new(tokio::sync::Semaphore::new(bodies)),
+            decoders: Arc::new(tokio::sync::Semaphore::new(limits.decoders.max(1))),
+        }
+    }
+
+    /// Room for `bytes` more of a body, added to what it already holds.
+    async fn hold(&self, held: &mut Option<tokio::sync::OwnedSemaphorePermit>, bytes: usize) {
+        let Ok(n) = u32::try_from(bytes) else { return };
+        if n == 0 {
+            return;
+        }
+        if let Ok(permit) = self.bodies.clone().acquire_many_owned(n).await {
+            match held {
+                Some(h) => h.merge(permit),
+                None => *held = Some(permit),
+            }
         }
     }
 }
 
 /// The webhook routes, probes and metrics.
 pub fn router(app: Arc<App>, limits: Limits) -> Router {
-    let max = limits.body_bytes;
+    let budget = Budget::new(&limits);
+    let validate = budget.clone();
     Router::new()
         .route(
             "/validate",
-            post(move |s, v, h, b| admission(s, Endpoint::Validate, v, h, b, max)),
+            post(move |s, v, h, b| admission(s, Endpoint::Validate, v, h, b, validate.clone())),
         )
         .route(
             "/mutate",
-            post(move |s, v, h, b| admission(s, Endpoint::Mutate, v, h, b, max)),
+            post(move |s, v, h, b| admission(s, Endpoint::Mutate, v, h, b, budget.clone())),
         )
         .merge(routes())
         .layer(TimeoutLayer::with_status_code(
@@ -218,7 +264,14 @@ const DRAIN_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// resetting a stream the client is still sending on makes clients such as
 /// curl drop the 413 that came before the reset; over HTTP/1.1, closing
 /// while the client still sends can lose the 413 to a TCP reset.
-async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Option<Bytes>, String> {
+/// The body is held in `budget` (in `held`) as it is read.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    budget: &Budget,
+    held: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+) -> Result<Option<Bytes>, String> {
+    let max = budget.max_body;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -228,13 +281,19 @@ async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Option
         tokio::spawn(drain(stream));
         return Ok(None);
     }
-    let mut read = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+    // Room for a declared length up front, so two bodies never each hold
+    // half of what both need.
+    let declared = declared.map_or(0, |n| n as usize);
+    budget.hold(held, declared).await;
+    let mut read = Vec::with_capacity(declared);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| format!("the request body could not be read: {e}"))?;
         if read.len() + chunk.len() > max {
             tokio::spawn(drain(stream));
             return Ok(None);
         }
+        let beyond = (read.len() + chunk.len()).saturating_sub(read.capacity().max(declared));
+        budget.hold(held, beyond).await;
         read.extend_from_slice(&chunk);
     }
     Ok(Some(read.into()))
@@ -259,7 +318,7 @@ async fn admission(
     version: axum::http::Version,
     headers: HeaderMap,
     body: Body,
-    max: usize,
+    budget: Budget,
 ) -> Response {
     let json = headers
         .get(header::CONTENT_TYPE)
@@ -276,7 +335,10 @@ async fn admission(
             "content-type must be application/json",
         );
     }
-    let body = match read_body(&headers, body, max).await {
+    let max = budget.max_body;
+    // Released when the answer is made, whatever path it takes.
+    let mut held = None;
+    let body = match read_body(&headers, body, &budget, &mut held).await {
         Ok(Some(body)) => body,
         Ok(None) => {
             let mut too_large = rejected(
@@ -310,7 +372,9 @@ async fn admission(
             caller,
         )
     };
+    let decoding = budget.decoders.acquire().await;
     let mut result = decide(&app.caller);
+    drop(decoding);
     // An override is honoured only when RBAC says this user may force here;
     // asked only when one would be used, then the request decided again.
     if let (Ok(reviewed), Some(rbac), Endpoint::Validate) = (&result, &app.rbac, endpoint)
@@ -326,6 +390,7 @@ async fn admission(
             },
             ..app.caller.clone()
         };
+        let _decoding = budget.decoders.acquire().await;
         result = decide(&denied);
     }
     app.metrics

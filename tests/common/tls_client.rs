@@ -164,6 +164,32 @@ impl Client {
         .await
     }
 
+    /// A POST declaring `length` bytes and sending what arrives on `chunks`.
+    pub async fn post_channel(
+        &mut self,
+        path: &str,
+        length: usize,
+        chunks: tokio::sync::mpsc::Receiver<Bytes>,
+    ) -> Result<Reply, String> {
+        let frames = futures::stream::unfold(chunks, |mut rx| async move {
+            rx.recv().await.map(|c| {
+                (
+                    Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(c)),
+                    rx,
+                )
+            })
+        });
+        let request = Request::builder()
+            .method("POST")
+            .uri(format!("https://localhost{path}"))
+            .header("host", "localhost")
+            .header("content-type", "application/json")
+            .header("content-length", length)
+            .body(StreamBody::new(frames).boxed())
+            .map_err(|e| e.to_string())?;
+        self.exchange(request).await
+    }
+
     async fn send(
         &mut self,
         method: &str,
@@ -181,6 +207,10 @@ impl Client {
             request = request.header("accept", accept);
         }
         let request = request.body(body).unwrap();
+        self.exchange(request).await
+    }
+
+    async fn exchange(&mut self, request: Request<Body>) -> Result<Reply, String> {
         let response = match self {
             Client::H1(send) => {
                 send.ready().await.map_err(|e| e.to_string())?;
