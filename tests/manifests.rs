@@ -13,9 +13,13 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use upgrade_guard::manifest;
@@ -82,13 +86,15 @@ fn every_manifest_reads_as_its_kubernetes_type_with_nothing_left_over() {
             "Deployment" => drop(exact::<Deployment>(v)),
             "Service" => drop(exact::<Service>(v)),
             "PodDisruptionBudget" => drop(exact::<PodDisruptionBudget>(v)),
+            "PriorityClass" => drop(exact::<PriorityClass>(v)),
+            "NetworkPolicy" => drop(exact::<NetworkPolicy>(v)),
             "CustomResourceDefinition" => drop(exact::<CustomResourceDefinition>(v)),
             "MutatingWebhookConfiguration" => drop(exact::<MutatingWebhookConfiguration>(v)),
             "ValidatingWebhookConfiguration" => drop(exact::<ValidatingWebhookConfiguration>(v)),
             other => panic!("unexpected kind {other}"),
         }
     }
-    assert_eq!(kinds.len(), 12, "{kinds:?}");
+    assert_eq!(kinds.len(), 14, "{kinds:?}");
 }
 
 #[test]
@@ -211,80 +217,254 @@ fn the_deployment_runs_hardened_with_probes_and_limits() {
     assert_eq!(sc.read_only_root_filesystem, Some(true));
     assert_eq!(sc.allow_privilege_escalation, Some(false));
     let resources = c.resources.as_ref().unwrap();
-    assert!(resources.requests.is_some() && resources.limits.is_some());
+    let memory = |m: &Option<std::collections::BTreeMap<String, Quantity>>| {
+        m.as_ref().unwrap()["memory"].0.clone()
+    };
+    // docs/operations.md: the arithmetic behind both.
+    assert_eq!(
+        (memory(&resources.requests), memory(&resources.limits)),
+        ("128Mi".to_string(), "256Mi".to_string())
+    );
     assert!(c.readiness_probe.is_some() && c.liveness_probe.is_some());
     assert_eq!(c.args.as_ref().unwrap()[0], "serve");
+    // A class that exists: the one shipped.
+    let class: PriorityClass = exact(of_kind(&all, "PriorityClass")[0]);
+    assert_eq!(pod.priority_class_name, class.metadata.name);
+    assert_eq!(class.value, 1_000_000_000, "the highest a user may define");
+}
+
+/// A terminating replica keeps serving through preStop while the endpoints
+/// catch up, then drains; the grace period covers both.
+#[test]
+fn a_replica_stops_within_its_grace_period_after_the_endpoints_moved_on() {
+    let all = objects("manifests");
+    let d: Deployment = exact(of_kind(&all, "Deployment")[0]);
+    let pod = d.spec.unwrap().template.spec.unwrap();
+    let pre_stop = pod.containers[0]
+        .lifecycle
+        .as_ref()
+        .and_then(|l| l.pre_stop.as_ref())
+        .and_then(|h| h.sleep.as_ref())
+        .map(|s| s.seconds)
+        .expect("a preStop sleep");
+    assert!(
+        pre_stop >= 5,
+        "endpoints take seconds to propagate: {pre_stop}"
+    );
+    let drain = upgrade_guard::webhook::server::DRAIN_TIMEOUT.as_secs() as i64;
+    let grace = pod.termination_grace_period_seconds.unwrap();
+    assert!(
+        pre_stop + drain < grace,
+        "preStop {pre_stop} s + drain {drain} s must end before the {grace} s grace period"
+    );
+}
+
+/// The disruption controller's arithmetic for a PDB (integer minAvailable
+/// or maxUnavailable): evictions allowed with `healthy` of `expected` pods.
+fn disruptions_allowed(pdb: &PodDisruptionBudget, healthy: i32, expected: i32) -> i32 {
+    let spec = pdb.spec.as_ref().unwrap();
+    let desired = match (&spec.min_available, &spec.max_unavailable) {
+        (Some(IntOrString::Int(min)), None) => *min,
+        (None, Some(IntOrString::Int(max))) => expected - max,
+        other => panic!("not modelled: {other:?}"),
+    };
+    (healthy - desired).max(0)
 }
 
 #[test]
-fn rbac_reads_what_the_cache_needs_patches_only_workloads_and_deletes_only_pods() {
+fn a_voluntary_eviction_always_leaves_one_replica_serving() {
     let all = objects("manifests");
-    let roles = of_kind(&all, "ClusterRole");
-    let role: ClusterRole = exact(roles[0]);
-    let rules: Vec<(Vec<String>, Vec<String>, Vec<String>)> = role
-        .rules
+    let d: Deployment = exact(of_kind(&all, "Deployment")[0]);
+    let pdb: PodDisruptionBudget = exact(of_kind(&all, "PodDisruptionBudget")[0]);
+    let spec = d.spec.clone().unwrap();
+    // The budget covers the Deployment's pods, in its namespace.
+    let labels = spec.template.metadata.unwrap().labels.unwrap();
+    let selector = pdb.spec.as_ref().unwrap().selector.clone().unwrap();
+    assert!(
+        selector
+            .match_labels
+            .unwrap()
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+    );
+    assert_eq!(pdb.metadata.namespace, d.metadata.namespace);
+    let replicas = spec.replicas.unwrap();
+    // Evict while the budget allows: what is left never drops below one.
+    let mut serving = replicas;
+    while disruptions_allowed(&pdb, serving, replicas) > 0 {
+        serving -= 1;
+    }
+    assert_eq!(serving, 1, "evictions stop at one replica serving");
+    // The Deployment's own rollout never takes one away first.
+    let rolling = spec.strategy.unwrap().rolling_update.unwrap();
+    assert_eq!(rolling.max_unavailable, Some(IntOrString::Int(0)));
+    assert_eq!(rolling.max_surge, Some(IntOrString::Int(1)));
+}
+
+/// Only the API server reaches the webhook port, only Prometheus the
+/// metrics port, and the shipped address is one that matches nothing.
+#[test]
+fn the_network_policy_admits_the_api_server_and_the_scrape_only() {
+    let all = objects("manifests");
+    let d: Deployment = exact(of_kind(&all, "Deployment")[0]);
+    let policy: NetworkPolicy = exact(of_kind(&all, "NetworkPolicy")[0]);
+    let spec = policy.spec.unwrap();
+    let labels = d.spec.unwrap().template.metadata.unwrap().labels.unwrap();
+    assert_eq!(spec.pod_selector.unwrap().match_labels.unwrap(), labels);
+    assert_eq!(spec.policy_types.unwrap(), vec!["Ingress".to_string()]);
+    let rules = spec.ingress.unwrap();
+    let port = |i: usize| {
+        let ports = rules[i].ports.clone().unwrap();
+        assert_eq!(ports.len(), 1);
+        ports[0].port.clone().unwrap()
+    };
+    assert_eq!(rules.len(), 2);
+    assert_eq!(port(0), IntOrString::String("https".into()));
+    let from = rules[0].from.clone().unwrap();
+    assert_eq!(from.len(), 1);
+    let block = from[0].ip_block.clone().unwrap();
+    assert_eq!((block.cidr.as_str(), block.except), ("192.0.2.0/24", None));
+    assert!(from[0].pod_selector.is_none() && from[0].namespace_selector.is_none());
+    assert_eq!(port(1), IntOrString::String("metrics".into()));
+    let from = rules[1].from.clone().unwrap();
+    assert_eq!(from.len(), 1, "no empty peer (which would admit everyone)");
+    assert_eq!(
+        serde_json::to_value(&from[0]).unwrap(),
+        json!({
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+        })
+    );
+}
+
+/// (apiGroups, resources, resourceNames, verbs) of each rule.
+type Grant = (Vec<String>, Vec<String>, Vec<String>, Vec<String>);
+
+fn grants(rules: Option<Vec<k8s_openapi::api::rbac::v1::PolicyRule>>) -> Vec<Grant> {
+    rules
         .unwrap()
         .into_iter()
         .map(|r| {
             (
                 r.api_groups.unwrap_or_default(),
                 r.resources.unwrap_or_default(),
+                r.resource_names.unwrap_or_default(),
                 r.verbs,
             )
         })
-        .collect();
+        .collect()
+}
+
+fn grant(groups: &[&str], resources: &[&str], names: &[&str], verbs: &[&str]) -> Grant {
     let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    (
+        strings(groups),
+        strings(resources),
+        strings(names),
+        strings(verbs),
+    )
+}
+
+/// Exactly the calls the server makes: reads for the cache (list and watch,
+/// the reflectors' only verbs), and the refresh controller's writes apart,
+/// so they can be bound per namespace.
+#[test]
+fn rbac_grants_exactly_the_calls_the_server_makes() {
+    let all = objects("manifests");
+    let role = |name: &str| -> ClusterRole {
+        let found = of_kind(&all, "ClusterRole")
+            .into_iter()
+            .find(|r| r["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("ClusterRole {name}"));
+        exact(found)
+    };
     assert_eq!(
-        rules,
+        grants(role("upgrade-guard").rules),
         vec![
-            (
-                strings(&["apps"]),
-                strings(&["statefulsets", "deployments"]),
-                strings(&["get", "list", "watch", "patch"])
+            grant(
+                &["apps"],
+                &["statefulsets", "deployments"],
+                &[],
+                &["list", "watch"]
             ),
-            (
-                strings(&[""]),
-                strings(&["pods"]),
-                strings(&["get", "list", "watch", "delete"])
+            grant(
+                &[""],
+                &["pods", "persistentvolumeclaims"],
+                &[],
+                &["list", "watch"]
             ),
-            (
-                strings(&[""]),
-                strings(&["persistentvolumeclaims"]),
-                strings(&["get", "list", "watch"])
+            grant(
+                &["upgradeguard.io"],
+                &["upgradepolicies"],
+                &[],
+                &["list", "watch"]
             ),
-            (
-                strings(&["upgradeguard.io"]),
-                strings(&["upgradepolicies"]),
-                strings(&["get", "list", "watch"])
-            ),
-            (
-                strings(&["events.k8s.io"]),
-                strings(&["events"]),
-                strings(&["create", "patch"])
-            ),
-            (
-                strings(&["authorization.k8s.io"]),
-                strings(&["subjectaccessreviews"]),
-                strings(&["create"])
+            grant(
+                &["authorization.k8s.io"],
+                &["subjectaccessreviews"],
+                &[],
+                &["create"]
             ),
         ]
     );
-    // The role to bind to the people who may override: `force`, nothing else.
-    let force: ClusterRole = exact(roles[1]);
-    assert_eq!(force.metadata.name.as_deref(), Some("upgrade-guard-force"));
-    let rules = force.rules.unwrap();
-    assert_eq!(rules.len(), 1);
     assert_eq!(
-        (
-            rules[0].api_groups.clone().unwrap(),
-            rules[0].resources.clone().unwrap(),
-            rules[0].verbs.clone()
-        ),
-        (
-            strings(&["upgradeguard.io"]),
-            strings(&["upgradepolicies"]),
-            strings(&["force"])
-        )
+        grants(role("upgrade-guard-refresh").rules),
+        vec![
+            grant(&["apps"], &["statefulsets", "deployments"], &[], &["patch"]),
+            grant(&[""], &["pods"], &[], &["delete"]),
+            grant(&["events.k8s.io"], &["events"], &[], &["create", "patch"]),
+        ]
+    );
+    // The role to bind to the people who may override: `force`, nothing else.
+    assert_eq!(
+        grants(role("upgrade-guard-force").rules),
+        vec![grant(
+            &["upgradeguard.io"],
+            &["upgradepolicies"],
+            &[],
+            &["force"]
+        )]
+    );
+    // The Lease: create (which cannot name an object), then only its own.
+    let lease: Role = exact(of_kind(&all, "Role")[0]);
+    assert_eq!(
+        grants(lease.rules),
+        vec![
+            grant(&["coordination.k8s.io"], &["leases"], &[], &["create"]),
+            grant(
+                &["coordination.k8s.io"],
+                &["leases"],
+                &[upgrade_guard::refresh::controller::LEASE_NAME],
+                &["get", "update"]
+            ),
+        ]
+    );
+    // The service account gets both cluster roles, and the Lease role.
+    let bound: BTreeSet<(String, String)> = of_kind(&all, "ClusterRoleBinding")
+        .into_iter()
+        .chain(of_kind(&all, "RoleBinding"))
+        .map(|b| {
+            assert_eq!(
+                b["subjects"],
+                json!([{"kind": "ServiceAccount", "name": "upgrade-guard", "namespace": "upgrade-guard"}])
+            );
+            (
+                b["roleRef"]["kind"].as_str().unwrap().to_string(),
+                b["roleRef"]["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("ClusterRole", "upgrade-guard"),
+        ("ClusterRole", "upgrade-guard-refresh"),
+        ("Role", "upgrade-guard"),
+    ];
+    assert_eq!(
+        bound,
+        expected
+            .iter()
+            .map(|(k, n)| (k.to_string(), n.to_string()))
+            .collect()
     );
 }
 
@@ -462,5 +642,54 @@ fn the_crd_schema_refuses_what_the_parser_refuses() {
             PolicySet::parse(&text, "t").is_err(),
             "the parser accepts {bad}"
         );
+    }
+}
+
+/// The documented mTLS set-up names the user the API server will pick for
+/// the webhooks' Service, in both webhook plugins.
+#[test]
+fn the_admission_configuration_example_presents_a_client_certificate_to_the_webhooks() {
+    let read = |path: &str| -> Value {
+        let text = std::fs::read_to_string(root().join(path)).unwrap();
+        serde_yaml_ng::from_str(&text).unwrap()
+    };
+    let config = read("docs/examples/admission-configuration.yaml");
+    let kubeconfig = read("docs/examples/webhook-kubeconfig.yaml");
+    assert_eq!(config["kind"], "AdmissionConfiguration");
+    let plugins: BTreeSet<&str> = config["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            assert_eq!(p["configuration"]["kind"], "WebhookAdmissionConfiguration");
+            let file = p["configuration"]["kubeConfigFile"].as_str().unwrap();
+            assert!(file.ends_with("/webhook-kubeconfig.yaml"), "{file}");
+            p["name"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        plugins,
+        BTreeSet::from(["MutatingAdmissionWebhook", "ValidatingAdmissionWebhook"])
+    );
+    let all = objects("manifests");
+    for webhooks in of_kind(&all, "MutatingWebhookConfiguration")
+        .into_iter()
+        .chain(of_kind(&all, "ValidatingWebhookConfiguration"))
+    {
+        let service = &webhooks["webhooks"][0]["clientConfig"]["service"];
+        assert_eq!(service["port"], 443, "a host name without :PORT");
+        let host = format!(
+            "{}.{}.svc",
+            service["name"].as_str().unwrap(),
+            service["namespace"].as_str().unwrap()
+        );
+        let user = kubeconfig["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["name"] == host.as_str())
+            .unwrap_or_else(|| panic!("no kubeconfig user {host}"));
+        assert!(user["user"]["client-certificate"].is_string());
+        assert!(user["user"]["client-key"].is_string());
     }
 }

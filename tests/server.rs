@@ -752,7 +752,7 @@ async fn a_rotated_certificate_is_picked_up_mid_traffic_with_no_failed_request()
         server
             .store
             .clone()
-            .watch(Duration::from_millis(20), |_| {}),
+            .watch(Duration::from_millis(20), |_| {}, || {}),
     );
     let rotated = certs::generate(&loopback_names(), now(), 60).unwrap();
     let roots: [Arc<str>; 2] = [server.ca.as_str().into(), rotated.ca_pem.as_str().into()];
@@ -834,10 +834,28 @@ async fn a_rotated_certificate_is_picked_up_mid_traffic_with_no_failed_request()
 #[tokio::test]
 async fn a_half_written_rotation_keeps_the_old_pair() {
     let server = start(Options::default()).await;
+    let failures = server.metrics.certificate_reload_failures.clone();
+    let watching = tokio::spawn(server.store.clone().watch(
+        Duration::from_millis(10),
+        |_| {},
+        move || {
+            failures.inc();
+        },
+    ));
     let rotated = certs::generate(&loopback_names(), now(), 60).unwrap();
     // The certificate lands before its key: they do not match yet.
     std::fs::write(server.dir.join("tls.crt"), &rotated.cert_pem).unwrap();
     assert!(server.store.reload().is_err());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    watching.abort();
+    let (_, _, metrics) = server.client("h2").await.get("/metrics").await;
+    let text = String::from_utf8(metrics.to_vec()).unwrap();
+    let failed: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("upgrade_guard_certificate_reload_failures_total "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(failed >= 1, "every failed reload is counted: {text}");
     let mut client = server.client("h2").await;
     assert_eq!(
         client.get("/healthz").await.0,

@@ -116,13 +116,20 @@ async fn serve(args: &Args, common: &Common) -> Result<ExitCode, Error> {
         (Some(cert), Some(key)) => {
             let store =
                 tls::CertStore::from_files(cert, key).map_err(|e| Error::Io(e.to_string()))?;
-            let (gauge, every) = (
+            let (gauge, failures, every) = (
                 metrics.certificate_expiry.clone(),
+                metrics.certificate_reload_failures.clone(),
                 Duration::from_secs_f64(args.cert_reload_seconds.max(0.05)),
             );
-            tokio::spawn(store.clone().watch(every, move |s| {
-                gauge.set(s.not_after().unwrap_or_default());
-            }));
+            tokio::spawn(store.clone().watch(
+                every,
+                move |s| {
+                    gauge.set(s.not_after().unwrap_or_default());
+                },
+                move || {
+                    failures.inc();
+                },
+            ));
             store
         }
         _ => development_certificate(common.now(), &args.dev_ca, args.addr)?,

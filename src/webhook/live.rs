@@ -123,10 +123,10 @@ pub fn start(
     ready: Arc<AtomicBool>,
     crd_missing: Gauge<i64, AtomicI64>,
 ) -> LiveCluster {
-    let statefulsets = watch(Api::<StatefulSet>::all(client.clone()));
-    let deployments = watch(Api::<Deployment>::all(client.clone()));
-    let claims = watch(Api::<PersistentVolumeClaim>::all(client.clone()));
-    let pods = watch(Api::<Pod>::all(client.clone()));
+    let statefulsets = watch(Api::<StatefulSet>::all(client.clone()), |_| {});
+    let deployments = watch(Api::<Deployment>::all(client.clone()), |_| {});
+    let claims = watch(Api::<PersistentVolumeClaim>::all(client.clone()), |_| {});
+    let pods = watch(Api::<Pod>::all(client.clone()), trim_pod);
 
     let resource = policy_resource();
     let writer = reflector::store::Writer::<DynamicObject>::new(resource.clone());
@@ -195,8 +195,28 @@ pub fn start(
     view
 }
 
-/// A reflector whose store drops managedFields (often half an object).
-fn watch<K>(api: Api<K>) -> Store<K>
+/// What the cache keeps of a pod: labels, owners, container names and
+/// images, and status. Env values (secrets written inline, too), commands
+/// and volumes are read by no decision, so they are not kept in memory.
+pub fn trim_pod(pod: &mut Pod) {
+    let Some(spec) = pod.spec.as_mut() else {
+        return;
+    };
+    spec.volumes = None;
+    spec.ephemeral_containers = None;
+    let init = spec.init_containers.iter_mut().flatten();
+    for c in spec.containers.iter_mut().chain(init) {
+        c.env = None;
+        c.env_from = None;
+        c.command = None;
+        c.args = None;
+        c.volume_mounts = None;
+    }
+}
+
+/// A reflector whose store drops managedFields (often half an object) and
+/// whatever `trim` drops.
+fn watch<K>(api: Api<K>, trim: fn(&mut K)) -> Store<K>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
@@ -204,7 +224,10 @@ where
     let (reader, writer) = reflector::store();
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
-        .modify(|o| o.managed_fields_mut().clear())
+        .modify(move |o| {
+            o.managed_fields_mut().clear();
+            trim(o);
+        })
         .reflect(writer)
         .applied_objects();
     tokio::spawn(async move {
@@ -243,4 +266,37 @@ fn merge(file_policies: &[Policy], custom: &Store<DynamicObject>) -> PolicySet {
         tracing::warn!(error = %e, "duplicate policy names; keeping the file policies only");
         PolicySet::new(file_policies.to_vec()).unwrap_or_default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_cached_pod_keeps_what_decisions_read_and_no_env() {
+        let mut pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "db-0", "namespace": "shop", "labels": {"app": "db"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "uid": "u", "controller": true}]},
+            "spec": {
+                "containers": [{"name": "db", "image": "db:1.6.2", "command": ["db"], "args": ["--x"],
+                    "env": [{"name": "PASSWORD", "value": "hunter2"}], "envFrom": [{"secretRef": {"name": "s"}}],
+                    "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+                "initContainers": [{"name": "init", "image": "init:1", "env": [{"name": "TOKEN", "value": "t"}]}],
+                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data-db-0"}}],
+            },
+            "status": {"phase": "Running", "containerStatuses": [{"name": "db", "image": "db:1.6.2", "imageID": "", "ready": true, "restartCount": 0}]},
+        }))
+        .unwrap();
+        let status = pod.status.clone();
+        trim_pod(&mut pod);
+        assert_eq!(
+            serde_json::to_value(&pod.spec).unwrap(),
+            json!({"containers": [{"name": "db", "image": "db:1.6.2"}],
+                   "initContainers": [{"name": "init", "image": "init:1"}]})
+        );
+        assert_eq!(pod.status, status);
+        assert!(!serde_json::to_string(&pod).unwrap().contains("hunter2"));
+        assert_eq!(pod.metadata.owner_references.unwrap()[0].name, "db");
+    }
 }

@@ -41,6 +41,9 @@ pub struct Metrics {
     /// Connections over the cap, answered 503 and closed.
     pub connections_refused: Counter,
     pub certificate_expiry: Gauge<i64, AtomicI64>,
+    /// Certificate files that changed but could not be loaded (the old pair
+    /// is kept): alert on any increase.
+    pub certificate_reload_failures: Counter,
     /// 1 while the UpgradePolicy CRD is not installed (file policies only).
     pub policy_crd_missing: Gauge<i64, AtomicI64>,
 }
@@ -57,6 +60,7 @@ impl Metrics {
             tls_handshake_failures: Counter::default(),
             connections_refused: Counter::default(),
             certificate_expiry: Gauge::default(),
+            certificate_reload_failures: Counter::default(),
             policy_crd_missing: Gauge::default(),
         };
         registry.register(
@@ -98,6 +102,11 @@ impl Metrics {
             "certificate_expiry_timestamp_seconds",
             "When the serving certificate expires (Unix time)",
             metrics.certificate_expiry.clone(),
+        );
+        registry.register(
+            "certificate_reload_failures",
+            "Times the certificate files changed but could not be loaded (the old pair is kept)",
+            metrics.certificate_reload_failures.clone(),
         );
         registry.register(
             "policy_crd_missing",

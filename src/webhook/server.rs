@@ -487,7 +487,7 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(4);
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long requests in flight may take to finish after shutdown begins.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What bounds one listener's connections.
 #[derive(Debug, Clone, Copy)]

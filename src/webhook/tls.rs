@@ -88,18 +88,32 @@ impl CertStore {
         Ok(true)
     }
 
-    /// Polls the files until the process ends.
-    pub async fn watch(self: Arc<Self>, every: Duration, on_change: impl Fn(&CertStore) + Send) {
+    /// Polls the files until the process ends. A failed reload (say, a
+    /// broken pair) calls `on_failure` each time and is logged when its
+    /// error first appears, not every poll.
+    pub async fn watch(
+        self: Arc<Self>,
+        every: Duration,
+        on_change: impl Fn(&CertStore) + Send,
+        on_failure: impl Fn() + Send,
+    ) {
+        let mut last_error = None;
         loop {
             tokio::time::sleep(every).await;
             match self.reload() {
                 Ok(true) => {
                     tracing::info!(not_after = %expiry(self.not_after()), "serving certificate reloaded");
                     on_change(&self);
+                    last_error = None;
                 }
                 Ok(false) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, "serving certificate not reloaded; keeping the current one")
+                    on_failure();
+                    let error = e.to_string();
+                    if last_error.as_ref() != Some(&error) {
+                        tracing::warn!(%error, "serving certificate not reloaded; keeping the current one");
+                        last_error = Some(error);
+                    }
                 }
             }
         }
