@@ -4,11 +4,10 @@
 //! them cut the server's CPU per review by a fifth (`cargo bench --bench load`).
 
 use std::collections::BTreeMap;
-use std::marker::PhantomData;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
-use serde::de::{DeserializeOwned, Error};
+use serde::de::{DeserializeOwned, Error, IgnoredAny};
 use serde::{Deserialize, Deserializer};
 
 /// A workload read without its managedFields.
@@ -58,9 +57,11 @@ impl Parts for Deployment {
     }
 }
 
+/// An object as sent: its spec and status read as `S` and `T`
+/// ([`IgnoredAny`] to skip them).
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase", bound = "")]
-struct Raw<K: Parts> {
+#[serde(rename_all = "camelCase")]
+struct Raw<S, T> {
     #[serde(default)]
     api_version: Option<String>,
     #[serde(default)]
@@ -68,11 +69,9 @@ struct Raw<K: Parts> {
     #[serde(default)]
     metadata: Meta,
     #[serde(default = "none")]
-    spec: Option<K::Spec>,
+    spec: Option<S>,
     #[serde(default = "none")]
-    status: Option<K::Status>,
-    #[serde(skip)]
-    kind_of: PhantomData<K>,
+    status: Option<T>,
 }
 
 fn none<T>() -> Option<T> {
@@ -101,7 +100,7 @@ struct Meta {
 
 impl<'de, K: Parts> Deserialize<'de> for Lean<K> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = Raw::<K>::deserialize(deserializer)?;
+        let raw = Raw::<K::Spec, K::Status>::deserialize(deserializer)?;
         let metadata = checked::<K, D::Error>(raw.api_version, raw.kind, raw.metadata)?;
         Ok(Lean(K::assemble(metadata, raw.spec, raw.status)))
     }
@@ -113,20 +112,9 @@ impl<'de, K: Parts> Deserialize<'de> for Lean<K> {
 #[derive(Debug, Clone)]
 pub struct Skim<K>(pub K);
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawMeta {
-    #[serde(default)]
-    api_version: Option<String>,
-    #[serde(default)]
-    kind: Option<String>,
-    #[serde(default)]
-    metadata: Meta,
-}
-
 impl<'de, K: Parts> Deserialize<'de> for Skim<K> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = RawMeta::deserialize(deserializer)?;
+        let raw = Raw::<IgnoredAny, IgnoredAny>::deserialize(deserializer)?;
         let metadata = checked::<K, D::Error>(raw.api_version, raw.kind, raw.metadata)?;
         Ok(Skim(K::assemble(metadata, None, None)))
     }
