@@ -9,9 +9,7 @@
 //!
 //! `LOAD_SECONDS` (default 10) and `LOAD_CONNECTIONS` (default 64) tune it.
 
-#[path = "../tests/common/tls_client.rs"]
-#[allow(dead_code)]
-mod tls_client;
+mod common;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -21,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::post;
-use tls_client::Client;
+use common::tls_client::Client;
+use common::{env_or, free_port, peak_rss_kib};
 
 const SAMPLE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -44,21 +43,25 @@ fn main() {
         .build()
         .expect("a runtime");
 
-    let (mut server, addr, ca) = start_server();
+    let server = common::Binary::new(env!("CARGO_BIN_EXE_upgrade-guard"))
+        .expect("upgrade-guard")
+        .serve("warn,upgrade_guard::cli=info", false, &[])
+        .expect("upgrade-guard serve");
+    let (addr, ca) = (server.addr, server.ca.clone());
     let mut rows = Vec::new();
     for path in ["/validate", "/mutate"] {
-        let stats = measured(server.id(), || {
+        let stats = measured(server.pid(), || {
             runtime.block_on(drive(addr, &ca, path, &body, connections, seconds))
         });
         rows.push((format!("upgrade-guard {path}"), stats));
     }
     // Unsaturated: latency is service time, not queueing behind 64 others.
-    let light = measured(server.id(), || {
+    let light = measured(server.pid(), || {
         runtime.block_on(drive(addr, &ca, "/validate", &body, 2, seconds))
     });
     rows.push(("upgrade-guard /validate, 2 connections".into(), light));
-    let peak = peak_rss_kib(server.id());
-    let _ = server.kill();
+    let peak = peak_rss_kib(server.pid());
+    drop(server);
 
     let (mut bare, addr, ca) = start_bare();
     let stats = measured(bare.id(), || {
@@ -98,13 +101,6 @@ fn main() {
         ),
         None => println!("upgrade-guard peak resident memory: not readable"),
     }
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 struct Stats {
@@ -206,42 +202,6 @@ async fn drive(
     }
 }
 
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("a port")
-        .local_addr()
-        .expect("its address")
-}
-
-/// `upgrade-guard serve` with its development certificate; returns the CA.
-fn start_server() -> (Child, SocketAddr, String) {
-    let addr = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_upgrade-guard"))
-        .args(["serve", "--log-format", "json", "--addr", &addr.to_string()])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("RUST_LOG", "warn,upgrade_guard::cli=info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("upgrade-guard serve");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let mut ca = None;
-    for line in lines.by_ref().map_while(Result::ok) {
-        let log: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if let Some(path) = log["ca"].as_str() {
-            ca = std::fs::read_to_string(path).ok();
-        }
-        if log["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("serving /validate"))
-        {
-            break;
-        }
-    }
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    (child, addr, ca.expect("the development CA path in the log"))
-}
-
 /// This bench binary again, as the bare endpoint; it prints its CA.
 fn start_bare() -> (Child, SocketAddr, String) {
     let addr = free_port();
@@ -288,10 +248,4 @@ fn bare(addr: &str) {
         let limits = server::ConnectionLimits::default();
         server::serve(listener, tls, router, metrics, limits, std::future::pending()).await;
     });
-}
-
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }

@@ -201,12 +201,13 @@ struct Context<'a> {
     caller: &'a Caller,
 }
 
-/// A governed request's objects are parsed into their full types, ~650 B
-/// per JSON value for the smallest (`{}` in an env list: a 75 kB body, 49,000
-/// values, peaked at 32 MiB), so the values a governed request may carry are
-/// capped. Real workloads carry a few hundred to a few thousand (the
-/// recorded ones about 400, managedFields included). A request no policy
-/// selects is answered from its metadata and never counted.
+/// A governed request's objects are parsed into their full types, up to
+/// ~1.1 kB per JSON value for the smallest (`{}` entries in an env list:
+/// 25,000 values in a 40 kB body peaked at +23 to +27 MiB, `cargo bench
+/// --bench abuse`), so the values a governed request may carry are capped. Real
+/// workloads carry a few hundred to a few thousand (the recorded ones about
+/// 400, managedFields included). A request no policy selects is answered
+/// from its metadata and never counted.
 pub const MAX_VALUES: usize = 25_000;
 
 /// Counts the JSON values of a body, roughly: the `{`, `[`, `,` and `:`

@@ -56,7 +56,7 @@ pub struct Limits {
     /// `body_bytes`); a request waits for room as its body arrives.
     pub bodies_in_memory: usize,
     /// Requests decoded at once; each decode of a governed object costs up
-    /// to ~650 B per JSON value (capped by [`super::review::MAX_VALUES`]).
+    /// to ~1.1 kB per JSON value (capped by [`super::review::MAX_VALUES`]).
     pub decoders: usize,
 }
 

@@ -88,6 +88,8 @@ impl Client {
         identity: Option<(&str, &str)>,
     ) -> Result<(Client, Vec<u8>), String> {
         let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        // As the API server's Go client does: no Nagle delay on small writes.
+        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
         let connector = TlsConnector::from(client_tls(roots, alpn, identity));
         let name = ServerName::try_from(name.to_string()).map_err(|e| e.to_string())?;
         let stream = connector
