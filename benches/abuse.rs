@@ -524,6 +524,51 @@ async fn until_closed(
     (closed.then(|| from.elapsed()), bytes)
 }
 
+/// How a batch of watched connections ended: closed (after how long, with
+/// how many bytes received), still open, or failed to start.
+struct Closings {
+    closed: Vec<Duration>,
+    bytes: Vec<usize>,
+    open: usize,
+    errors: Vec<String>,
+}
+
+impl Closings {
+    async fn of(
+        mut tasks: tokio::task::JoinSet<Result<(Option<Duration>, usize), String>>,
+    ) -> Self {
+        let mut c = Closings {
+            closed: Vec::new(),
+            bytes: Vec::new(),
+            open: 0,
+            errors: Vec::new(),
+        };
+        while let Some(joined) = tasks.join_next().await {
+            match joined.expect("a connection task") {
+                Ok((Some(after), n)) => {
+                    c.closed.push(after);
+                    c.bytes.push(n);
+                }
+                Ok((None, _)) => c.open += 1,
+                Err(e) => c.errors.push(e),
+            }
+        }
+        c
+    }
+
+    fn late(&self, limit: Duration) -> usize {
+        self.closed.iter().filter(|d| **d > limit).count()
+    }
+
+    /// " (the first error)", or nothing.
+    fn first_error(&self) -> String {
+        self.errors
+            .first()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default()
+    }
+}
+
 /// 2a. TLS connections that finish the handshake and never send an HTTP
 ///     byte are closed after the first-request limit (10 s).
 async fn idle_handshaken(bin: &Binary, config: &Config) -> Outcome {
@@ -547,33 +592,20 @@ async fn idle_handshaken(bin: &Binary, config: &Config) -> Outcome {
             Ok::<_, String>(until_closed(tls, Instant::now(), limit + Duration::from_secs(2)).await)
         });
     }
-    let (mut closed, mut open, mut errors, mut bytes) = (Vec::new(), 0, Vec::new(), 0);
-    while let Some(joined) = tasks.join_next().await {
-        match joined.expect("a connection task") {
-            Ok((Some(after), n)) => {
-                closed.push(after);
-                bytes += n;
-            }
-            Ok((None, _)) => open += 1,
-            Err(e) => errors.push(e),
-        }
-    }
-    let late = closed.iter().filter(|d| **d > limit).count();
+    let c = Closings::of(tasks).await;
+    let (late, open, bytes) = (c.late(limit), c.open, c.bytes.iter().sum::<usize>());
     Outcome::new(
-        errors.is_empty() && open == 0 && late == 0,
+        c.errors.is_empty() && open == 0 && late == 0,
         name,
         format!(
             "{} handshaken connections, no HTTP byte: {} closed by the server {} after the handshake (limit {} s + {} s margin), {late} late, {open} still open, {} failed to connect{}; {bytes} application bytes received",
             config.idle_connections,
-            closed.len(),
-            span(&closed),
+            c.closed.len(),
+            span(&c.closed),
             seconds(config.first_request),
             seconds(config.margin),
-            errors.len(),
-            errors
-                .first()
-                .map(|e| format!(" ({e})"))
-                .unwrap_or_default(),
+            c.errors.len(),
+            c.first_error(),
         ),
     )
 }
@@ -795,33 +827,21 @@ async fn slow_headers(bin: &Binary, config: &Config) -> Outcome {
             Ok::<_, String>(until_closed(tcp, Instant::now(), limit + Duration::from_secs(2)).await)
         });
     }
-    let (mut closed, mut open, mut errors, mut answered) = (Vec::new(), 0, Vec::new(), 0);
-    while let Some(joined) = tasks.join_next().await {
-        match joined.expect("a connection task") {
-            Ok((Some(after), bytes)) => {
-                closed.push(after);
-                answered += usize::from(bytes > 0);
-            }
-            Ok((None, _)) => open += 1,
-            Err(e) => errors.push(e),
-        }
-    }
-    let late = closed.iter().filter(|d| **d > limit).count();
+    let c = Closings::of(tasks).await;
+    let (late, open) = (c.late(limit), c.open);
+    let answered = c.bytes.iter().filter(|n| **n > 0).count();
     Outcome::new(
-        errors.is_empty() && open == 0 && late == 0,
+        c.errors.is_empty() && open == 0 && late == 0,
         name,
         format!(
             "{} unfinished request heads on the probe port: {} closed by the server {} after (limit {} s + {} s margin; {answered} with an answer first), {late} late, {open} still open, {} failed{}",
             config.slow_connections,
-            closed.len(),
-            span(&closed),
+            c.closed.len(),
+            span(&c.closed),
             seconds(config.header),
             seconds(config.margin),
-            errors.len(),
-            errors
-                .first()
-                .map(|e| format!(" ({e})"))
-                .unwrap_or_default(),
+            c.errors.len(),
+            c.first_error(),
         ),
     )
 }
