@@ -255,8 +255,8 @@ impl Context<'_> {
                 allowed: false,
                 reason: format!(
                     "{} {}/{}: the request carries about {values} JSON values; upgrade-guard reads a governed workload of at most {MAX_VALUES}, so that no one request can exhaust its memory (move long env lists into a ConfigMap with envFrom)",
-                    request.kind.kind,
-                    request.namespace.as_deref().unwrap_or_default(),
+                    crate::echo::bounded(&request.kind.kind),
+                    crate::echo::bounded(request.namespace.as_deref().unwrap_or_default()),
                     crate::echo::bounded(&request.name),
                 ),
                 ..Default::default()
@@ -483,6 +483,17 @@ mod tests {
         let response: Value = serde_json::from_slice(&mutated.body).unwrap();
         assert_eq!(response["response"]["allowed"], true);
         assert_eq!(response["response"].get("patch"), None);
+        // What the sender wrote is echoed bounded.
+        let mut long: Value = serde_json::from_slice(&dense).unwrap();
+        long["request"]["kind"]["kind"] = json!("K".repeat(100_000));
+        long["request"]["namespace"] = json!("n".repeat(100_000));
+        let refused = run(&serde_json::to_vec(&long).unwrap(), Endpoint::Validate).unwrap();
+        assert!(!refused.verdict.allowed);
+        assert!(
+            refused.verdict.reason.len() < 1_000,
+            "{}",
+            refused.verdict.reason.len()
+        );
         // Unselected, the same object is allowed from its metadata.
         let unselected = create(|o| {
             o["spec"]["template"]["spec"]["containers"][0]["env"] = json!(env);

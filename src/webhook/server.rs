@@ -93,13 +93,16 @@ impl Budget {
         }
     }
 
-    /// Room for `bytes` more of a body, added to what it already holds.
-    async fn hold(&self, held: &mut Option<tokio::sync::OwnedSemaphorePermit>, bytes: usize) {
-        let Ok(n) = u32::try_from(bytes) else { return };
-        if n == 0 {
+    /// Room for a body of `total` bytes: tops up what `held` already holds.
+    async fn hold(&self, held: &mut Option<tokio::sync::OwnedSemaphorePermit>, total: usize) {
+        let have = held.as_ref().map_or(0, |p| p.num_permits());
+        let Ok(more) = u32::try_from(total.saturating_sub(have)) else {
+            return;
+        };
+        if more == 0 {
             return;
         }
-        if let Ok(permit) = self.bodies.clone().acquire_many_owned(n).await {
+        if let Ok(permit) = self.bodies.clone().acquire_many_owned(more).await {
             match held {
                 Some(h) => h.merge(permit),
                 None => *held = Some(permit),
@@ -292,8 +295,7 @@ async fn read_body(
             tokio::spawn(drain(stream));
             return Ok(None);
         }
-        let beyond = (read.len() + chunk.len()).saturating_sub(read.capacity().max(declared));
-        budget.hold(held, beyond).await;
+        budget.hold(held, read.len() + chunk.len()).await;
         read.extend_from_slice(&chunk);
     }
     Ok(Some(read.into()))
