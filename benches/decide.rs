@@ -1,17 +1,21 @@
 //! The decision core on a realistic review: a StatefulSet of 5 containers
-//! and 20 env vars, with 20 policies loaded (the governing one last).
+//! and 20 env vars, with 20 policies loaded (the governing one last); and a
+//! whole review from bytes, on that review and on the recorded one.
 //! `cargo bench --bench decide`
 
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use serde_json::{Value, json};
+use serde_json::Value;
 use upgrade_guard::decide::{Change, NoCluster, decide};
 use upgrade_guard::policy::PolicySet;
 use upgrade_guard::webhook::{Caller, Endpoint, review};
 use upgrade_guard::workload::Workload;
 
-const SAMPLE: &str = include_str!("../tests/data/apiserver/sts-update-set-image.json");
+#[path = "common/sample.rs"]
+mod sample;
+use sample::five_containers as realistic;
+
 const POLICIES: &str = include_str!("../policies/semver-db.yaml");
 
 fn policies() -> PolicySet {
@@ -25,38 +29,6 @@ fn policies() -> PolicySet {
     }
     all.extend(PolicySet::parse(&POLICIES.replace("semver-db", "zz-semver-db"), "bench").unwrap());
     PolicySet::new(all).unwrap()
-}
-
-/// The recorded set-image review, grown to 5 containers and 20 env vars.
-fn realistic(image: &str) -> Value {
-    let mut review: Value = serde_json::from_str(SAMPLE).unwrap();
-    for object in ["oldObject", "object"] {
-        let containers = &mut review["request"][object]["spec"]["template"]["spec"]["containers"];
-        let db = containers[0].clone();
-        let mut list = vec![db];
-        for (i, name) in ["backup", "exporter", "proxy", "log-shipper"]
-            .iter()
-            .enumerate()
-        {
-            let mut c = list[0].clone();
-            c["name"] = json!(name);
-            c["image"] = json!(format!("registry.example.com/tools/{name}:0.{i}.1"));
-            list.push(c);
-        }
-        for c in list.iter_mut() {
-            c["env"] = json!(
-                (0..4)
-                    .map(|i| json!({"name": format!("SETTING_{i}"), "value": format!("value-{i}")}))
-                    .collect::<Vec<_>>()
-            );
-            c["resources"] = json!({"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}});
-            c["readinessProbe"] = json!({"tcpSocket": {"port": 5432}, "periodSeconds": 5});
-        }
-        *containers = json!(list);
-    }
-    review["request"]["object"]["spec"]["template"]["spec"]["containers"][0]["image"] =
-        json!(image);
-    review
 }
 
 fn change(review: &Value) -> Change {
@@ -82,33 +54,33 @@ fn bench(c: &mut Criterion) {
     c.bench_function("decide/skip refused", |b| {
         b.iter(|| decide(black_box(&skip_change), &policies, &NoCluster, now))
     });
-    let body = serde_json::to_vec(&start).unwrap();
-    c.bench_function("review/validate from bytes (parse, decide, render)", |b| {
-        b.iter(|| {
-            review(
-                black_box(&body),
-                Endpoint::Validate,
-                &policies,
-                &NoCluster,
-                now,
-                &Caller::default(),
-            )
-            .unwrap()
-        })
-    });
-    c.bench_function("review/mutate from bytes (parse, decide, render)", |b| {
-        b.iter(|| {
-            review(
-                black_box(&body),
-                Endpoint::Mutate,
-                &policies,
-                &NoCluster,
-                now,
-                &Caller::default(),
-            )
-            .unwrap()
-        })
-    });
+    // The 5-container review, and the recorded one as the API server sent it.
+    let bodies = [
+        ("5 containers", sample::compact(&start)),
+        ("recorded", sample::recorded()),
+    ];
+    for (name, body) in &bodies {
+        for endpoint in [Endpoint::Validate, Endpoint::Mutate] {
+            let id = format!(
+                "review/{} from bytes, {name} ({} B)",
+                endpoint.as_str(),
+                body.len()
+            );
+            c.bench_function(&id, |b| {
+                b.iter(|| {
+                    review(
+                        black_box(body),
+                        endpoint,
+                        &policies,
+                        &NoCluster,
+                        now,
+                        &Caller::default(),
+                    )
+                    .unwrap()
+                })
+            });
+        }
+    }
 }
 
 criterion_group!(benches, bench);

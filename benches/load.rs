@@ -1,251 +1,423 @@
-//! Load test: `cargo bench --bench load`.
+//! The webhook on the wire, side by side with a ceiling: `cargo bench --bench load`.
 //!
-//! Starts `upgrade-guard serve` (development certificate, ./policies) and a
-//! bare endpoint of the same stack (rustls, hyper, axum) that returns a fixed
-//! response, each as its own process, then drives each with 64 concurrent
-//! keep-alive HTTP/1.1 connections posting a recorded AdmissionReview.
-//! Prints requests per second, p50 and p99 latency, and the server's peak
-//! resident memory. Bounded: loopback only, a fixed duration per run.
+//! h2load (Debian `nghttp2-client`) sends the same AdmissionReview (the
+//! recorded set-image review grown to 5 containers and 20 env vars, compact)
+//! to `upgrade-guard serve` and to nginx (Debian `nginx-light` with
+//! `libnginx-mod-http-echo`: TLS, HTTP/2, one worker, reading the body and
+//! answering upgrade-guard's own response bytes). Both use the same
+//! certificate, on loopback, in one run. Shapes:
 //!
-//! `LOAD_SECONDS` (default 10) and `LOAD_CONNECTIONS` (default 64) tune it.
+//! - one HTTP/2 connection, one request at a time (how a kube-apiserver
+//!   calls a webhook), `LOAD_REQUESTS` requests (default 5,000);
+//! - 16 HTTP/2 connections × 4 streams, `LOAD_SECONDS` (default 5) seconds;
+//! - the same two over HTTP/1.1 (64 connections for the second).
+//!
+//! Prints req/s, p50/p99/max latency, requests over 5 ms, server CPU per
+//! request and the ratio to nginx in the same shape, then peak memory.
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::routing::post;
 use common::tls_client::Client;
-use common::{env_or, free_port, peak_rss_kib};
+use common::{env_or, free_port, peak_rss_kib, sample};
 
-const SAMPLE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/data/apiserver/sts-update-set-image.json"
-);
+const INSTALL: &str = "apt-get install -y nghttp2-client nginx-light libnginx-mod-http-echo";
+const ECHO_MODULE: &str = "/usr/lib/nginx/modules/ngx_http_echo_module.so";
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(at) = args.iter().position(|a| a == "--bare") {
-        return bare(&args[at + 1]);
+    let missing: Vec<&str> = [("h2load", "h2load"), ("nginx", "nginx")]
+        .into_iter()
+        .filter(|(_, bin)| !on_path(bin))
+        .map(|(name, _)| name)
+        .chain((!Path::new(ECHO_MODULE).exists()).then_some("nginx's echo module"))
+        .collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "cargo bench --bench load needs {}: {INSTALL}",
+            missing.join(", ")
+        );
+        std::process::exit(2);
     }
-    let seconds: u64 = env_or("LOAD_SECONDS", 10);
-    let connections: usize = env_or("LOAD_CONNECTIONS", 64);
-    // The API server sends compact JSON; the recorded file is indented.
-    let sample: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(SAMPLE).expect("the recorded sample")).expect("JSON");
-    let body = serde_json::to_vec(&sample).expect("JSON");
+    let requests: usize = env_or("LOAD_REQUESTS", 5_000);
+    let seconds: u64 = env_or("LOAD_SECONDS", 5);
+    let dir = Scratch::new();
+    let body = sample::compact(&sample::five_containers(
+        "registry.example.com/shop/db:1.8.0",
+    ));
+    let body_file = dir.0.join("review.json");
+    std::fs::write(&body_file, &body).expect("the body file");
+    certificates(&dir.0);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("a runtime");
 
-    let server = common::Binary::new(env!("CARGO_BIN_EXE_upgrade-guard"))
+    let (cert, key) = (dir.0.join("tls.crt"), dir.0.join("tls.key"));
+    let ug = common::Binary::new(env!("CARGO_BIN_EXE_upgrade-guard"))
         .expect("upgrade-guard")
-        .serve("warn,upgrade_guard::cli=info", false, &[])
+        .serve(
+            "warn,upgrade_guard::cli=info",
+            false,
+            &[
+                "--tls-cert",
+                &cert.to_string_lossy(),
+                "--tls-key",
+                &key.to_string_lossy(),
+            ],
+        )
         .expect("upgrade-guard serve");
-    let (addr, ca) = (server.addr, server.ca.clone());
-    let mut rows = Vec::new();
-    for path in ["/validate", "/mutate"] {
-        let stats = measured(server.pid(), || {
-            runtime.block_on(drive(addr, &ca, path, &body, connections, seconds))
-        });
-        rows.push((format!("upgrade-guard {path}"), stats));
+    let ca = std::fs::read_to_string(dir.0.join("ca.crt")).expect("the CA");
+    // nginx answers exactly what upgrade-guard answers.
+    let answers = ["/validate", "/mutate"].map(|path| {
+        let answer = runtime.block_on(post(ug.addr, &ca, path, &body));
+        assert!(
+            answer.starts_with(br#"{"apiVersion":"admission.k8s.io/v1""#),
+            "{path}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer
+    });
+    let nginx = Nginx::start(&dir.0, &answers);
+    for (path, answer) in ["/validate", "/mutate"].iter().zip(&answers) {
+        assert_eq!(
+            &runtime.block_on(post(nginx.addr, &ca, path, &body)),
+            answer,
+            "nginx answers {path} with upgrade-guard's bytes"
+        );
     }
-    // Unsaturated: latency is service time, not queueing behind 64 others.
-    let light = measured(server.pid(), || {
-        runtime.block_on(drive(addr, &ca, "/validate", &body, 2, seconds))
-    });
-    rows.push(("upgrade-guard /validate, 2 connections".into(), light));
-    let peak = peak_rss_kib(server.pid());
-    drop(server);
 
-    let (mut bare, addr, ca) = start_bare();
-    let stats = measured(bare.id(), || {
-        runtime.block_on(drive(addr, &ca, "/validate", &body, connections, seconds))
-    });
-    rows.push(("bare TLS endpoint (fixed response)".into(), stats));
-    let light = measured(bare.id(), || {
-        runtime.block_on(drive(addr, &ca, "/validate", &body, 2, seconds))
-    });
-    rows.push(("bare TLS endpoint, 2 connections".into(), light));
-    let _ = bare.kill();
-
+    let shapes = [
+        Shape::one(Protocol::H2, requests),
+        Shape::many(Protocol::H2, 16, 4, seconds),
+        Shape::one(Protocol::H1, requests),
+        Shape::many(Protocol::H1, 64, 1, seconds),
+    ];
+    let targets = [
+        ("upgrade-guard /validate", ug.pid(), ug.addr, "/validate"),
+        ("upgrade-guard /mutate", ug.pid(), ug.addr, "/mutate"),
+        ("nginx ceiling", nginx.pid(), nginx.addr, "/validate"),
+    ];
     println!(
-        "\n{connections} keep-alive HTTP/1.1 connections (unless said), {seconds} s per run, {} byte request body",
+        "\n{} byte AdmissionReview; h2load against each, one at a time, on loopback",
         body.len()
     );
     println!(
-        "{:<40} {:>9} {:>8} {:>8} {:>14} {:>7}",
-        "target", "req/s", "p50 ms", "p99 ms", "server CPU/req", "errors"
+        "{:<24} {:<26} {:>8} {:>7} {:>7} {:>7} {:>6} {:>9} {:>6}",
+        "shape", "target", "req/s", "p50 ms", "p99 ms", "max ms", ">5 ms", "CPU/req", "ratio"
     );
-    for (name, s) in &rows {
-        println!(
-            "{name:<40} {:>9.0} {:>8.3} {:>8.3} {:>11.0} µs {:>7}",
-            s.rps, s.p50_ms, s.p99_ms, s.server_cpu_us, s.errors
-        );
+    for shape in &shapes {
+        let mut rows = Vec::new();
+        for (name, pid, addr, path) in targets {
+            let url = format!("https://{addr}{path}");
+            // Warm-up: connections, caches, allocator.
+            shape
+                .warm_up()
+                .run(&url, &body_file, &dir.0.join("warm.log"));
+            let before = cpu_seconds(pid);
+            let run = shape.run(&url, &body_file, &dir.0.join("run.log"));
+            let cpu = cpu_seconds(pid) - before;
+            rows.push((name, run, cpu));
+        }
+        let ceiling = rows.last().map(|(_, run, _)| run.rps).unwrap_or(f64::NAN);
+        for (name, run, cpu) in rows {
+            println!(
+                "{:<24} {:<26} {:>8.0} {:>7.3} {:>7.3} {:>7.2} {:>6} {:>6.0} µs {:>6.2}{}",
+                shape.label(),
+                name,
+                run.rps,
+                run.quantile(0.50),
+                run.quantile(0.99),
+                run.quantile(1.0),
+                run.over_ms(5.0),
+                cpu / run.succeeded.max(1) as f64 * 1e6,
+                run.rps / ceiling,
+                if run.failed > 0 {
+                    format!("  ({} failed)", run.failed)
+                } else {
+                    String::new()
+                }
+            );
+        }
     }
-    let ceiling = rows[3].1.rps;
+    let mib = |pid| peak_rss_kib(pid).map_or(f64::NAN, |kib| kib as f64 / 1024.0);
     println!(
-        "/validate at {:.0}% of the bare ceiling, /mutate at {:.0}%",
-        100.0 * rows[0].1.rps / ceiling,
-        100.0 * rows[1].1.rps / ceiling
+        "peak resident memory (VmHWM): upgrade-guard {:.1} MiB, nginx {:.1} MiB",
+        mib(ug.pid()),
+        mib(nginx.pid())
     );
-    match peak {
-        Some(kib) => println!(
-            "upgrade-guard peak resident memory (VmHWM): {:.1} MiB",
-            kib as f64 / 1024.0
-        ),
-        None => println!("upgrade-guard peak resident memory: not readable"),
+}
+
+fn on_path(bin: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| dir.join(bin).is_file())
+            || Path::new("/usr/sbin").join(bin).is_file()
+    })
+}
+
+/// A directory of this run's files, removed at the end.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Scratch {
+        let dir = std::env::temp_dir().join(format!("ug-load-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        Scratch(dir)
     }
 }
 
-struct Stats {
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::env::var_os("LOAD_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// `upgrade-guard certs`: one CA and serving certificate for both servers.
+fn certificates(dir: &Path) {
+    let status = Command::new(env!("CARGO_BIN_EXE_upgrade-guard"))
+        .arg("certs")
+        .arg("--out")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("upgrade-guard certs");
+    assert!(status.success(), "upgrade-guard certs: {status}");
+}
+
+/// One HTTP/2 request, its response body.
+async fn post(addr: std::net::SocketAddr, ca: &str, path: &str, body: &[u8]) -> Vec<u8> {
+    let (mut client, _) =
+        Client::connect_to(addr, "upgrade-guard.upgrade-guard.svc", &[ca], "h2", None)
+            .await
+            .expect("a connection");
+    let (status, _, answer) = client
+        .request("POST", path, "application/json", body.to_vec())
+        .await
+        .expect("an answer");
+    assert_eq!(
+        status,
+        hyper::StatusCode::OK,
+        "{path}: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    answer.to_vec()
+}
+
+/// nginx as the ceiling: one process, TLS and HTTP/2, the body read, fixed
+/// bytes answered.
+struct Nginx {
+    child: Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Nginx {
+    fn start(dir: &Path, answers: &[Vec<u8>; 2]) -> Nginx {
+        let addr = free_port();
+        let d = dir.display();
+        let location = |path: &str, answer: &[u8]| {
+            // The echo directive adds the line break the answer ends with.
+            let text = String::from_utf8_lossy(answer.strip_suffix(b"\n").unwrap_or(answer))
+                .replace('\\', "\\\\")
+                .replace('\'', "\\'");
+            assert!(!text.contains('$'), "nginx would read $ as a variable");
+            format!(
+                "location = {path} {{ default_type application/json; echo_read_request_body; echo '{text}'; }}"
+            )
+        };
+        let conf = format!(
+            "load_module {ECHO_MODULE};
+daemon off; master_process off; worker_processes 1;
+error_log {d}/nginx-error.log info; pid {d}/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+  client_max_body_size 3m; client_body_buffer_size 64k;
+  keepalive_requests 1000000;
+  server {{
+    listen {addr} ssl http2;
+    ssl_certificate {d}/tls.crt; ssl_certificate_key {d}/tls.key;
+    {}
+    {}
+  }}
+}}
+",
+            location("/validate", &answers[0]),
+            location("/mutate", &answers[1]),
+        );
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, conf).expect("nginx.conf");
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(&path)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("nginx");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "nginx did not listen on {addr}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Nginx { child, addr }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Protocol {
+    H1,
+    H2,
+}
+
+/// Connections × streams each, for a number of requests or seconds.
+struct Shape {
+    protocol: Protocol,
+    connections: usize,
+    streams: usize,
+    requests: Option<usize>,
+    seconds: u64,
+}
+
+impl Shape {
+    fn one(protocol: Protocol, requests: usize) -> Shape {
+        Shape {
+            protocol,
+            connections: 1,
+            streams: 1,
+            requests: Some(requests),
+            seconds: 0,
+        }
+    }
+
+    fn many(protocol: Protocol, connections: usize, streams: usize, seconds: u64) -> Shape {
+        Shape {
+            protocol,
+            connections,
+            streams,
+            requests: None,
+            seconds,
+        }
+    }
+
+    fn warm_up(&self) -> Shape {
+        Shape {
+            requests: Some(500 * self.connections),
+            ..*self
+        }
+    }
+
+    fn label(&self) -> String {
+        let protocol = match self.protocol {
+            Protocol::H1 => "HTTP/1.1",
+            Protocol::H2 => "HTTP/2",
+        };
+        match self.protocol {
+            Protocol::H2 => format!("{protocol} {}×{}", self.connections, self.streams),
+            Protocol::H1 => format!("{protocol} {} conn", self.connections),
+        }
+    }
+
+    fn run(&self, url: &str, body: &Path, log: &Path) -> Run {
+        // h2load appends to its log.
+        let _ = std::fs::remove_file(log);
+        let mut command = Command::new("h2load");
+        command
+            .args(["-t", "1", "-c", &self.connections.to_string()])
+            .args(["-m", &self.streams.to_string()])
+            .args(["-H", "content-type: application/json", "-d"])
+            .arg(body)
+            .arg(format!("--log-file={}", log.display()));
+        match self.requests {
+            Some(n) => command.args(["-n", &n.to_string()]),
+            None => command.args(["-D", &self.seconds.to_string()]),
+        };
+        if self.protocol == Protocol::H1 {
+            command.arg("--h1");
+        }
+        let out = command.arg(url).output().expect("h2load");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "h2load {url}: {text}");
+        let finished = text
+            .lines()
+            .find_map(|l| l.strip_prefix("finished in "))
+            .unwrap_or_else(|| panic!("h2load printed no result: {text}"));
+        let rps = finished
+            .split(", ")
+            .find_map(|f| f.strip_suffix(" req/s"))
+            .and_then(|f| f.parse().ok())
+            .unwrap_or(f64::NAN);
+        let log = std::fs::read_to_string(log).expect("the h2load log");
+        let mut latencies_us = Vec::new();
+        let mut failed = 0;
+        for line in log.lines() {
+            let mut columns = line.split('\t').skip(1);
+            match (columns.next(), columns.next().and_then(|d| d.parse().ok())) {
+                (Some("200"), Some(us)) => latencies_us.push(us),
+                _ => failed += 1,
+            }
+        }
+        latencies_us.sort_unstable();
+        Run {
+            rps,
+            succeeded: latencies_us.len(),
+            failed,
+            latencies_us,
+        }
+    }
+}
+
+struct Run {
     rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    errors: usize,
-    /// The server process's CPU time (user + system) per request.
-    server_cpu_us: f64,
+    succeeded: usize,
+    failed: usize,
+    latencies_us: Vec<u64>,
 }
 
-/// Runs `load` and charges the server's CPU time to its requests.
-fn measured(pid: u32, load: impl FnOnce() -> Stats) -> Stats {
-    let before = cpu_seconds(pid);
-    let started = Instant::now();
-    let mut stats = load();
-    let (after, elapsed) = (cpu_seconds(pid), started.elapsed().as_secs_f64());
-    // Warm-up requests are not counted, so scale by the measured share.
-    let requests = stats.rps * elapsed;
-    if let (Some(b), Some(a)) = (before, after) {
-        stats.server_cpu_us = (a - b) / requests.max(1.0) * 1e6;
+impl Run {
+    fn quantile(&self, q: f64) -> f64 {
+        let n = self.latencies_us.len();
+        let at = ((n as f64 * q) as usize).min(n.saturating_sub(1));
+        self.latencies_us
+            .get(at)
+            .map_or(f64::NAN, |&us| us as f64 / 1000.0)
     }
-    stats
+
+    fn over_ms(&self, ms: f64) -> usize {
+        let us = (ms * 1000.0) as u64;
+        self.latencies_us.iter().filter(|&&l| l > us).count()
+    }
 }
 
 /// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
-}
-
-async fn drive(
-    addr: SocketAddr,
-    ca: &str,
-    path: &'static str,
-    body: &[u8],
-    connections: usize,
-    seconds: u64,
-) -> Stats {
-    let mut clients = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        clients.push(
-            Client::connect(addr, &[ca], "http/1.1", None)
-                .await
-                .expect("a connection"),
-        );
-    }
-    // A short warm-up, then the measured run.
-    let warm_until = Instant::now() + Duration::from_secs(1);
-    let until = warm_until + Duration::from_secs(seconds);
-    let body = Arc::new(body.to_vec());
-    let mut tasks = tokio::task::JoinSet::new();
-    for mut client in clients {
-        let body = body.clone();
-        tasks.spawn(async move {
-            let (mut latencies, mut errors) = (Vec::new(), 0usize);
-            loop {
-                let started = Instant::now();
-                if started >= until {
-                    break;
-                }
-                let ok = matches!(
-                    client
-                        .request("POST", path, "application/json", body.to_vec())
-                        .await,
-                    Ok((hyper::StatusCode::OK, _, _))
-                );
-                if started >= warm_until {
-                    if ok {
-                        latencies.push(started.elapsed().as_micros() as u32);
-                    } else {
-                        errors += 1;
-                    }
-                }
-            }
-            (latencies, errors)
-        });
-    }
-    let (mut all, mut errors) = (Vec::new(), 0);
-    while let Some(Ok((latencies, e))) = tasks.join_next().await {
-        all.extend(latencies);
-        errors += e;
-    }
-    all.sort_unstable();
-    let at = |q: f64| {
-        all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0) as f64
-            / 1000.0
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
     };
-    Stats {
-        rps: all.len() as f64 / seconds as f64,
-        p50_ms: at(0.50),
-        p99_ms: at(0.99),
-        errors,
-        server_cpu_us: f64::NAN,
-    }
-}
-
-/// This bench binary again, as the bare endpoint; it prints its CA.
-fn start_bare() -> (Child, SocketAddr, String) {
-    let addr = free_port();
-    let mut child = Command::new(std::env::current_exe().expect("this binary"))
-        .args(["--bare", &addr.to_string()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the bare endpoint");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut ca = String::new();
-    let mut line = String::new();
-    while out.read_line(&mut line).expect("the CA") > 0 {
-        ca.push_str(&line);
-        if line.starts_with("-----END CERTIFICATE") {
-            break;
-        }
-        line.clear();
-    }
-    std::thread::sleep(Duration::from_millis(200));
-    (child, addr, ca)
-}
-
-/// The same TLS accept loop, rustls config and router layers, answering a
-/// fixed AdmissionReview: the ceiling of this stack on this machine.
-fn bare(addr: &str) {
-    use upgrade_guard::webhook::{metrics::Metrics, server, tls};
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async {
-        let names = ["localhost", "127.0.0.1"].map(String::from);
-        let bundle = upgrade_guard::certs::generate(&names, jiff::Timestamp::now(), 1).expect("a certificate");
-        let store = tls::CertStore::from_pem(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes()).expect("a store");
-        let config = tls::server_config(store, None).expect("a TLS config");
-        let metrics = Arc::new(Metrics::register(&mut prometheus_client::registry::Registry::default()));
-        let fixed = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"allowed":true,"status":{},"uid":"x"}}"#;
-        let router = Router::new()
-            .route("/validate", post(move |_body: axum::body::Bytes| async move { ([("content-type", "application/json")], fixed) }))
-            .layer(axum::extract::DefaultBodyLimit::max(3 * 1024 * 1024));
-        let listener = tokio::net::TcpListener::bind(addr).await.expect("the bare port");
-        println!("{}", bundle.ca_pem.trim_end());
-        let tls = Some(tokio_rustls::TlsAcceptor::from(config));
-        let limits = server::ConnectionLimits::default();
-        server::serve(listener, tls, router, metrics, limits, std::future::pending()).await;
-    });
+    (tick(11) + tick(12)) / 100.0
 }

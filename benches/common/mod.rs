@@ -2,6 +2,7 @@
 //! child process on loopback, reading its JSON log, and its peak memory.
 #![allow(dead_code)]
 
+pub mod sample;
 #[path = "../../tests/common/tls_client.rs"]
 pub mod tls_client;
 
@@ -85,7 +86,8 @@ impl Binary {
     /// `serve --log-format json` on a free loopback port with the
     /// development certificate and ./policies, plus `extra` arguments, and
     /// with `probe` a plain-HTTP probe port (`--metrics-addr`). Returns once
-    /// the server logs that it serves.
+    /// the server logs that it serves. With `--tls-cert` in `extra`, the
+    /// caller knows its CA and [`Server::ca`] is empty.
     pub fn serve(&self, rust_log: &str, probe: bool, extra: &[&str]) -> Result<Server, StartError> {
         let mut wanted: Vec<&str> = extra
             .iter()
@@ -111,7 +113,8 @@ impl Binary {
         }
         // Its own CA file, so servers started side by side never read each
         // other's; older builds write theirs to a fixed path.
-        let dev_ca = self.has("--dev-ca").then(|| {
+        let own_cert = extra.contains(&"--tls-cert");
+        let dev_ca = (!own_cert && self.has("--dev-ca")).then(|| {
             static N: AtomicUsize = AtomicUsize::new(0);
             std::env::temp_dir().join(format!(
                 "ug-bench-ca-{}-{}.crt",
@@ -159,6 +162,9 @@ impl Binary {
                 )));
             }
             std::thread::sleep(Duration::from_millis(5));
+        }
+        if own_cert {
+            return Ok(server);
         }
         let ca_path = server.log.state().ca.clone().ok_or_else(|| {
             StartError::Failed("no development CA path (field `ca`) in the log".into())

@@ -212,13 +212,15 @@ impl Client {
         self.exchange(request).await
     }
 
-    async fn exchange(&mut self, request: Request<Body>) -> Result<Reply, String> {
+    async fn exchange(&mut self, mut request: Request<Body>) -> Result<Reply, String> {
         let response = match self {
             Client::H1(send) => {
                 send.ready().await.map_err(|e| e.to_string())?;
                 send.send_request(request).await
             }
             Client::H2(send) => {
+                // :authority carries it (RFC 9113 §8.3.1); nginx refuses both.
+                request.headers_mut().remove("host");
                 send.ready().await.map_err(|e| e.to_string())?;
                 send.send_request(request).await
             }
