@@ -12,6 +12,10 @@ use upgrade_guard::policy::PolicySet;
 use upgrade_guard::webhook::{Caller, Endpoint, review};
 use upgrade_guard::workload::Workload;
 
+// The server's allocator, so `review` costs here what it costs there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "common/sample.rs"]
 mod sample;
 use sample::five_containers as realistic;

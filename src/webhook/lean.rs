@@ -78,11 +78,12 @@ fn none<T>() -> Option<T> {
     None
 }
 
-/// ObjectMeta less managedFields, which serde skips as an unknown field.
+/// ObjectMeta less managedFields, which serde skips as an unknown field; its
+/// annotations read as `A`.
 #[derive(Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Meta {
-    annotations: Option<BTreeMap<String, String>>,
+pub(super) struct Meta<A = BTreeMap<String, String>> {
+    annotations: Option<A>,
     creation_timestamp: Option<Time>,
     deletion_grace_period_seconds: Option<i64>,
     deletion_timestamp: Option<Time>,
@@ -101,7 +102,7 @@ struct Meta {
 impl<'de, K: Parts> Deserialize<'de> for Lean<K> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = Raw::<K::Spec, K::Status>::deserialize(deserializer)?;
-        let metadata = checked::<K, D::Error>(raw.api_version, raw.kind, raw.metadata)?;
+        let metadata = checked::<K, D::Error, _>(raw.api_version, raw.kind, raw.metadata)?;
         Ok(Lean(K::assemble(metadata, raw.spec, raw.status)))
     }
 }
@@ -115,16 +116,16 @@ pub struct Skim<K>(pub K);
 impl<'de, K: Parts> Deserialize<'de> for Skim<K> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = Raw::<IgnoredAny, IgnoredAny>::deserialize(deserializer)?;
-        let metadata = checked::<K, D::Error>(raw.api_version, raw.kind, raw.metadata)?;
+        let metadata = checked::<K, D::Error, _>(raw.api_version, raw.kind, raw.metadata)?;
         Ok(Skim(K::assemble(metadata, None, None)))
     }
 }
 
 /// The object must be the kind its resource says.
-fn checked<K: Parts, E: Error>(
+pub(super) fn checked<K: Parts, E: Error, A: Into<BTreeMap<String, String>>>(
     api_version: Option<String>,
     kind: Option<String>,
-    m: Meta,
+    m: Meta<A>,
 ) -> Result<ObjectMeta, E> {
     if kind.as_deref().is_some_and(|k| k != K::KIND)
         || api_version.as_deref().is_some_and(|v| v != K::API_VERSION)
@@ -138,7 +139,7 @@ fn checked<K: Parts, E: Error>(
         )));
     }
     Ok(ObjectMeta {
-        annotations: m.annotations,
+        annotations: m.annotations.map(Into::into),
         creation_timestamp: m.creation_timestamp,
         deletion_grace_period_seconds: m.deletion_grace_period_seconds,
         deletion_timestamp: m.deletion_timestamp,

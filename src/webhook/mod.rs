@@ -1,6 +1,7 @@
 //! The admission webhook: translation between AdmissionReview and the
 //! decision core. Nothing here decides.
 
+mod fast;
 pub mod lean;
 pub mod live;
 pub mod metrics;
@@ -9,4 +10,4 @@ pub mod review;
 pub mod server;
 pub mod tls;
 
-pub use review::{Caller, Endpoint, ReviewError, Reviewed, review};
+pub use review::{Caller, Endpoint, ReviewError, Reviewed, review, review_in_full, review_quick};

@@ -5,8 +5,8 @@
 use base64::Engine;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v1::Scale;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use kube::core::{DynamicObject, GroupVersionResource, Resource, response::StatusSummary};
+use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation};
+use kube::core::{DynamicObject, GroupVersionResource, Resource};
 use serde::de::DeserializeOwned;
 
 use super::lean::{Lean, Parts, Skim};
@@ -16,8 +16,8 @@ use crate::decide::{self, Change, ClusterView, Overrides, Requester, Verdict};
 use crate::policy::PolicySet;
 use crate::workload::{Workload, WorkloadKind};
 
-const API_VERSION: &str = "admission.k8s.io/v1";
-const KIND: &str = "AdmissionReview";
+pub(super) const API_VERSION: &str = "admission.k8s.io/v1";
+pub(super) const KIND: &str = "AdmissionReview";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Endpoint {
@@ -58,7 +58,7 @@ pub enum ReviewError {
 }
 
 /// The decision and the facts an audit line and the metrics need.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct Reviewed {
     /// The response body, ending in a newline.
     pub body: Vec<u8>,
@@ -103,7 +103,8 @@ struct PeekRequest {
     sub_resource: Option<String>,
 }
 
-/// Reads one AdmissionReview and answers it as `endpoint` would.
+/// Reads one AdmissionReview and answers it as `endpoint` would: the quick
+/// way when it can vouch for the request, else in full.
 pub fn review(
     body: &[u8],
     endpoint: Endpoint,
@@ -112,23 +113,6 @@ pub fn review(
     now: jiff::Timestamp,
     caller: &Caller,
 ) -> Result<Reviewed, ReviewError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ReviewError::Empty);
-    }
-    let peek: Peek = serde_json::from_slice(body).map_err(|e| explain::<DynamicObject>(body, e))?;
-    if peek.api_version != API_VERSION {
-        return Err(ReviewError::ApiVersion(crate::echo::bounded(
-            &peek.api_version,
-        )));
-    }
-    if peek.kind != KIND {
-        return Err(ReviewError::Kind(crate::echo::bounded(&peek.kind)));
-    }
-    let request = peek.request.ok_or(ReviewError::NoRequest)?;
-    let resource = &request.resource;
-    let kind = (resource.group == "apps" && resource.version == "v1")
-        .then(|| WorkloadKind::from_resource(&resource.resource))
-        .flatten();
     let ctx = Context {
         endpoint,
         policies,
@@ -136,34 +120,80 @@ pub fn review(
         now,
         caller,
     };
-    match (kind, request.sub_resource.as_deref().unwrap_or("")) {
-        (Some(WorkloadKind::StatefulSet), "") => ctx.answer::<StatefulSet>(body),
-        (Some(WorkloadKind::Deployment), "") => ctx.answer::<Deployment>(body),
-        (Some(kind), "scale") => {
-            let request = parse::<Scale>(body)?;
-            let replicas = |o: &Option<Scale>| {
-                o.as_ref()
-                    .and_then(|s| s.spec.as_ref())
-                    .and_then(|s| s.replicas)
-            };
-            let change = match (replicas(&request.old_object), replicas(&request.object)) {
-                (Some(from), Some(to)) => Some(Change::Scale {
-                    kind,
-                    namespace: request
-                        .namespace
-                        .clone()
-                        .unwrap_or_else(|| "default".into()),
-                    name: request.name.clone(),
-                    from,
-                    to,
-                }),
-                _ => None,
-            };
-            Ok(ctx.finish(&request, change))
-        }
-        _ => {
-            let request = parse::<DynamicObject>(body)?;
-            Ok(ctx.finish(&request, None))
+    match ctx.quick(body) {
+        Some(reviewed) => Ok(reviewed),
+        None => ctx.review_in_full(body),
+    }
+}
+
+/// [`review`] the quick way alone ([`super::fast`]): `None` when it cannot
+/// vouch for the request. With [`review_in_full`], for the test that holds
+/// the two to the same answers.
+pub fn review_quick(
+    body: &[u8],
+    endpoint: Endpoint,
+    policies: &PolicySet,
+    cluster: &dyn ClusterView,
+    now: jiff::Timestamp,
+    caller: &Caller,
+) -> Option<Reviewed> {
+    Context {
+        endpoint,
+        policies,
+        cluster,
+        now,
+        caller,
+    }
+    .quick(body)
+}
+
+/// [`review`] with each object read whole into its type: the reference.
+pub fn review_in_full(
+    body: &[u8],
+    endpoint: Endpoint,
+    policies: &PolicySet,
+    cluster: &dyn ClusterView,
+    now: jiff::Timestamp,
+    caller: &Caller,
+) -> Result<Reviewed, ReviewError> {
+    Context {
+        endpoint,
+        policies,
+        cluster,
+        now,
+        caller,
+    }
+    .review_in_full(body)
+}
+
+/// The kind behind an `apps/v1` resource, if upgrade-guard reads it.
+pub(super) fn workload_kind(resource: &GroupVersionResource) -> Option<WorkloadKind> {
+    (resource.group == "apps" && resource.version == "v1")
+        .then(|| WorkloadKind::from_resource(&resource.resource))
+        .flatten()
+}
+
+/// What the answer and the audit line need of a request, however it was read.
+pub(super) struct Asked {
+    pub uid: String,
+    pub operation: Operation,
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub user_info: UserInfo,
+    pub dry_run: bool,
+}
+
+impl<T: Resource> From<&AdmissionRequest<T>> for Asked {
+    fn from(request: &AdmissionRequest<T>) -> Self {
+        Asked {
+            uid: request.uid.clone(),
+            operation: request.operation.clone(),
+            kind: request.kind.kind.clone(),
+            namespace: request.namespace.clone(),
+            name: request.name.clone(),
+            user_info: request.user_info.clone(),
+            dry_run: request.dry_run,
         }
     }
 }
@@ -234,6 +264,65 @@ fn json_values(body: &[u8]) -> usize {
 }
 
 impl Context<'_> {
+    fn quick(&self, body: &[u8]) -> Option<Reviewed> {
+        // Never more values than bytes: a short body is under the cap unread.
+        if body.len() > MAX_VALUES && json_values(body) > MAX_VALUES {
+            return None;
+        }
+        let (asked, change) = super::fast::read(body)?;
+        Some(self.finish(asked, Some(change)))
+    }
+
+    /// Every request, each object read into its type: the reference the
+    /// quick way is held to, and the one that names what is wrong.
+    fn review_in_full(&self, body: &[u8]) -> Result<Reviewed, ReviewError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(ReviewError::Empty);
+        }
+        let peek: Peek =
+            serde_json::from_slice(body).map_err(|e| explain::<DynamicObject>(body, e))?;
+        if peek.api_version != API_VERSION {
+            return Err(ReviewError::ApiVersion(crate::echo::bounded(
+                &peek.api_version,
+            )));
+        }
+        if peek.kind != KIND {
+            return Err(ReviewError::Kind(crate::echo::bounded(&peek.kind)));
+        }
+        let request = peek.request.ok_or(ReviewError::NoRequest)?;
+        let kind = workload_kind(&request.resource);
+        match (kind, request.sub_resource.as_deref().unwrap_or("")) {
+            (Some(WorkloadKind::StatefulSet), "") => self.answer::<StatefulSet>(body),
+            (Some(WorkloadKind::Deployment), "") => self.answer::<Deployment>(body),
+            (Some(kind), "scale") => {
+                let request = parse::<Scale>(body)?;
+                let replicas = |o: &Option<Scale>| {
+                    o.as_ref()
+                        .and_then(|s| s.spec.as_ref())
+                        .and_then(|s| s.replicas)
+                };
+                let change = match (replicas(&request.old_object), replicas(&request.object)) {
+                    (Some(from), Some(to)) => Some(Change::Scale {
+                        kind,
+                        namespace: request
+                            .namespace
+                            .clone()
+                            .unwrap_or_else(|| "default".into()),
+                        name: request.name.clone(),
+                        from,
+                        to,
+                    }),
+                    _ => None,
+                };
+                Ok(self.finish((&request).into(), change))
+            }
+            _ => {
+                let request = parse::<DynamicObject>(body)?;
+                Ok(self.finish((&request).into(), None))
+            }
+        }
+    }
+
     /// A request on a workload itself: its objects become the change. Read
     /// first as far as their metadata; parsed whole only when a policy
     /// selects one of them or the refresh record changes.
@@ -246,7 +335,7 @@ impl Context<'_> {
         let mut skimmed = parse::<Skim<K>>(body)?;
         let change = take_change(&mut skimmed, |o| Workload::from(o.0))?;
         if change.is_none_or(|c| decide::is_ungoverned(&c, self.policies)) {
-            return Ok(self.finish(&skimmed, None));
+            return Ok(self.finish((&skimmed).into(), None));
         }
         let values = json_values(body);
         if values > MAX_VALUES {
@@ -261,21 +350,17 @@ impl Context<'_> {
                 ),
                 ..Default::default()
             };
-            return Ok(self.finish_with(&skimmed, refused));
+            return Ok(self.finish_with((&skimmed).into(), refused));
         }
         let mut request = parse::<Lean<K>>(body)?;
         let change = take_change(&mut request, |o| Workload::from(o.0))?;
-        Ok(self.finish(&request, change))
+        Ok(self.finish((&request).into(), change))
     }
 
-    fn finish<T: Resource>(
-        &self,
-        request: &AdmissionRequest<T>,
-        change: Option<Change>,
-    ) -> Reviewed {
+    fn finish(&self, asked: Asked, change: Option<Change>) -> Reviewed {
         let requester = Requester {
             is_self: self.caller.self_user.is_some()
-                && request.user_info.username == self.caller.self_user,
+                && asked.user_info.username == self.caller.self_user,
             overrides: self.caller.overrides.clone(),
         };
         let verdict = match &change {
@@ -287,25 +372,21 @@ impl Context<'_> {
                 ..Default::default()
             },
         };
-        self.finish_with(request, verdict)
+        self.finish_with(asked, verdict)
     }
 
-    fn finish_with<T: Resource>(
-        &self,
-        request: &AdmissionRequest<T>,
-        verdict: Verdict,
-    ) -> Reviewed {
+    fn finish_with(&self, asked: Asked, verdict: Verdict) -> Reviewed {
         Reviewed {
-            body: render(respond(request, &verdict, self.endpoint)),
-            uid: request.uid.clone(),
-            operation: operation_name(&request.operation),
-            kind: request.kind.kind.clone(),
-            namespace: request.namespace.clone().unwrap_or_default(),
-            name: request.name.clone(),
-            user: request.user_info.username.clone().unwrap_or_default(),
-            groups: request.user_info.groups.clone().unwrap_or_default(),
-            user_info: request.user_info.clone(),
-            dry_run: request.dry_run,
+            body: render(&asked.uid, &verdict, self.endpoint),
+            operation: operation_name(&asked.operation),
+            kind: asked.kind,
+            namespace: asked.namespace.unwrap_or_default(),
+            name: asked.name,
+            user: asked.user_info.username.clone().unwrap_or_default(),
+            groups: asked.user_info.groups.clone().unwrap_or_default(),
+            user_info: asked.user_info,
+            dry_run: asked.dry_run,
+            uid: asked.uid,
             verdict,
         }
     }
@@ -348,55 +429,80 @@ fn operation_name(op: &Operation) -> &'static str {
     }
 }
 
-fn respond<T: Resource>(
-    req: &AdmissionRequest<T>,
-    verdict: &Verdict,
-    endpoint: Endpoint,
-) -> AdmissionResponse {
-    let mut resp = AdmissionResponse::from(req);
-    let warnings = match endpoint {
-        Endpoint::Validate => {
-            if !verdict.allowed {
-                resp = resp.deny(&verdict.reason);
-                // kubectl prints status.message; 403 makes it "Forbidden".
-                resp.result.code = 403;
-                resp.result.status = Some(StatusSummary::Failure);
-            }
-            resp.audit_annotations = verdict.audit_annotations().into_iter().collect();
-            &verdict.warnings
-        }
-        Endpoint::Mutate => {
-            if verdict.allowed && !verdict.patch.is_empty() {
-                let patch = json_patch::Patch(verdict.patch.clone());
-                // A patch of plain JSON values always serializes.
-                if let Ok(with_patch) = resp.clone().with_patch(patch) {
-                    resp = with_patch;
-                }
-            }
-            &verdict.patch_warnings
-        }
+/// The AdmissionReview answered: `/validate` allows or refuses, with the
+/// audit annotations and warnings; `/mutate` always allows, with the patch
+/// and its warnings. Fields in sorted order, so the same answer is the same
+/// bytes in every process; the body ends in a newline.
+pub fn render(uid: &str, verdict: &Verdict, endpoint: Endpoint) -> Vec<u8> {
+    let (allowed, warnings) = match endpoint {
+        Endpoint::Validate => (verdict.allowed, &verdict.warnings),
+        Endpoint::Mutate => (true, &verdict.patch_warnings),
     };
-    if !warnings.is_empty() {
-        resp.warnings = Some(warnings.clone());
-    }
-    resp
-}
-
-/// Serialized through a `serde_json::Value`, whose maps are sorted, so the
-/// same answer is the same bytes in every process (audit annotations are a
-/// `HashMap` in kube-core).
-pub fn render(resp: AdmissionResponse) -> Vec<u8> {
-    let review = resp.into_review();
-    let mut value = serde_json::to_value(&review).unwrap_or_default();
-    // kube-core serializes the patch bytes as a number array; the API server
-    // reads a Go []byte, which is base64 (kube-rs issue #1781).
-    if let Some(patch) = value.pointer_mut("/response/patch") {
-        let bytes: Vec<u8> = serde_json::from_value(patch.take()).unwrap_or_default();
-        *patch = serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
-    }
-    let mut body = serde_json::to_vec(&value).unwrap_or_default();
+    let refused = !allowed;
+    // The API server reads the patch as a Go []byte: base64.
+    let patch = (endpoint == Endpoint::Mutate && verdict.allowed && !verdict.patch.is_empty())
+        .then(|| serde_json::to_vec(&verdict.patch).ok())
+        .flatten()
+        .map(|bytes| base64::engine::general_purpose::STANDARD.encode(bytes));
+    let answer = Answer {
+        api_version: API_VERSION,
+        kind: KIND,
+        response: Response {
+            allowed,
+            audit_annotations: match endpoint {
+                Endpoint::Validate => verdict.audit_annotations(),
+                Endpoint::Mutate => Default::default(),
+            },
+            patch_type: patch.as_ref().map(|_| "JSONPatch"),
+            patch,
+            status: Status {
+                // kubectl prints the message; 403 makes it "Forbidden".
+                code: refused.then_some(403),
+                message: (refused && !verdict.reason.is_empty()).then_some(&verdict.reason),
+                status: refused.then_some("Failure"),
+            },
+            uid,
+            warnings: (!warnings.is_empty()).then_some(warnings),
+        },
+    };
+    // Plain strings, numbers and maps of strings always serialize.
+    let mut body = serde_json::to_vec(&answer).unwrap_or_default();
     body.push(b'\n');
     body
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Answer<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    response: Response<'a>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Response<'a> {
+    allowed: bool,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    audit_annotations: std::collections::BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    status: Status<'a>,
+    uid: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warnings: Option<&'a Vec<String>>,
+}
+
+#[derive(serde::Serialize)]
+struct Status<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'static str>,
 }
 
 #[cfg(test)]

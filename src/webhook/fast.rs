@@ -1,0 +1,545 @@
+//! The quick read of the reviews the API server sends most: an UPDATE or a
+//! DELETE of a StatefulSet or Deployment. One pass over the body, and of each
+//! object only what a decision reads:
+//!
+//! - metadata without managedFields, and of its annotations only
+//!   upgrade-guard's own (`upgradeguard.io/`), plus whether there are any;
+//! - the spec typed, but the pod template reduced to its labels, its
+//!   containers' names and images, and its claim volumes;
+//! - the status typed.
+//!
+//! The reduced templates are told apart by their text: byte-identical
+//! templates are equal (the API server serializes both objects the same way);
+//! templates whose text differs but whose reductions are equal differ in
+//! something the reduction dropped, which this read cannot judge. Those, every
+//! other kind of request, and anything this read fails on go the full way
+//! ([`super::review`]), which names what is wrong. So both ways always decide
+//! alike; `tests/fast_path.rs` holds them to it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStatus, DeploymentStrategy, StatefulSet,
+    StatefulSetOrdinals, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetStatus, StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::authentication::v1::UserInfo;
+use k8s_openapi::api::core::v1::{
+    Container, PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec,
+    Volume,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use kube::core::admission::Operation;
+use kube::core::{GroupVersionKind, GroupVersionResource};
+use serde::Deserialize;
+use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use super::lean::{Meta, Parts, checked};
+use super::review::{API_VERSION, Asked, KIND, workload_kind};
+use crate::decide::Change;
+use crate::workload::Workload;
+
+/// The request's facts and the change it asks for, or `None`: take the full
+/// way (see the module's documentation).
+pub(super) fn read(body: &[u8]) -> Option<(Asked, Change)> {
+    // Validated once here, the text's strings are not validated again one
+    // by one.
+    let review: Review = serde_json::from_str(std::str::from_utf8(body).ok()?).ok()?;
+    if review.api_version != API_VERSION || review.kind != KIND {
+        return None;
+    }
+    let request = review.request?;
+    let kind = workload_kind(&request.resource)?;
+    if request
+        .sub_resource
+        .as_deref()
+        .is_some_and(|s| !s.is_empty())
+    {
+        return None;
+    }
+    let change = match (&request.operation, request.old_object, request.object) {
+        (Operation::Update, Some(mut old), Some(mut new)) => {
+            let (old_template, new_template) = (old.take_template(), new.take_template());
+            if old_template == new_template {
+                // The same text: one reduction serves both.
+                let same = reduced(old_template)?;
+                Change::Update {
+                    old: old.workload(kind, same.clone())?,
+                    new: new.workload(kind, same)?,
+                }
+            } else {
+                let old_template = reduced(old_template)?;
+                let new_template = reduced(new_template)?;
+                if old_template == new_template {
+                    // They differ only in what the reduction dropped.
+                    return None;
+                }
+                Change::Update {
+                    old: old.workload(kind, old_template)?,
+                    new: new.workload(kind, new_template)?,
+                }
+            }
+        }
+        (Operation::Delete, Some(mut old), _) => {
+            let template = reduced(old.take_template())?;
+            Change::Delete(old.workload(kind, template)?)
+        }
+        _ => return None,
+    };
+    let asked = Asked {
+        uid: request.uid,
+        operation: request.operation,
+        kind: request.kind.kind,
+        namespace: request.namespace,
+        name: request.name,
+        user_info: request.user_info,
+        dry_run: request.dry_run,
+    };
+    Some((asked, change))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Review<'a> {
+    api_version: String,
+    kind: String,
+    #[serde(borrow)]
+    request: Option<Request<'a>>,
+}
+
+/// kube's `AdmissionRequest` as far as an answer needs it.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Request<'a> {
+    uid: String,
+    kind: GroupVersionKind,
+    resource: GroupVersionResource,
+    #[serde(default)]
+    sub_resource: Option<String>,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    operation: Operation,
+    user_info: UserInfo,
+    #[serde(borrow)]
+    object: Option<Object<'a>>,
+    #[serde(borrow)]
+    old_object: Option<Object<'a>>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// A StatefulSet or a Deployment: which one is known only once the whole
+/// request is read, so the spec holds the fields of both.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Object<'a> {
+    #[serde(default)]
+    api_version: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    metadata: Meta<Own>,
+    #[serde(borrow, default)]
+    spec: Option<Spec<'a>>,
+    #[serde(borrow, default)]
+    status: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Spec<'a> {
+    #[serde(borrow)]
+    template: Option<Template<'a>>,
+    replicas: Option<i32>,
+    selector: Option<LabelSelector>,
+    min_ready_seconds: Option<i32>,
+    revision_history_limit: Option<i32>,
+    service_name: Option<String>,
+    update_strategy: Option<StatefulSetUpdateStrategy>,
+    volume_claim_templates: Option<Vec<PersistentVolumeClaim>>,
+    pod_management_policy: Option<String>,
+    persistent_volume_claim_retention_policy:
+        Option<StatefulSetPersistentVolumeClaimRetentionPolicy>,
+    ordinals: Option<StatefulSetOrdinals>,
+    strategy: Option<DeploymentStrategy>,
+    progress_deadline_seconds: Option<i32>,
+    paused: Option<bool>,
+}
+
+impl<'a> Object<'a> {
+    fn take_template(&mut self) -> Option<Template<'a>> {
+        self.spec.as_mut().and_then(|s| s.template.take())
+    }
+
+    /// The workload of `kind`, its template the reduced one. `None` where the
+    /// full read fails: the wrong kind, a spec without its required fields, an
+    /// unreadable status.
+    fn workload(
+        self,
+        kind: crate::workload::WorkloadKind,
+        template: Option<PodTemplateSpec>,
+    ) -> Option<Workload> {
+        use crate::workload::WorkloadKind::*;
+        let Object {
+            api_version,
+            kind: object_kind,
+            metadata,
+            spec,
+            status,
+        } = self;
+        let metadata = match kind {
+            StatefulSet => {
+                checked::<k8s_openapi::api::apps::v1::StatefulSet, serde_json::Error, _>(
+                    api_version,
+                    object_kind,
+                    metadata,
+                )
+            }
+            Deployment => checked::<k8s_openapi::api::apps::v1::Deployment, serde_json::Error, _>(
+                api_version,
+                object_kind,
+                metadata,
+            ),
+        }
+        .ok()?;
+        let spec = match spec {
+            Some(s) => Some((s, template?)),
+            None => None,
+        };
+        Some(match kind {
+            StatefulSet => Workload::from(statefulset(metadata, spec, status)?),
+            Deployment => Workload::from(deployment(metadata, spec, status)?),
+        })
+    }
+}
+
+fn statefulset(
+    metadata: ObjectMeta,
+    spec: Option<(Spec<'_>, PodTemplateSpec)>,
+    status: Option<&RawValue>,
+) -> Option<StatefulSet> {
+    let spec = match spec {
+        Some((s, template)) => Some(StatefulSetSpec {
+            min_ready_seconds: s.min_ready_seconds,
+            ordinals: s.ordinals,
+            persistent_volume_claim_retention_policy: s.persistent_volume_claim_retention_policy,
+            pod_management_policy: s.pod_management_policy,
+            replicas: s.replicas,
+            revision_history_limit: s.revision_history_limit,
+            selector: s.selector?,
+            service_name: s.service_name,
+            template,
+            update_strategy: s.update_strategy,
+            volume_claim_templates: s.volume_claim_templates,
+        }),
+        None => None,
+    };
+    let status = typed::<StatefulSetStatus>(status)?;
+    Some(StatefulSet::assemble(metadata, spec, status))
+}
+
+fn deployment(
+    metadata: ObjectMeta,
+    spec: Option<(Spec<'_>, PodTemplateSpec)>,
+    status: Option<&RawValue>,
+) -> Option<Deployment> {
+    let spec = match spec {
+        Some((s, template)) => Some(DeploymentSpec {
+            min_ready_seconds: s.min_ready_seconds,
+            paused: s.paused,
+            progress_deadline_seconds: s.progress_deadline_seconds,
+            replicas: s.replicas,
+            revision_history_limit: s.revision_history_limit,
+            selector: s.selector?,
+            strategy: s.strategy,
+            template,
+        }),
+        None => None,
+    };
+    let status = typed::<DeploymentStatus>(status)?;
+    Some(Deployment::assemble(metadata, spec, status))
+}
+
+/// `Some(None)` for no status, `None` for an unreadable one.
+fn typed<T: serde::de::DeserializeOwned>(raw: Option<&RawValue>) -> Option<Option<T>> {
+    match raw {
+        None => Some(None),
+        Some(raw) => serde_json::from_str(raw.get()).ok().map(Some),
+    }
+}
+
+/// A pod template as far as decisions read it: its labels (a version may be
+/// a label), its containers' names and images, and its claim volumes. Every
+/// other field is kept as its text, where it was, so that two templates are
+/// equal when both what was read and the texts of the rest are.
+#[derive(PartialEq, Default)]
+struct Template<'a> {
+    metadata: Option<TemplateMeta<'a>>,
+    spec: Option<TemplatePod<'a>>,
+    rest: Rest<'a>,
+}
+
+#[derive(PartialEq, Default)]
+struct TemplateMeta<'a> {
+    labels: Option<BTreeMap<String, String>>,
+    rest: Rest<'a>,
+}
+
+#[derive(PartialEq, Default)]
+struct TemplatePod<'a> {
+    containers: Option<Vec<Named<'a>>>,
+    volumes: Option<Vec<ClaimVolume<'a>>>,
+    rest: Rest<'a>,
+}
+
+#[derive(PartialEq, Default)]
+struct Named<'a> {
+    name: Option<String>,
+    image: Option<String>,
+    rest: Rest<'a>,
+}
+
+#[derive(PartialEq, Default)]
+struct ClaimVolume<'a> {
+    name: Option<String>,
+    persistent_volume_claim: Option<PersistentVolumeClaimVolumeSource>,
+    rest: Rest<'a>,
+}
+
+/// The fields not read, as (key, text), in the order sent.
+type Rest<'a> = Vec<(&'a str, Text<'a>)>;
+
+/// A JSON value's text, compared as text.
+struct Text<'a>(&'a RawValue);
+
+impl PartialEq for Text<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+/// `Some(None)` for no template, `None` for one the full read refuses.
+fn reduced(template: Option<Template<'_>>) -> Option<Option<PodTemplateSpec>> {
+    match template {
+        None => Some(None),
+        Some(t) => t.reduced().map(Some),
+    }
+}
+
+impl Template<'_> {
+    /// The template as decisions see it; `None` where the full read fails
+    /// (a container or volume without a name, a pod without containers).
+    fn reduced(self) -> Option<PodTemplateSpec> {
+        let spec = match self.spec {
+            None => None,
+            Some(pod) => Some(PodSpec {
+                containers: each(pod.containers?, |c| {
+                    Some(Container {
+                        name: c.name?,
+                        image: c.image,
+                        ..Default::default()
+                    })
+                })?,
+                volumes: match pod.volumes {
+                    None => None,
+                    Some(volumes) => Some(each(volumes, |v| {
+                        Some(Volume {
+                            name: v.name?,
+                            persistent_volume_claim: v.persistent_volume_claim,
+                            ..Default::default()
+                        })
+                    })?),
+                },
+                ..Default::default()
+            }),
+        };
+        Some(PodTemplateSpec {
+            metadata: self.metadata.map(|m| ObjectMeta {
+                labels: m.labels,
+                ..Default::default()
+            }),
+            spec,
+        })
+    }
+}
+
+/// `f` of each item, or `None` if any is. Built in place: a k8s `Container`
+/// is a kilobyte, and collecting into a vector of another size moved them
+/// (perf: a tenth of the server's copying).
+fn each<T, U>(items: Vec<T>, mut f: impl FnMut(T) -> Option<U>) -> Option<Vec<U>> {
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        out.push(f(item)?);
+    }
+    Some(out)
+}
+
+/// An object read field by field: the ones a decision reads into their
+/// place, the others' text into `rest`.
+trait Fields<'de>: Default {
+    /// Reads `key`'s value if it is one of ours; `false` leaves it unread.
+    fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error>;
+    fn rest(&mut self) -> &mut Rest<'de>;
+}
+
+struct FieldsVisitor<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Fields<'de>> Visitor<'de> for FieldsVisitor<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
+        let mut object = T::default();
+        while let Some(key) = map.next_key::<&'de str>()? {
+            if !object.field(key, &mut map)? {
+                let text = map.next_value()?;
+                object.rest().push((key, Text(text)));
+            }
+        }
+        Ok(object)
+    }
+}
+
+macro_rules! read_by_fields {
+    ($($name:ident),*) => {$(
+        impl<'de: 'a, 'a> Deserialize<'de> for $name<'a> {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_map(FieldsVisitor::<$name<'de>>(std::marker::PhantomData))
+            }
+        }
+    )*};
+}
+read_by_fields!(Template, TemplateMeta, TemplatePod, Named, ClaimVolume);
+
+impl<'de> Fields<'de> for Template<'de> {
+    fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+        match key {
+            "metadata" => self.metadata = map.next_value()?,
+            "spec" => self.spec = map.next_value()?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn rest(&mut self) -> &mut Rest<'de> {
+        &mut self.rest
+    }
+}
+
+impl<'de> Fields<'de> for TemplateMeta<'de> {
+    fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+        match key {
+            "labels" => self.labels = map.next_value()?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn rest(&mut self) -> &mut Rest<'de> {
+        &mut self.rest
+    }
+}
+
+impl<'de> Fields<'de> for TemplatePod<'de> {
+    fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+        match key {
+            "containers" => self.containers = map.next_value()?,
+            "volumes" => self.volumes = map.next_value()?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn rest(&mut self) -> &mut Rest<'de> {
+        &mut self.rest
+    }
+}
+
+impl<'de> Fields<'de> for Named<'de> {
+    fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+        match key {
+            "name" => self.name = map.next_value()?,
+            "image" => self.image = map.next_value()?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn rest(&mut self) -> &mut Rest<'de> {
+        &mut self.rest
+    }
+}
+
+impl<'de> Fields<'de> for ClaimVolume<'de> {
+    fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+        match key {
+            "name" => self.name = map.next_value()?,
+            "persistentVolumeClaim" => self.persistent_volume_claim = map.next_value()?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn rest(&mut self) -> &mut Rest<'de> {
+        &mut self.rest
+    }
+}
+
+/// The annotations decisions read: upgrade-guard's own. The others are
+/// skipped unread (kubectl's last-applied-configuration alone is often a
+/// kilobyte of escaped JSON).
+#[derive(Default)]
+pub(super) struct Own(BTreeMap<String, String>);
+
+const OWN_PREFIX: &str = "upgradeguard.io/";
+
+impl From<Own> for BTreeMap<String, String> {
+    fn from(own: Own) -> Self {
+        own.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Own {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Annotations;
+        impl<'de> Visitor<'de> for Annotations {
+            type Value = Own;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map of annotations")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Own, M::Error> {
+                let mut own = BTreeMap::new();
+                while let Some(OwnKey(key)) = map.next_key()? {
+                    match key {
+                        Some(key) => {
+                            own.insert(key, map.next_value()?);
+                        }
+                        None => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(Own(own))
+            }
+        }
+        deserializer.deserialize_map(Annotations)
+    }
+}
+
+/// An annotation key, kept only when it is upgrade-guard's.
+struct OwnKey(Option<String>);
+
+impl<'de> Deserialize<'de> for OwnKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Key;
+        impl Visitor<'_> for Key {
+            type Value = OwnKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an annotation key")
+            }
+            fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<OwnKey, E> {
+                Ok(OwnKey(key.starts_with(OWN_PREFIX).then(|| key.to_string())))
+            }
+        }
+        deserializer.deserialize_str(Key)
+    }
+}

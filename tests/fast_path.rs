@@ -1,0 +1,462 @@
+//! The quick read of a review never answers differently from the full one:
+//! on the recorded API-server reviews, on reviews of kubectl-made objects,
+//! and on generated ones (keys reordered, strings escaped, unicode, numbers
+//! as the API server writes them). Wherever the quick way answers, its
+//! answer (verdict, rule, reason, patch, warnings, response bytes, audit
+//! facts) must equal the full way's, and the full way must not have failed.
+
+mod common;
+
+use common::*;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+use upgrade_guard::decide::{NoCluster, Overrides};
+use upgrade_guard::manifest;
+use upgrade_guard::policy::PolicySet;
+use upgrade_guard::webhook::{Caller, Endpoint, review_in_full, review_quick};
+
+/// Who asks: anyone; upgrade-guard itself; someone RBAC denies overrides.
+fn callers() -> [Caller; 3] {
+    [
+        Caller::default(),
+        Caller {
+            self_user: Some("cluster-admin".into()),
+            ..Default::default()
+        },
+        Caller {
+            self_user: None,
+            overrides: Overrides::Denied {
+                user: "cluster-admin".into(),
+                namespace: "shop".into(),
+            },
+        },
+    ]
+}
+
+/// Both ways on one body, every endpoint and caller. `Some(true)` when the
+/// quick way answered, `Some(false)` when it declined; panics on a
+/// difference.
+fn same_answers(body: &[u8], policies: &PolicySet, what: &str) -> bool {
+    let mut quick_answered = None;
+    for endpoint in [Endpoint::Validate, Endpoint::Mutate] {
+        for caller in callers() {
+            let quick = review_quick(body, endpoint, policies, &NoCluster, now(), &caller);
+            let full = review_in_full(body, endpoint, policies, &NoCluster, now(), &caller);
+            if let Some(quick) = &quick {
+                match &full {
+                    Ok(full) => assert_eq!(
+                        quick,
+                        full,
+                        "{what}: {endpoint:?} for {caller:?}: the quick way answered {} but the full way {}",
+                        String::from_utf8_lossy(&quick.body),
+                        String::from_utf8_lossy(&full.body)
+                    ),
+                    Err(e) => {
+                        panic!("{what}: the quick way answered, the full way refused the body: {e}")
+                    }
+                }
+            }
+            // Whether it answers depends on the body alone.
+            let answered = quick.is_some();
+            assert_eq!(*quick_answered.get_or_insert(answered), answered, "{what}");
+        }
+    }
+    quick_answered.unwrap_or(false)
+}
+
+fn compact(v: &Value) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap()
+}
+
+#[test]
+fn every_recorded_review_is_answered_alike_and_the_updates_the_quick_way() {
+    let policies = policies();
+    let mut quick = Vec::new();
+    for entry in std::fs::read_dir(samples_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let review: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        // As recorded (indented) and as the API server sends it (compact).
+        let indented = std::fs::read(&path).unwrap();
+        assert_eq!(
+            same_answers(&indented, &policies, &name),
+            same_answers(&compact(&review), &policies, &name)
+        );
+        if same_answers(&compact(&review), &policies, &name) {
+            quick.push(name);
+        }
+    }
+    quick.sort();
+    // Updates and deletes of the workloads themselves; creates, scale
+    // subresources and dry-run creates go the full way.
+    assert_eq!(
+        quick,
+        [
+            "deploy-update-set-image.json",
+            "sts-delete.json",
+            "sts-update-annotate.json",
+            "sts-update-client-side-apply.json",
+            "sts-update-patch-partition.json",
+            "sts-update-rollout-undo.json",
+            "sts-update-server-side-apply-dry-run.json",
+            "sts-update-set-image.json",
+        ]
+    );
+}
+
+/// The recorded set-image review with `old` and `new` as its objects.
+fn update_of(old: &Value, new: &Value) -> Value {
+    let kind = new["kind"].as_str().unwrap_or_default();
+    let mut review = sample(if kind == "Deployment" {
+        "deploy-update-set-image.json"
+    } else {
+        "sts-update-set-image.json"
+    });
+    let request = &mut review["request"];
+    request["name"] = new["metadata"]["name"].clone();
+    request["namespace"] = new["metadata"]["namespace"].clone();
+    request["oldObject"] = old.clone();
+    request["object"] = new.clone();
+    review
+}
+
+/// Every workload the kubectl-made fixtures hold (tests/fixtures/generate.sh).
+fn kubectl_made() -> Vec<(String, Value)> {
+    let mut all = Vec::new();
+    for dir in ["manifests", "generated"] {
+        for entry in std::fs::read_dir(fixture(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if !path.is_file() {
+                continue;
+            }
+            let Ok(objects) = manifest::read(path.to_str().unwrap()) else {
+                continue;
+            };
+            for object in objects {
+                let v = object.value;
+                if v["apiVersion"] == "apps/v1"
+                    && matches!(v["kind"].as_str(), Some("StatefulSet" | "Deployment"))
+                {
+                    all.push((path.file_name().unwrap().to_string_lossy().into(), v));
+                }
+            }
+        }
+    }
+    all
+}
+
+#[test]
+fn every_pair_of_kubectl_made_objects_is_answered_alike() {
+    let policies = policies();
+    let objects = kubectl_made();
+    let (mut pairs, mut quick) = (0, 0);
+    for (old_name, old) in &objects {
+        for (new_name, new) in &objects {
+            let same_workload = old["kind"] == new["kind"]
+                && old["metadata"]["name"] == new["metadata"]["name"]
+                && old["metadata"]["namespace"] == new["metadata"]["namespace"];
+            if !same_workload {
+                continue;
+            }
+            pairs += 1;
+            let what = format!("{old_name} → {new_name}");
+            if same_answers(&compact(&update_of(old, new)), &policies, &what) {
+                quick += 1;
+            }
+        }
+    }
+    assert!(pairs > 100, "{pairs} pairs");
+    // Only templates that differ in what the quick read drops go the full way.
+    assert!(
+        quick * 10 > pairs * 8,
+        "{quick} of {pairs} answered the quick way"
+    );
+}
+
+#[test]
+fn a_template_that_differs_only_in_what_the_quick_read_drops_goes_the_full_way() {
+    let policies = policies();
+    let review = sample("sts-update-set-image.json");
+    let mut env_only = review.clone();
+    let template = "/request/object/spec/template/spec/containers/0";
+    *env_only.pointer_mut(&format!("{template}/image")).unwrap() =
+        review["request"]["oldObject"]["spec"]["template"]["spec"]["containers"][0]["image"]
+            .clone();
+    *env_only.pointer_mut(&format!("{template}/env")).unwrap() =
+        json!([{"name": "DB_MODE", "value": "standalone"}]);
+    assert!(!same_answers(&compact(&env_only), &policies, "env only"));
+    // The same text in both: answered the quick way, as no change.
+    let mut unchanged = env_only.clone();
+    unchanged["request"]["object"]["spec"]["template"] =
+        review["request"]["oldObject"]["spec"]["template"].clone();
+    assert!(same_answers(&compact(&unchanged), &policies, "unchanged"));
+}
+
+// Generated reviews.
+
+fn version() -> impl Strategy<Value = String> {
+    prop_oneof![
+        (0u64..3, 5u64..11, 0u64..3).prop_map(|(a, b, c)| format!("{a}.{b}.{c}")),
+        (1u64..3, 5u64..11).prop_map(|(a, b)| format!("v{a}.{b}")),
+        Just("latest".to_string()),
+        Just("1.8.0-rc.1".to_string()),
+        "[a-z0-9.é_-]{0,8}",
+    ]
+}
+
+/// A record as upgrade-guard writes it, or a forged or broken one.
+fn record() -> impl Strategy<Value = Option<String>> {
+    prop::option::of(prop_oneof![
+        (
+            version(),
+            version(),
+            0i32..4,
+            prop_oneof![
+                Just("RollingOut"),
+                Just("Paused"),
+                Just("Completed"),
+                Just("RollingBack")
+            ]
+        )
+            .prop_map(|(from, to, partition, state)| json!({
+                "from": from, "to": to, "started": "2026-11-21T19:00:00Z",
+                "state": state, "partition": partition,
+            })
+            .to_string()),
+        Just("{not json".to_string()),
+    ])
+}
+
+#[derive(Debug, Clone)]
+struct Edits {
+    deployment: bool,
+    delete: bool,
+    old_image: String,
+    new_image: String,
+    labels: u8,
+    old_record: Option<String>,
+    new_record: Option<String>,
+    force: Option<(String, String)>,
+    replicas: (i64, i64),
+    partition: Option<i64>,
+    status: (i64, i64, i64),
+    unicode: String,
+    rename: bool,
+    env_changes: bool,
+    seed: u64,
+}
+
+fn edits() -> impl Strategy<Value = Edits> {
+    (
+        (
+            any::<bool>(),
+            prop::bool::weighted(0.1),
+            version(),
+            version(),
+            0u8..4,
+        ),
+        (
+            record(),
+            record(),
+            prop::option::of((version(), "[ -~é☃]{0,12}")),
+        ),
+        (
+            (0i64..6, 0i64..6),
+            prop::option::of(0i64..6),
+            (0i64..6, 0i64..6, 0i64..(1 << 53)),
+        ),
+        (
+            "[ -~éü☃\u{1F600}\\\\\"/<>&]{0,16}",
+            prop::bool::weighted(0.1),
+            prop::bool::weighted(0.2),
+            any::<u64>(),
+        ),
+    )
+        .prop_map(
+            |(
+                (deployment, delete, old_version, new_version, labels),
+                (old_record, new_record, force),
+                (replicas, partition, status),
+                (unicode, rename, env_changes, seed),
+            )| Edits {
+                deployment,
+                delete,
+                old_image: format!("registry.example.com/shop/db:{old_version}"),
+                new_image: format!("registry.example.com/shop/db:{new_version}"),
+                labels,
+                old_record,
+                new_record,
+                force,
+                replicas,
+                partition,
+                status,
+                unicode,
+                rename,
+                env_changes,
+                seed,
+            },
+        )
+}
+
+/// The recorded review of `edits`' kind, edited.
+fn generated(e: &Edits) -> Value {
+    let mut review = sample(if e.deployment {
+        "deploy-update-set-image.json"
+    } else {
+        "sts-update-set-image.json"
+    });
+    let request = &mut review["request"];
+    for (key, image, record, replicas) in [
+        ("oldObject", &e.old_image, &e.old_record, e.replicas.0),
+        ("object", &e.new_image, &e.new_record, e.replicas.1),
+    ] {
+        let object = &mut request[key];
+        let container = &mut object["spec"]["template"]["spec"]["containers"][0];
+        container["image"] = json!(image);
+        if key == "object" && e.rename {
+            container["name"] = json!("database");
+        }
+        if key == "object" && e.env_changes {
+            container["env"] = json!([{"name": "MODE", "value": e.unicode}]);
+        }
+        object["spec"]["replicas"] = json!(replicas);
+        let metadata = &mut object["metadata"];
+        metadata["labels"]["note"] = json!(
+            e.unicode
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .collect::<String>()
+        );
+        metadata["annotations"]["example.com/note"] = json!(e.unicode);
+        match e.labels {
+            0 => {}
+            1 => metadata["labels"] = json!({}),
+            2 => metadata["labels"] = json!({"app.kubernetes.io/name": "postgresql"}),
+            _ => metadata["labels"]["app.kubernetes.io/name"] = json!("db"),
+        }
+        if let Some(record) = record {
+            metadata["annotations"]["upgradeguard.io/refresh"] = json!(record);
+        }
+        if key == "object"
+            && let Some((to, reason)) = &e.force
+        {
+            metadata["annotations"]["upgradeguard.io/force-to"] = json!(to);
+            metadata["annotations"]["upgradeguard.io/force-reason"] = json!(reason);
+        }
+        if !e.deployment
+            && let Some(p) = e.partition
+        {
+            object["spec"]["updateStrategy"] =
+                json!({"type": "RollingUpdate", "rollingUpdate": {"partition": p}});
+        }
+        object["metadata"]["generation"] = json!(e.status.2 + 1);
+        object["status"]["replicas"] = json!(e.status.0);
+        object["status"]["updatedReplicas"] = json!(e.status.1);
+        object["status"]["observedGeneration"] = json!(e.status.2);
+    }
+    if e.delete {
+        request["operation"] = json!("DELETE");
+        request["object"] = Value::Null;
+    }
+    review
+}
+
+/// JSON text of `v` as another writer might produce it: object keys in a
+/// shuffled order, and some characters of strings (keys too) escaped.
+fn write_shuffled(v: &Value, rng: &mut u64, out: &mut String) {
+    fn next(rng: &mut u64) -> u64 {
+        // xorshift64
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        *rng
+    }
+    match v {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            for i in (1..entries.len()).rev() {
+                entries.swap(i, (next(rng) % (i as u64 + 1)) as usize);
+            }
+            out.push('{');
+            for (i, (key, value)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_string(key, next(rng), out);
+                out.push(':');
+                write_shuffled(value, rng, out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_shuffled(item, rng, out);
+            }
+            out.push(']');
+        }
+        Value::String(s) => write_string(s, next(rng), out),
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// A JSON string; with one chance in four, its characters escaped as
+/// `\uXXXX` (Go escapes `<`, `>` and `&` that way) or `\/`.
+fn write_string(s: &str, dice: u64, out: &mut String) {
+    if !dice.is_multiple_of(4) {
+        out.push_str(&Value::String(s.to_string()).to_string());
+        return;
+    }
+    out.push('"');
+    for (i, c) in s.chars().enumerate() {
+        match c {
+            '/' if i % 2 == 0 => out.push_str("\\/"),
+            c if (i as u64 + dice).is_multiple_of(3) || c == '"' || c == '\\' || c < ' ' => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn generated_reviews_are_answered_alike(e in edits()) {
+        let policies = policies();
+        let review = generated(&e);
+        same_answers(&compact(&review), &policies, &format!("{e:?}"));
+        let mut rng = e.seed | 1;
+        let mut shuffled = String::new();
+        write_shuffled(&review, &mut rng, &mut shuffled);
+        // Still the same review, only written differently.
+        prop_assert_eq!(serde_json::from_str::<Value>(&shuffled).unwrap(), review);
+        same_answers(shuffled.as_bytes(), &policies, &format!("shuffled {e:?}"));
+    }
+}
+
+#[test]
+fn most_generated_reviews_are_answered_the_quick_way() {
+    // The property above would pass if the quick way always declined.
+    let policies = policies();
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let (mut quick, total) = (0, 200);
+    for _ in 0..total {
+        let e = proptest::strategy::ValueTree::current(&edits().new_tree(&mut runner).unwrap());
+        if same_answers(&compact(&generated(&e)), &policies, &format!("{e:?}")) {
+            quick += 1;
+        }
+    }
+    assert!(quick * 10 > total * 7, "{quick} of {total}");
+}
