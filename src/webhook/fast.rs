@@ -404,84 +404,36 @@ impl<'de, T: Fields<'de>> Visitor<'de> for FieldsVisitor<T> {
     }
 }
 
+/// The `Deserialize` and [`Fields`] of a reduced object: `"key" => field`
+/// for the fields read, the others kept in `rest`.
 macro_rules! read_by_fields {
-    ($($name:ident),*) => {$(
+    ($($name:ident { $($key:literal => $field:ident),* })*) => {$(
         impl<'de: 'a, 'a> Deserialize<'de> for $name<'a> {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 d.deserialize_map(FieldsVisitor::<$name<'de>>(std::marker::PhantomData))
             }
         }
+
+        impl<'de> Fields<'de> for $name<'de> {
+            fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+                match key {
+                    $($key => self.$field = map.next_value()?,)*
+                    _ => return Ok(false),
+                }
+                Ok(true)
+            }
+            fn rest(&mut self) -> &mut Rest<'de> {
+                &mut self.rest
+            }
+        }
     )*};
 }
-read_by_fields!(Template, TemplateMeta, TemplatePod, Named, ClaimVolume);
-
-impl<'de> Fields<'de> for Template<'de> {
-    fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
-        match key {
-            "metadata" => self.metadata = map.next_value()?,
-            "spec" => self.spec = map.next_value()?,
-            _ => return Ok(false),
-        }
-        Ok(true)
-    }
-    fn rest(&mut self) -> &mut Rest<'de> {
-        &mut self.rest
-    }
-}
-
-impl<'de> Fields<'de> for TemplateMeta<'de> {
-    fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
-        match key {
-            "labels" => self.labels = map.next_value()?,
-            _ => return Ok(false),
-        }
-        Ok(true)
-    }
-    fn rest(&mut self) -> &mut Rest<'de> {
-        &mut self.rest
-    }
-}
-
-impl<'de> Fields<'de> for TemplatePod<'de> {
-    fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
-        match key {
-            "containers" => self.containers = map.next_value()?,
-            "volumes" => self.volumes = map.next_value()?,
-            _ => return Ok(false),
-        }
-        Ok(true)
-    }
-    fn rest(&mut self) -> &mut Rest<'de> {
-        &mut self.rest
-    }
-}
-
-impl<'de> Fields<'de> for Named<'de> {
-    fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
-        match key {
-            "name" => self.name = map.next_value()?,
-            "image" => self.image = map.next_value()?,
-            _ => return Ok(false),
-        }
-        Ok(true)
-    }
-    fn rest(&mut self) -> &mut Rest<'de> {
-        &mut self.rest
-    }
-}
-
-impl<'de> Fields<'de> for ClaimVolume<'de> {
-    fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
-        match key {
-            "name" => self.name = map.next_value()?,
-            "persistentVolumeClaim" => self.persistent_volume_claim = map.next_value()?,
-            _ => return Ok(false),
-        }
-        Ok(true)
-    }
-    fn rest(&mut self) -> &mut Rest<'de> {
-        &mut self.rest
-    }
+read_by_fields! {
+    Template { "metadata" => metadata, "spec" => spec }
+    TemplateMeta { "labels" => labels }
+    TemplatePod { "containers" => containers, "volumes" => volumes }
+    Named { "name" => name, "image" => image }
+    ClaimVolume { "name" => name, "persistentVolumeClaim" => persistent_volume_claim }
 }
 
 /// The annotations decisions read: upgrade-guard's own. The others are

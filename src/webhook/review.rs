@@ -113,13 +113,7 @@ pub fn review(
     now: jiff::Timestamp,
     caller: &Caller,
 ) -> Result<Reviewed, ReviewError> {
-    let ctx = Context {
-        endpoint,
-        policies,
-        cluster,
-        now,
-        caller,
-    };
+    let ctx = Context::new(endpoint, policies, cluster, now, caller);
     match ctx.quick(body) {
         Some(reviewed) => Ok(reviewed),
         None => ctx.review_in_full(body),
@@ -137,14 +131,7 @@ pub fn review_quick(
     now: jiff::Timestamp,
     caller: &Caller,
 ) -> Option<Reviewed> {
-    Context {
-        endpoint,
-        policies,
-        cluster,
-        now,
-        caller,
-    }
-    .quick(body)
+    Context::new(endpoint, policies, cluster, now, caller).quick(body)
 }
 
 /// [`review`] with each object read whole into its type: the reference.
@@ -156,14 +143,7 @@ pub fn review_in_full(
     now: jiff::Timestamp,
     caller: &Caller,
 ) -> Result<Reviewed, ReviewError> {
-    Context {
-        endpoint,
-        policies,
-        cluster,
-        now,
-        caller,
-    }
-    .review_in_full(body)
+    Context::new(endpoint, policies, cluster, now, caller).review_in_full(body)
 }
 
 /// The kind behind an `apps/v1` resource, if upgrade-guard reads it.
@@ -263,7 +243,23 @@ fn json_values(body: &[u8]) -> usize {
     count
 }
 
-impl Context<'_> {
+impl<'a> Context<'a> {
+    fn new(
+        endpoint: Endpoint,
+        policies: &'a PolicySet,
+        cluster: &'a dyn ClusterView,
+        now: jiff::Timestamp,
+        caller: &'a Caller,
+    ) -> Self {
+        Context {
+            endpoint,
+            policies,
+            cluster,
+            now,
+            caller,
+        }
+    }
+
     fn quick(&self, body: &[u8]) -> Option<Reviewed> {
         // Never more values than bytes: a short body is under the cap unread.
         if body.len() > MAX_VALUES && json_values(body) > MAX_VALUES {
