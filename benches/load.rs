@@ -170,9 +170,7 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        if std::env::var_os("LOAD_KEEP").is_none() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -232,7 +230,7 @@ impl Nginx {
         let conf = format!(
             "load_module {ECHO_MODULE};
 daemon off; master_process off; worker_processes 1;
-error_log {d}/nginx-error.log info; pid {d}/nginx.pid;
+error_log {d}/nginx-error.log warn; pid {d}/nginx.pid;
 events {{ worker_connections 1024; }}
 http {{
   access_log off;

@@ -8,13 +8,13 @@
 //!   containers' names and images, and its claim volumes;
 //! - the status typed.
 //!
-//! The reduced templates are told apart by their text: byte-identical
-//! templates are equal (the API server serializes both objects the same way);
-//! templates whose text differs but whose reductions are equal differ in
-//! something the reduction dropped, which this read cannot judge. Those, every
-//! other kind of request, and anything this read fails on go the full way
-//! ([`super::review`]), which names what is wrong. So both ways always decide
-//! alike; `tests/fast_path.rs` holds them to it.
+//! Every template field the reduction drops is kept as its text. Two
+//! templates are equal when what was read and those texts are (the API
+//! server serializes both objects the same way); two whose reductions are
+//! equal but whose texts differ (another order, another spelling) are beyond
+//! this read. Those, every other kind of request, and anything this read
+//! fails on go the full way ([`super::review`]), which names what is wrong.
+//! So both ways always decide alike; `tests/fast_path.rs` holds them to it.
 
 use std::collections::BTreeMap;
 
@@ -38,7 +38,7 @@ use serde_json::value::RawValue;
 use super::lean::{Meta, Parts, checked};
 use super::review::{API_VERSION, Asked, KIND, workload_kind};
 use crate::decide::Change;
-use crate::workload::Workload;
+use crate::workload::{Workload, WorkloadKind};
 
 /// The request's facts and the change it asks for, or `None`: take the full
 /// way (see the module's documentation).
@@ -177,12 +177,7 @@ impl<'a> Object<'a> {
     /// The workload of `kind`, its template the reduced one. `None` where the
     /// full read fails: the wrong kind, a spec without its required fields, an
     /// unreadable status.
-    fn workload(
-        self,
-        kind: crate::workload::WorkloadKind,
-        template: Option<PodTemplateSpec>,
-    ) -> Option<Workload> {
-        use crate::workload::WorkloadKind::*;
+    fn workload(self, kind: WorkloadKind, template: Option<PodTemplateSpec>) -> Option<Workload> {
         let Object {
             api_version,
             kind: object_kind,
@@ -191,18 +186,12 @@ impl<'a> Object<'a> {
             status,
         } = self;
         let metadata = match kind {
-            StatefulSet => {
-                checked::<k8s_openapi::api::apps::v1::StatefulSet, serde_json::Error, _>(
-                    api_version,
-                    object_kind,
-                    metadata,
-                )
+            WorkloadKind::StatefulSet => {
+                checked::<StatefulSet, serde_json::Error, _>(api_version, object_kind, metadata)
             }
-            Deployment => checked::<k8s_openapi::api::apps::v1::Deployment, serde_json::Error, _>(
-                api_version,
-                object_kind,
-                metadata,
-            ),
+            WorkloadKind::Deployment => {
+                checked::<Deployment, serde_json::Error, _>(api_version, object_kind, metadata)
+            }
         }
         .ok()?;
         let spec = match spec {
@@ -210,8 +199,8 @@ impl<'a> Object<'a> {
             None => None,
         };
         Some(match kind {
-            StatefulSet => Workload::from(statefulset(metadata, spec, status)?),
-            Deployment => Workload::from(deployment(metadata, spec, status)?),
+            WorkloadKind::StatefulSet => Workload::from(statefulset(metadata, spec, status)?),
+            WorkloadKind::Deployment => Workload::from(deployment(metadata, spec, status)?),
         })
     }
 }

@@ -209,6 +209,8 @@ struct Context<'a> {
     cluster: &'a dyn ClusterView,
     now: jiff::Timestamp,
     caller: &'a Caller,
+    /// The body's JSON values, counted at most once per request.
+    values: std::cell::OnceCell<usize>,
 }
 
 /// A governed request's objects are parsed into their full types, up to
@@ -257,12 +259,17 @@ impl<'a> Context<'a> {
             cluster,
             now,
             caller,
+            values: Default::default(),
         }
+    }
+
+    fn values(&self, body: &[u8]) -> usize {
+        *self.values.get_or_init(|| json_values(body))
     }
 
     fn quick(&self, body: &[u8]) -> Option<Reviewed> {
         // Never more values than bytes: a short body is under the cap unread.
-        if body.len() > MAX_VALUES && json_values(body) > MAX_VALUES {
+        if body.len() > MAX_VALUES && self.values(body) > MAX_VALUES {
             return None;
         }
         let (asked, change) = super::fast::read(body)?;
@@ -333,7 +340,7 @@ impl<'a> Context<'a> {
         if change.is_none_or(|c| decide::is_ungoverned(&c, self.policies)) {
             return Ok(self.finish((&skimmed).into(), None));
         }
-        let values = json_values(body);
+        let values = self.values(body);
         if values > MAX_VALUES {
             let request = &skimmed;
             let refused = Verdict {
@@ -613,6 +620,65 @@ mod tests {
         let judged = run(&small, Endpoint::Validate).unwrap();
         assert!(judged.verdict.allowed);
         assert_eq!(judged.verdict.policy.as_deref(), Some("semver-db"));
+    }
+
+    #[test]
+    fn the_answer_is_what_kubes_admission_types_and_the_api_server_read() {
+        let refused = Verdict {
+            allowed: false,
+            rule: Some(decide::Rule::SkipVersion),
+            reason: "StatefulSet shop/db: 1.7.0 → 1.9.0 skips 1.8".into(),
+            from: Some("1.7.0".into()),
+            to: Some("1.9.0".into()),
+            warnings: vec!["w".into()],
+            ..Default::default()
+        };
+        let body = render("u-1", &refused, Endpoint::Validate);
+        assert!(body.ends_with(b"}\n"));
+        let review: AdmissionReview<DynamicObject> = serde_json::from_slice(&body).unwrap();
+        assert_eq!(review.types.api_version, API_VERSION);
+        assert_eq!(review.types.kind, KIND);
+        let response = review.response.unwrap();
+        assert_eq!(response.uid, "u-1");
+        assert!(!response.allowed);
+        assert_eq!(response.result.code, 403);
+        assert_eq!(response.result.message, refused.reason);
+        assert_eq!(response.warnings, Some(vec!["w".to_string()]));
+        assert_eq!(
+            response.audit_annotations,
+            refused.audit_annotations().into_iter().collect()
+        );
+        // /mutate allows, with the patch as base64 (a Go []byte).
+        let patch: Vec<json_patch::PatchOperation> =
+            serde_json::from_value(json!([{"op": "add", "path": "/spec/replicas", "value": 3}]))
+                .unwrap();
+        let starts = Verdict {
+            allowed: true,
+            patch: patch.clone(),
+            patch_warnings: vec!["p".into()],
+            ..Default::default()
+        };
+        let answer: Value =
+            serde_json::from_slice(&render("u-2", &starts, Endpoint::Mutate)).unwrap();
+        let text = answer["response"]["patch"].as_str().unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Vec<json_patch::PatchOperation>>(&bytes).unwrap(),
+            patch
+        );
+        assert_eq!(
+            answer["response"],
+            json!({"allowed": true, "patch": text, "patchType": "JSONPatch", "status": {}, "uid": "u-2", "warnings": ["p"]})
+        );
+        // A refusal is never a patch, and /mutate never refuses.
+        let answer: Value =
+            serde_json::from_slice(&render("u-3", &refused, Endpoint::Mutate)).unwrap();
+        assert_eq!(
+            answer["response"],
+            json!({"allowed": true, "status": {}, "uid": "u-3"})
+        );
     }
 
     #[test]
