@@ -276,6 +276,23 @@ pub fn claim_volumes(template: Option<&PodTemplateSpec>) -> Vec<(&str, &str)> {
         .collect()
 }
 
+/// Per container whose image differs between two pod templates, its image
+/// in `old`.
+pub fn images_changed(old: &PodTemplateSpec, new: &PodTemplateSpec) -> BTreeMap<String, String> {
+    let images = |t: &PodTemplateSpec| -> BTreeMap<String, String> {
+        t.spec
+            .iter()
+            .flat_map(|s| &s.containers)
+            .filter_map(|c| Some((c.name.clone(), c.image.clone()?)))
+            .collect()
+    };
+    let after = images(new);
+    images(old)
+        .into_iter()
+        .filter(|(name, image)| after.get(name).is_some_and(|a| a != image))
+        .collect()
+}
+
 /// What the webhook (and later the refresh controller) records about a
 /// refresh, as JSON in the `upgradeguard.io/refresh` annotation. Everything
 /// needed to resume lives here and in the status, never in memory.
@@ -316,6 +333,26 @@ pub struct RefreshRecord {
     /// second time, so a delete that does not take cannot loop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted_pod: Option<String>,
+    /// The hooks of this refresh that are over, by item key
+    /// (`preRefresh`, `preUnit/4`, `postRefresh/1.7.0-1.7.1`): never run again.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hooks: BTreeMap<String, HookMark>,
+    /// Per container this refresh changes, its image before: what an
+    /// automatic rollback puts back.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, String>,
+    /// A rollback upgrade-guard's controller started itself
+    /// (`onFailure: rollback`), as the request's identity showed.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub automatic: bool,
+}
+
+/// How a hook of a refresh ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HookMark {
+    Completed,
+    /// Failed, and someone went on past it (`resume --force`).
+    Skipped,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -358,6 +395,9 @@ impl RefreshRecord {
             units: BTreeMap::new(),
             finished: None,
             deleted_pod: None,
+            hooks: BTreeMap::new(),
+            images: BTreeMap::new(),
+            automatic: false,
         }
     }
 

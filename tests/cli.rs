@@ -135,7 +135,7 @@ fn mutate_returns_the_patch_that_starts_a_one_pod_refresh() {
         .unwrap();
     let patch: Value = serde_json::from_slice(&patch).unwrap();
     let record = format!(
-        r#"{{"from":"1.7.0","to":"1.8.0","started":"{NOW}","state":"RollingOut","partition":2}}"#
+        r#"{{"from":"1.7.0","to":"1.8.0","started":"{NOW}","state":"RollingOut","partition":2,"images":{{"db":"registry.example.com/shop/db:1.7.0"}}}}"#
     );
     assert_eq!(
         patch,

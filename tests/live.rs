@@ -109,6 +109,13 @@ async fn api_server(
                     json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-1", "namespace": "shop", "resourceVersion": "4", "labels": {"app.kubernetes.io/name": "web"}}}),
                 ],
             ),
+            "/apis/batch/v1/jobs" => {
+                assert!(
+                    query.contains("labelSelector=upgradeguard.io%2Fworkload"),
+                    "only hook Jobs are watched: {query}"
+                );
+                list("Job", "batch/v1", vec![])
+            }
             "/apis/upgradeguard.io/v1alpha1/upgradepolicies" => list(
                 "UpgradePolicy",
                 "upgradeguard.io/v1alpha1",
@@ -154,7 +161,7 @@ async fn api_server(
 async fn the_cache_lists_then_watches_each_kind_and_serves_decisions() {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "default");
-    let server = tokio::spawn(api_server(handle, 5, None));
+    let server = tokio::spawn(api_server(handle, 6, None));
 
     let files = PolicySet::load(&root().join("policies")).unwrap();
     let file_policies: Vec<_> = files.iter().cloned().collect();
@@ -184,6 +191,7 @@ async fn the_cache_lists_then_watches_each_kind_and_serves_decisions() {
             "/api/v1/pods",
             "/apis/apps/v1/deployments",
             "/apis/apps/v1/statefulsets",
+            "/apis/batch/v1/jobs",
             "/apis/upgradeguard.io/v1alpha1/upgradepolicies",
         ])
     );
@@ -274,7 +282,7 @@ async fn without_the_crd_the_server_is_ready_on_its_file_policies_and_picks_the_
     };
     let server = tokio::spawn(api_server(
         handle,
-        6,
+        7,
         Some(MissingCrd {
             ready: ready.clone(),
             check,

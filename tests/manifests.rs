@@ -413,6 +413,12 @@ fn rbac_grants_exactly_the_calls_the_server_makes() {
             grant(&["apps"], &["statefulsets", "deployments"], &[], &["patch"]),
             grant(&[""], &["pods"], &[], &["delete"]),
             grant(&["events.k8s.io"], &["events"], &[], &["create", "patch"]),
+            grant(
+                &["batch"],
+                &["jobs"],
+                &[],
+                &["create", "get", "list", "watch", "delete"]
+            ),
         ]
     );
     // The role to bind to the people who may override: `force`, nothing else.
@@ -503,6 +509,7 @@ fn validate(schema: &Value, value: &Value, at: &str) -> Result<(), String> {
                         continue;
                     }
                     (None, None) => continue,
+                    _ if schema["x-kubernetes-preserve-unknown-fields"] == true => continue,
                     _ => return Err(format!("{at}.{key}: unknown field")),
                 };
                 validate(sub, item, &format!("{at}.{key}"))?;
@@ -583,6 +590,13 @@ spec:
   refresh:
     pauseAfter: none
     health: {readyTimeoutSeconds: 60, minReadySeconds: 0, minAvailable: 1}
+    onFailure: rollback
+    hooks:
+      preRefresh: {template: {spec: {restartPolicy: Never, containers: [{name: backup, image: "backup:1"}]}}}
+      preUnit: {backoffLimit: 0, template: {spec: {restartPolicy: Never, containers: [{name: switch, image: "tool:1"}]}}}
+      postUnit: {template: {spec: {restartPolicy: OnFailure, containers: [{name: check, image: "tool:1"}]}}}
+      postRefresh: {template: {spec: {restartPolicy: Never, containers: [{name: migrate, image: "tool:1"}]}}}
+      timeoutSeconds: 300
 "#;
 
 #[test]
@@ -631,6 +645,10 @@ fn the_crd_schema_refuses_what_the_parser_refuses() {
         json!({"selector": {}, "step": "minr"}),
         json!({"step": "minor"}),
         json!({"selector": {}, "refresh": {"health": {"readyTimeoutSeconds": 0}}}),
+        json!({"selector": {}, "refresh": {"onFailure": "undo"}}),
+        json!({"selector": {}, "refresh": {"hooks": {"timeoutSeconds": 0}}}),
+        json!({"selector": {}, "refresh": {"hooks": {"preUnit": {"backoffLimit": 1}}}}),
+        json!({"selector": {}, "refresh": {"hooks": {"midUnit": {"template": {}}}}}),
     ] {
         let doc = with(bad.clone());
         assert!(

@@ -80,6 +80,7 @@ fn run(w: &Workload, pods: &[Pod], s: &Settings, now: i64) -> Action {
     step(&Observed {
         workload: w,
         pods,
+        jobs: &[],
         settings: s,
         now: at(now),
     })

@@ -73,6 +73,7 @@ impl Cluster {
         step(&Observed {
             workload: &w,
             pods: &self.pods(),
+            jobs: &[],
             settings: &settings,
             now,
         })
@@ -274,7 +275,7 @@ fn a_failed_refresh_names_the_workload_and_a_failed_rollback_never_offers_the_fa
     let pod = cluster.pods.get_mut("sqlgw-3").unwrap();
     pod["metadata"]["labels"]["controller-revision-hash"] = "sqlgw-746999b954".into();
     let w = cluster.workload();
-    let r = report(&w, &cluster.pods(), Some(&policy()), cluster.latest()).unwrap();
+    let r = report(&w, &cluster.pods(), &[], Some(&policy()), cluster.latest()).unwrap();
     assert_eq!(
         (r.state.as_str(), r.from.as_str(), r.to.as_str()),
         ("Failed", "3.4.5-broken", "3.4.4")
@@ -300,7 +301,14 @@ fn status_of_the_recorded_hold_names_the_resume_command() {
         }
     }
     let now = cluster.latest() + jiff::SignedDuration::from_secs(5);
-    let r = report(&cluster.workload(), &cluster.pods(), Some(&policy()), now).unwrap();
+    let r = report(
+        &cluster.workload(),
+        &cluster.pods(),
+        &[],
+        Some(&policy()),
+        now,
+    )
+    .unwrap();
     assert_eq!(
         (r.state.as_str(), r.pause_after, r.partition),
         ("Paused", "first", Some(2))
@@ -313,7 +321,7 @@ fn status_of_the_recorded_hold_names_the_resume_command() {
     assert_eq!(versions, ["3.4.4", "3.4.2", "3.4.2"]);
 
     // Without a policy the record and the pods still show.
-    let r = report(&cluster.workload(), &cluster.pods(), None, now).unwrap();
+    let r = report(&cluster.workload(), &cluster.pods(), &[], None, now).unwrap();
     assert_eq!(
         (r.from.as_str(), r.to.as_str(), r.pause_after),
         ("3.4.2", "3.4.4", "-")

@@ -279,6 +279,7 @@ async fn drive(model: &mut Model, settings: &Settings, resume_holds: bool) -> Ve
         let action = step(&Observed {
             workload: &w,
             pods: &pods,
+            jobs: &[],
             settings,
             now: model.now(),
         });
@@ -467,6 +468,7 @@ async fn a_restarted_controller_carries_on_from_the_cluster_alone() {
         let action = step(&Observed {
             workload: &w,
             pods: &pods,
+            jobs: &[],
             settings: &s,
             now: model.now(),
         });

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DynamicObject, ListParams};
 use serde_json::json;
@@ -14,6 +15,7 @@ use serde_json::json;
 use super::Error;
 use crate::policy::PolicySet;
 use crate::refresh::executor::{self, Outcome, annotation_path};
+use crate::refresh::hooks;
 use crate::webhook::live::{cluster_policy, policy_resource};
 use crate::workload::{REFRESH, Workload};
 
@@ -215,6 +217,21 @@ pub async fn pods(cluster: &Cluster, w: &Workload) -> Result<Vec<Pod>, Error> {
         .list(&ListParams::default().labels(&labels.join(",")))
         .await
         .map_err(|e| cluster.error(&format!("pods of {}/{}", w.namespace(), w.name()), e))?;
+    Ok(list.items)
+}
+
+/// The workload's hook Jobs (label `upgradeguard.io/workload`).
+pub async fn jobs(cluster: &Cluster, w: &Workload) -> Result<Vec<Job>, Error> {
+    let api: Api<Job> = Api::namespaced(cluster.client.clone(), w.namespace());
+    let selector = format!(
+        "{}={}",
+        hooks::WORKLOAD_LABEL,
+        hooks::bounded_name(w.name())
+    );
+    let list = api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| cluster.error(&format!("hook Jobs of {}/{}", w.namespace(), w.name()), e))?;
     Ok(list.items)
 }
 

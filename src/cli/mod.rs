@@ -8,6 +8,7 @@ mod convert;
 mod migrate;
 pub mod pause;
 pub mod resume;
+pub mod retry;
 mod review;
 mod serve;
 pub mod status;
@@ -103,6 +104,8 @@ pub enum Command {
     Resume(resume::Args),
     /// Hold a refresh after the unit in progress.
     Pause(pause::Args),
+    /// Run a failed refresh hook again (delete its Job; the controller makes it anew).
+    Retry(retry::Args),
 }
 
 /// What stops a command; printed as one line on stderr, exit 2.
@@ -132,6 +135,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Status(args) => status::run(args, &cli.common),
         Command::Resume(args) => resume::run(args, &cli.common),
         Command::Pause(args) => pause::run(args, &cli.common),
+        Command::Retry(args) => retry::run(args, &cli.common),
     };
     match result {
         Ok(code) => code,

@@ -55,7 +55,7 @@ pub async fn resume(
         Some(reason) => format!("force: {}", reason.trim()),
         None if record.state == RefreshState::Failed => {
             return Err(Error::Io(format!(
-                "{} {ns}/{name}: the refresh failed ({}): roll back, or go on anyway with --force --reason TEXT",
+                "{} {ns}/{name}: the refresh failed ({}): roll back, run a failed hook again (`upgrade-guard retry`), or go on anyway with --force --reason TEXT",
                 w.kind(),
                 record.reason.unwrap_or_default()
             )));

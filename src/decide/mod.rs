@@ -20,7 +20,7 @@ pub use mutation::Edit;
 use crate::policy::{Downgrade, GovernedVersion, PathOutcome, Policy, PolicySet, Refusal, Version};
 use crate::workload::{
     FORCE_REASON, FORCE_TO, REFRESH, RefreshRecord, VersionStep, Workload, WorkloadKind,
-    claim_volumes,
+    claim_volumes, images_changed,
 };
 
 /// Stable rule ids, as they appear in refusals, audit annotations and metrics.
@@ -218,6 +218,18 @@ pub fn decide_as(
     {
         return refused;
     }
+    decide_record_trusted(change, policies, cluster, now, requester)
+}
+
+/// [`decide_as`] without judging who wrote the refresh record: what the
+/// record check recomputes, as the same requester.
+fn decide_record_trusted(
+    change: &Change,
+    policies: &PolicySet,
+    cluster: &dyn ClusterView,
+    now: jiff::Timestamp,
+    requester: &Requester,
+) -> Verdict {
     match change {
         Change::Delete(old) => {
             let mut verdict = Verdict::allow();
@@ -242,7 +254,7 @@ pub fn decide_as(
         Change::Create(new) => match policies.select(new) {
             None => Verdict::allow(),
             Some(policy) => {
-                let mut verdict = match recreated(new, policy, cluster, now, &requester.overrides) {
+                let mut verdict = match recreated(new, policy, cluster, now, requester) {
                     Some(judged) if !judged.allowed => return judged,
                     Some(judged) => judged,
                     None => Verdict::allow(),
@@ -261,8 +273,7 @@ pub fn decide_as(
                 if !leaving.allowed {
                     return leaving;
                 }
-                let mut verdict =
-                    decide_update(old, new, before, cluster, now, &requester.overrides);
+                let mut verdict = decide_update(old, new, before, cluster, now, requester);
                 if verdict.allowed && verdict.rule != Some(Rule::Forced) {
                     verdict.rule = leaving.rule;
                     verdict.reason = leaving.reason;
@@ -271,7 +282,7 @@ pub fn decide_as(
                 verdict
             }
             (_, Some(policy)) | (Some(policy), None) => {
-                decide_update(old, new, policy, cluster, now, &requester.overrides)
+                decide_update(old, new, policy, cluster, now, requester)
             }
         },
     }
@@ -343,7 +354,7 @@ fn recreated(
     policy: &Policy,
     cluster: &dyn ClusterView,
     now: jiff::Timestamp,
-    overrides: &Overrides,
+    requester: &Requester,
 ) -> Option<Verdict> {
     let Workload::StatefulSet(sts) = new else {
         return None;
@@ -414,7 +425,7 @@ fn recreated(
                 ..Default::default()
             });
         }
-        let mut verdict = decide_update(&old, new, policy, cluster, now, overrides);
+        let mut verdict = decide_update(&old, new, policy, cluster, now, requester);
         // The edits of an update (partition, record) are not a create's.
         verdict.patch.clear();
         verdict.patch_warnings.clear();
@@ -505,8 +516,9 @@ fn decide_update(
     policy: &Policy,
     cluster: &dyn ClusterView,
     now: jiff::Timestamp,
-    overrides: &Overrides,
+    requester: &Requester,
 ) -> Verdict {
+    let overrides = &requester.overrides;
     let refresh = RefreshView::of(old);
     let mut verdict = Verdict {
         allowed: true,
@@ -595,6 +607,7 @@ fn decide_update(
         Outcome::Start(steps) => Some(start_record(&steps, now)),
         Outcome::Rollback => refresh.record.as_ref().map(|r| {
             let mut back = RefreshRecord::starting(r.to.clone(), r.from.clone(), now, !r.rollback);
+            back.automatic = requester.is_self && back.rollback;
             back.containers = r
                 .containers
                 .iter()
@@ -612,6 +625,7 @@ fn decide_update(
         }),
     };
     if let Some(mut record) = record {
+        record.images = images_changed(old_template, new_template);
         if verdict.from.is_none() {
             (verdict.from, verdict.to) = (Some(record.from.clone()), Some(record.to.clone()));
         }
@@ -625,9 +639,16 @@ fn decide_update(
             verdict.warnings.push(warning.clone());
             verdict.patch_warnings.push(warning);
         } else if let Workload::StatefulSet(_) = new {
-            let partition = (new.replicas() - 1).max(0);
+            // A hook that must run before a unit restarts holds them all.
+            let partition = if policy.hooks.hold_units() {
+                new.replicas().max(0)
+            } else {
+                (new.replicas() - 1).max(0)
+            };
             record.partition = Some(partition);
             refresh_edits.push(Edit::Partition(partition));
+        } else if policy.hooks.pre_refresh.is_some() {
+            refresh_edits.push(Edit::Pause);
         }
         // Re-invoked on an object we already stamped: keep its start time.
         if let Some(Ok(existing)) = mutated.refresh_record()
@@ -1247,10 +1268,6 @@ fn forged_record(
         Some(w) => annotations.insert(REFRESH.into(), w.into()),
         None => annotations.remove(REFRESH),
     };
-    let trusted = Requester {
-        is_self: true,
-        ..requester.clone()
-    };
     let ours = match old {
         Some(old) => Change::Update {
             old: old.clone(),
@@ -1258,7 +1275,7 @@ fn forged_record(
         },
         None => Change::Create(candidate.clone()),
     };
-    let verdict = decide_as(&ours, policies, cluster, now, &trusted);
+    let verdict = decide_record_trusted(&ours, policies, cluster, now, requester);
     let recomputed = mutation::patched(&candidate, &verdict.patch)
         .and_then(|w| w.refresh_record().and_then(Result::ok));
     let claimed = new.refresh_record().and_then(Result::ok);

@@ -24,6 +24,9 @@ pub enum Edit {
     /// Deployment: `maxSurge: 0`, and `maxUnavailable: 1` when it was 0
     /// (the API server refuses both at 0).
     NoSurge { raise_unavailable: bool },
+    /// Deployment: `spec.paused: true`, so nothing restarts before its
+    /// preRefresh hook completed.
+    Pause,
 }
 
 impl Edit {
@@ -40,6 +43,9 @@ impl Edit {
                 }),
             (Edit::Record(record), w) => matches!(w.refresh_record(), Some(Ok(r)) if r == **record),
             (Edit::NoSurge { .. }, Workload::Deployment(_)) => !surges(w),
+            (Edit::Pause, Workload::Deployment(d)) => {
+                d.spec.as_ref().and_then(|s| s.paused) == Some(true)
+            }
             _ => true,
         }
     }
@@ -117,6 +123,7 @@ impl Edit {
                     }
                 }
             }
+            (Edit::Pause, Workload::Deployment(_)) => vec![add(&["spec", "paused"], json!(true))],
             _ => Vec::new(),
         }
     }
@@ -154,6 +161,9 @@ impl Edit {
                 if *raise_unavailable {
                     rolling.max_unavailable = Some(IntOrString::Int(1));
                 }
+            }
+            (Edit::Pause, Workload::Deployment(d)) => {
+                d.spec.get_or_insert_with(Default::default).paused = Some(true);
             }
             _ => {}
         }

@@ -14,7 +14,9 @@ use regex::Regex;
 use serde::Deserialize;
 
 pub use path::{PathOutcome, Refusal};
-pub use spec::{Downgrade, Health, Operator, Override, PauseAfter, Selector, Step, Track};
+pub use spec::{
+    Downgrade, Health, Hooks, OnFailure, Operator, Override, PauseAfter, Selector, Step, Track,
+};
 pub use version::{ImageRef, Version, VersionError};
 
 use crate::workload::{Workload, WorkloadKind};
@@ -42,6 +44,8 @@ pub struct Policy {
     pub require_stateful_set: bool,
     pub pause_after: PauseAfter,
     pub health: Health,
+    pub on_failure: OnFailure,
+    pub hooks: Hooks,
 }
 
 #[derive(Debug, Clone)]
@@ -251,6 +255,13 @@ impl Policy {
                 "must be at least 1".into(),
             ));
         }
+        check_hooks(&spec.refresh.hooks).map_err(|(field, message)| err(&field, message))?;
+        if spec.refresh.on_failure == OnFailure::Rollback && spec.downgrade == Downgrade::Deny {
+            return Err(err(
+                "spec.refresh.onFailure",
+                "rollback contradicts downgrade: deny, which refuses every rollback".into(),
+            ));
+        }
         Ok(Policy {
             name: doc.metadata.name,
             namespace: doc.metadata.namespace,
@@ -269,6 +280,8 @@ impl Policy {
             require_stateful_set: spec.require_stateful_set,
             pause_after: spec.refresh.pause_after,
             health: spec.refresh.health,
+            on_failure: spec.refresh.on_failure,
+            hooks: spec.refresh.hooks,
         })
     }
 
@@ -528,4 +541,41 @@ impl Policy {
         })?;
         Policy::compile(doc, location)
     }
+}
+
+/// What the API server would refuse in a hook's Job, said where the
+/// policy is read rather than when the first Job is created mid-refresh.
+fn check_hooks(hooks: &Hooks) -> Result<(), (String, String)> {
+    if hooks.timeout_seconds == 0 {
+        return Err((
+            "spec.refresh.hooks.timeoutSeconds".into(),
+            "must be at least 1".into(),
+        ));
+    }
+    for (name, job) in hooks.named() {
+        let Some(job) = job else { continue };
+        let at = format!("spec.refresh.hooks.{name}.template.spec");
+        let Some(pod) = job.template.spec.as_ref() else {
+            return Err((at, "is missing: a hook needs a pod template".into()));
+        };
+        if pod.containers.is_empty() {
+            return Err((
+                format!("{at}.containers"),
+                "must name at least one container".into(),
+            ));
+        }
+        match pod.restart_policy.as_deref() {
+            Some("Never" | "OnFailure") => {}
+            other => {
+                return Err((
+                    format!("{at}.restartPolicy"),
+                    format!(
+                        "is {}: a Job's pods must use Never or OnFailure",
+                        other.map_or("unset (Always)".to_string(), |p| format!("{p:?}"))
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::batch::v1::JobSpec;
 use serde::Deserialize;
 
 use crate::workload::WorkloadKind;
@@ -163,13 +164,79 @@ pub enum Downgrade {
     Allow,
 }
 
-#[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RefreshSpec {
     #[serde(default)]
     pub pause_after: PauseAfter,
     #[serde(default)]
     pub health: Health,
+    #[serde(default)]
+    pub on_failure: OnFailure,
+    #[serde(default)]
+    pub hooks: Hooks,
+}
+
+/// What a failed unit or hook does to the refresh.
+#[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// Hold it as Failed until someone rolls back, retries or forces.
+    #[default]
+    Hold,
+    /// The controller puts the images back to where the refresh started.
+    Rollback,
+}
+
+/// The refresh's hooks: each a batch/v1 JobSpec the controller runs as a Job.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Hooks {
+    #[serde(default)]
+    pub pre_refresh: Option<JobSpec>,
+    #[serde(default)]
+    pub pre_unit: Option<JobSpec>,
+    #[serde(default)]
+    pub post_unit: Option<JobSpec>,
+    #[serde(default)]
+    pub post_refresh: Option<JobSpec>,
+    /// A hook Job not Complete by then has failed.
+    #[serde(default = "default_hook_timeout")]
+    pub timeout_seconds: u32,
+}
+
+fn default_hook_timeout() -> u32 {
+    600
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks {
+            pre_refresh: None,
+            pre_unit: None,
+            post_unit: None,
+            post_refresh: None,
+            timeout_seconds: default_hook_timeout(),
+        }
+    }
+}
+
+impl Hooks {
+    /// Whether a Job must complete before a unit may restart: then the
+    /// webhook holds every unit (partition = replicas) at the start.
+    pub fn hold_units(&self) -> bool {
+        self.pre_refresh.is_some() || self.pre_unit.is_some()
+    }
+
+    /// Each hook with its name as the policy spells it.
+    pub fn named(&self) -> [(&'static str, Option<&JobSpec>); 4] {
+        [
+            ("preRefresh", self.pre_refresh.as_ref()),
+            ("preUnit", self.pre_unit.as_ref()),
+            ("postUnit", self.post_unit.as_ref()),
+            ("postRefresh", self.post_refresh.as_ref()),
+        ]
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq)]

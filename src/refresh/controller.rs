@@ -122,17 +122,19 @@ pub async fn run(
                 leading = false;
             }
         }
-        if leading {
+        if leading && view.jobs_ready(TICK).await {
             let policies = policies.load();
             for w in view.with_records() {
                 let Some(policy) = policies.select(&w) else {
                     continue;
                 };
                 let pods = view.pods_of(&w);
+                let jobs = view.jobs_of(&w);
                 let settings = Settings::of(policy, &w);
                 let action = step(&Observed {
                     workload: &w,
                     pods: &pods,
+                    jobs: &jobs,
                     settings: &settings,
                     now: jiff::Timestamp::now(),
                 });

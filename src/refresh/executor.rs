@@ -1,5 +1,6 @@
-//! Carries out a step's action: one JSON Patch of the workload and, for a
-//! forced rollback, one pod delete; then a Kubernetes Event. Thin: what to
+//! Carries out a step's action: a hook's Job created, one JSON Patch of the
+//! workload and, for a forced rollback, one pod delete; then a Kubernetes
+//! Event. Thin: what to
 //! do was decided by [`super::step`].
 //!
 //! The patch is guarded by `test` operations on exactly what the step read
@@ -13,8 +14,11 @@
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{
+    Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy,
+};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use serde_json::{Value, json};
 
@@ -84,6 +88,25 @@ pub fn patch_ops(w: &Workload, action: &Action) -> Vec<Value> {
     if let Some(paused) = action.paused {
         ops.push(json!({"op": "add", "path": "/spec/paused", "value": paused}));
     }
+    if !action.restore_images.is_empty() {
+        if action.record.is_none()
+            && let Some(seen) = w.annotation(REFRESH)
+        {
+            ops.push(json!({"op": "test", "path": annotation_path(REFRESH), "value": seen}));
+        }
+        let containers = w
+            .template()
+            .and_then(|t| t.spec.as_ref())
+            .map(|s| s.containers.as_slice())
+            .unwrap_or_default();
+        for (i, c) in containers.iter().enumerate() {
+            if let Some(image) = action.restore_images.get(&c.name) {
+                let at = format!("/spec/template/spec/containers/{i}");
+                ops.push(json!({"op": "test", "path": format!("{at}/name"), "value": c.name}));
+                ops.push(json!({"op": "replace", "path": format!("{at}/image"), "value": image}));
+            }
+        }
+    }
     ops
 }
 
@@ -95,6 +118,11 @@ pub async fn execute(
 ) -> Result<Outcome, kube::Error> {
     if action.is_nothing() {
         return Ok(Outcome::Nothing);
+    }
+    if let Some(job) = &action.create_job
+        && create_job(client, job).await? == Outcome::Conflict
+    {
+        return Ok(Outcome::Conflict);
     }
     let ops = patch_ops(w, action);
     if !ops.is_empty() && json_patch(client, w, ops).await? == Outcome::Conflict {
@@ -205,6 +233,49 @@ pub fn failed_test(ops: &[Value], current: &Value) -> Option<String> {
             )
         })
     })
+}
+
+/// Creates a hook's Job as upgrade-guard's field manager; one of that name
+/// already there (made by an earlier step whose watch event has not come
+/// yet) is [`Outcome::Conflict`]: the next step reads it.
+pub async fn create_job(client: &kube::Client, job: &Job) -> Result<Outcome, kube::Error> {
+    let api: Api<Job> = Api::namespaced(
+        client.clone(),
+        job.metadata.namespace.as_deref().unwrap_or_default(),
+    );
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    match api.create(&params, job).await {
+        Ok(_) => Ok(Outcome::Applied),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(Outcome::Conflict),
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes a hook's Job (and, in the background, its pods) only if it is
+/// still the one observed (same UID): `upgrade-guard retry`.
+pub async fn delete_job(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+) -> Result<Outcome, kube::Error> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(uid.to_string()),
+            resource_version: None,
+        }),
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..Default::default()
+    };
+    let api: Api<Job> = Api::namespaced(client.clone(), namespace);
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(Outcome::Applied),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(Outcome::Conflict),
+        Err(e) => Err(e),
+    }
 }
 
 /// Deletes one pod only if it is still the one observed (same UID); a pod

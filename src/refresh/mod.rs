@@ -5,15 +5,19 @@
 
 pub mod controller;
 pub mod executor;
+pub mod hooks;
 pub mod status;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::policy::{PauseAfter, Policy};
-use crate::workload::{PAUSE_AFTER, RESUME, RefreshRecord, RefreshState, Workload};
+use crate::policy::{Hooks, OnFailure, PauseAfter, Policy, Version};
+use crate::workload::{HookMark, PAUSE_AFTER, RESUME, RefreshRecord, RefreshState, Workload};
+use hooks::{HookKind, HookRun, JobState};
 
 /// How a refresh of one workload is paced.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,6 +27,10 @@ pub struct Settings {
     pub min_ready: Duration,
     /// Default: replicas - 1.
     pub min_available: Option<u32>,
+    pub on_failure: OnFailure,
+    pub hooks: Hooks,
+    /// The policy's releases: the steps postRefresh runs for.
+    pub releases: Vec<Version>,
 }
 
 impl Settings {
@@ -40,13 +48,22 @@ impl Settings {
             ready_timeout: Duration::from_secs(policy.health.ready_timeout_seconds.into()),
             min_ready: Duration::from_secs(policy.health.min_ready_seconds.into()),
             min_available: policy.health.min_available,
+            on_failure: policy.on_failure,
+            hooks: policy.hooks.clone(),
+            releases: policy.releases.clone(),
         }
+    }
+
+    fn hook_timeout(&self) -> Duration {
+        Duration::from_secs(self.hooks.timeout_seconds.into())
     }
 }
 
 pub struct Observed<'a> {
     pub workload: &'a Workload,
     pub pods: &'a [Pod],
+    /// The workload's hook Jobs (label `upgradeguard.io/workload`).
+    pub jobs: &'a [Job],
     pub settings: &'a Settings,
     pub now: jiff::Timestamp,
 }
@@ -63,6 +80,11 @@ pub struct Action {
     /// Forced rollback: delete this pod (guarded by its UID) so the
     /// StatefulSet controller recreates it from the restored template.
     pub delete_pod: Option<PodRef>,
+    /// Run a hook: create this Job.
+    pub create_job: Option<Box<Job>>,
+    /// `onFailure: rollback`: put these images (per container) back in the
+    /// pod template; the webhook records it as a rollback.
+    pub restore_images: BTreeMap<String, String>,
     /// Remove `upgradeguard.io/resume`: it was acted on.
     pub clear_resume: bool,
     pub event: Option<Event>,
@@ -89,8 +111,10 @@ pub struct Next {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
-    /// RefreshStarted, UnitRefreshed, RefreshPaused, UnitUnhealthy,
-    /// RefreshResumed, RefreshRolledBack, StuckPodDeleted, RefreshCompleted.
+    /// RefreshStarted, UnitRefreshing, UnitRefreshed, RefreshPaused,
+    /// UnitUnhealthy, RefreshResumed, RefreshRolledBack, AutomaticRollback,
+    /// StuckPodDeleted, HookStarted, HookCompleted, HookFailed, HookSkipped,
+    /// RefreshCompleted.
     pub reason: &'static str,
     pub message: String,
     pub warning: bool,
@@ -102,6 +126,8 @@ impl Action {
             && self.partition.is_none()
             && self.paused.is_none()
             && self.delete_pod.is_none()
+            && self.create_job.is_none()
+            && self.restore_images.is_empty()
             && !self.clear_resume
     }
 
@@ -218,7 +244,7 @@ pub fn unit_health(
     }
 }
 
-fn elapsed(since: jiff::Timestamp, now: jiff::Timestamp) -> Duration {
+pub(crate) fn elapsed(since: jiff::Timestamp, now: jiff::Timestamp) -> Duration {
     let nanos = now.as_nanosecond() - since.as_nanosecond();
     Duration::from_nanos(u64::try_from(nanos).unwrap_or(0))
 }
@@ -271,10 +297,10 @@ pub fn step(observed: &Observed) -> Action {
                 },
                 message: format!(
                     "{} {} → {} started, one unit at a time",
-                    if record.rollback {
-                        "rollback"
-                    } else {
-                        "refresh"
+                    match (record.rollback, record.automatic) {
+                        (true, true) => "automatic rollback (onFailure: rollback)",
+                        (true, false) => "rollback",
+                        _ => "refresh",
                     },
                     record.from,
                     record.to
@@ -375,6 +401,205 @@ fn moving(record: &RefreshRecord) -> RefreshState {
     } else {
         RefreshState::RollingOut
     }
+}
+
+/// A unit or hook failed: with `onFailure: rollback` (and not already in a
+/// rollback) the controller rolls back itself; otherwise the refresh holds.
+fn failed(observed: &Observed, record: RefreshRecord, reason: String, id: &str) -> Action {
+    if observed.settings.on_failure == OnFailure::Rollback
+        && !record.rollback
+        && !record.images.is_empty()
+    {
+        return roll_back(record, reason);
+    }
+    unhealthy(observed.workload, record, reason, id)
+}
+
+/// Puts the images back to where the refresh started, as `kubectl rollout
+/// undo` would; the webhook admits it as a rollback and records it.
+fn roll_back(record: RefreshRecord, reason: String) -> Action {
+    let message = format!(
+        "{reason}: rolling back to {} automatically (onFailure: rollback)",
+        record.from
+    );
+    Action {
+        event: Some(Event {
+            reason: "AutomaticRollback",
+            message: message.clone(),
+            warning: true,
+        }),
+        restore_images: record.images.clone(),
+        recheck: Some(Duration::from_secs(1)),
+        next: Next {
+            text: message,
+            command: None,
+        },
+        ..Default::default()
+    }
+}
+
+/// The Job upgrade-guard makes for `run`, if the policy has that hook.
+pub(crate) fn wanted_job(
+    run: &HookRun,
+    observed: &Observed,
+    record: &RefreshRecord,
+) -> Option<Job> {
+    let spec = run.kind.spec(&observed.settings.hooks)?;
+    Some(hooks::job(
+        observed.workload,
+        record,
+        run,
+        spec,
+        observed.settings.hook_timeout(),
+    ))
+}
+
+/// Whether `run` has begun: recorded as over, or its Job exists.
+fn begun(run: &HookRun, observed: &Observed, record: &RefreshRecord) -> bool {
+    record.hooks.contains_key(&run.key())
+        || wanted_job(run, observed, record).is_some_and(|job| {
+            let name = job.metadata.name.unwrap_or_default();
+            hooks::find(observed.jobs, &name).is_some()
+        })
+}
+
+/// One hook run's transition: create its Job, wait for it, record it over,
+/// or hold the refresh when it failed (or skip it when forced past).
+/// `None`: over, or no such hook; go on.
+fn gate(run: &HookRun, observed: &Observed, record: &RefreshRecord, id: &str) -> Option<Action> {
+    if record.hooks.contains_key(&run.key()) {
+        return None;
+    }
+    let wanted = wanted_job(run, observed, record)?;
+    let (w, now) = (observed.workload, observed.now);
+    let name = wanted.metadata.name.clone().unwrap_or_default();
+    let what = run.describe();
+    let status_cmd = Some(format!("upgrade-guard status {id}"));
+    let mark = |mark: HookMark| {
+        let mut record = record.clone();
+        record.hooks.insert(run.key(), mark);
+        record.state = moving(&record);
+        record.reason = None;
+        record
+    };
+    let failure = match hooks::job_state(hooks::find(observed.jobs, &name), &wanted) {
+        JobState::Complete => {
+            let message = format!("{what} completed (Job {name})");
+            return Some(Action {
+                event: Some(Event {
+                    reason: "HookCompleted",
+                    message: message.clone(),
+                    warning: false,
+                }),
+                record: Some(mark(HookMark::Completed)),
+                recheck: Some(Duration::from_secs(1)),
+                next: Next {
+                    text: message,
+                    command: status_cmd,
+                },
+                ..Default::default()
+            });
+        }
+        JobState::Missing => {
+            let mut started = record.clone();
+            started.state = moving(record);
+            started.reason = None;
+            return Some(Action {
+                event: Some(Event {
+                    reason: "HookStarted",
+                    message: format!("running {what} as Job {name}"),
+                    warning: false,
+                }),
+                record: Some(started),
+                create_job: Some(Box::new(wanted)),
+                recheck: Some(Duration::from_secs(2)),
+                next: Next {
+                    text: format!("running {what} (Job {name})"),
+                    command: status_cmd,
+                },
+                ..Default::default()
+            });
+        }
+        JobState::Deleting => {
+            return Some(Action::wait(
+                format!("waiting for the earlier Job {name} to be gone before {what} runs again"),
+                Duration::from_secs(2),
+            ));
+        }
+        JobState::Running { since } => {
+            let timeout = observed.settings.hook_timeout();
+            let ran = elapsed(since, now);
+            if ran <= timeout {
+                let left = timeout - ran;
+                return Some(Action::wait(
+                    format!("{what} is running (Job {name}, {}s left)", left.as_secs()),
+                    left.min(POLL).max(Duration::from_secs(1)),
+                ));
+            }
+            format!(
+                "{what} did not complete within {}s (Job {name})",
+                timeout.as_secs()
+            )
+        }
+        JobState::Failed(why) => format!("{what} failed (Job {name}: {why})"),
+        JobState::Foreign => format!(
+            "a Job named {name} exists that upgrade-guard did not make (another owner or other containers); it is not taken as {what}: delete it"
+        ),
+    };
+    let forced = record.state == RefreshState::Failed;
+    if let Some(Resume::Force(why)) = resume_of(w)
+        && forced
+    {
+        return Some(Action {
+            event: Some(Event {
+                reason: "HookSkipped",
+                message: format!("skipped {what}, which failed: {why}"),
+                warning: true,
+            }),
+            record: Some(mark(HookMark::Skipped)),
+            clear_resume: true,
+            recheck: Some(Duration::from_secs(1)),
+            next: Next {
+                text: format!("skipped {what}"),
+                command: status_cmd,
+            },
+            ..Default::default()
+        });
+    }
+    let (ns, name_of_w) = (w.namespace(), w.name());
+    let hold_text = format!(
+        "{failure}: run it again (`upgrade-guard retry {ns}/{name_of_w}`) or skip it (`upgrade-guard resume --force --reason TEXT {ns}/{name_of_w}`)"
+    );
+    if record.state == RefreshState::Failed {
+        return Some(Action {
+            next: Next {
+                text: hold_text,
+                command: Some(format!("upgrade-guard retry {id}")),
+            },
+            ..Default::default()
+        });
+    }
+    let mut action = failed(observed, record.clone(), failure.clone(), id);
+    if action.restore_images.is_empty() {
+        if let Some(event) = action.event.as_mut() {
+            event.reason = "HookFailed";
+        }
+        action.next = Next {
+            text: hold_text,
+            command: Some(format!("upgrade-guard retry {id}")),
+        };
+    }
+    Some(action)
+}
+
+/// Runs the gates of `runs` in order; the first closed one decides.
+fn first_closed(
+    runs: &[HookRun],
+    observed: &Observed,
+    record: &RefreshRecord,
+    id: &str,
+) -> Option<Action> {
+    runs.iter().find_map(|run| gate(run, observed, record, id))
 }
 
 /// What to do about a failed unit. A failed refresh offers the rollback
@@ -522,19 +747,44 @@ fn step_statefulset(
     if w.is_on_delete() {
         return step_on_delete(name, observed, record, update_revision);
     }
+    if record.rollback
+        && let Some(pod) = stuck_pod(sts, pods, record.deleted_pod.as_deref())
+    {
+        return delete_stuck(sts, record, pod, now);
+    }
+    if w.partition().unwrap_or(0) >= replicas {
+        // Nothing restarted yet: the hooks before the first unit hold it.
+        let first = replicas - 1;
+        let runs = [
+            HookRun::refresh(HookKind::PreRefresh),
+            HookRun::unit(HookKind::PreUnit, first),
+        ];
+        if let Some(action) = first_closed(&runs, observed, &record, id) {
+            return action;
+        }
+        return lower_to(
+            record,
+            first,
+            now,
+            Event {
+                reason: "UnitRefreshing",
+                message: format!("refreshing unit {first} ({name}-{first})"),
+                warning: false,
+            },
+            id,
+            false,
+        );
+    }
     let unit = w.partition().unwrap_or(0).clamp(0, replicas - 1);
     let pod = pod_at(pods, name, unit);
     let pod_name = format!("{name}-{unit}");
     let health = unit_health(pod, update_revision, settings.min_ready, now);
     let resume = resume_of(w);
     let forced = matches!(resume, Some(Resume::Force(_))) && record.state == RefreshState::Failed;
+    // Done already, or forced past: only its postUnit hook may be left.
+    let accepted = record.units.contains_key(&unit);
 
-    if record.rollback
-        && let Some(pod) = stuck_pod(sts, pods, record.deleted_pod.as_deref())
-    {
-        return delete_stuck(sts, record, pod, now);
-    }
-    if health != UnitHealth::Done && !forced {
+    if health != UnitHealth::Done && !forced && !accepted {
         if record.state == RefreshState::Failed {
             let reason = record.reason.clone().unwrap_or_default();
             return Action {
@@ -545,16 +795,16 @@ fn step_statefulset(
         let unit_started = record.unit_started.unwrap_or(record.started);
         let waited = elapsed(unit_started, now);
         if health == UnitHealth::CrashLooping {
-            return unhealthy(
-                w,
+            return failed(
+                observed,
                 record,
                 format!("unit {unit} ({pod_name}) is crash-looping"),
                 id,
             );
         }
         if waited > settings.ready_timeout {
-            return unhealthy(
-                w,
+            return failed(
+                observed,
                 record,
                 format!(
                     "unit {unit} ({pod_name}) is not Ready after {}s",
@@ -588,6 +838,14 @@ fn step_statefulset(
     // The unit is refreshed (or the user forced past it).
     let mut record = record;
     record.units.insert(unit, record.to.clone());
+    if let Some(action) = first_closed(
+        &[HookRun::unit(HookKind::PostUnit, unit)],
+        observed,
+        &record,
+        id,
+    ) {
+        return action;
+    }
     if unit == 0 {
         let all_done = (0..replicas).all(|o| {
             unit_health(
@@ -603,6 +861,10 @@ fn step_statefulset(
                 POLL,
             );
         }
+        let post = hooks::post_refresh_runs(&settings.hooks, &settings.releases, &record);
+        if let Some(action) = first_closed(&post, observed, &record, id) {
+            return action;
+        }
         let detail = format!(": all {replicas} units refreshed");
         return completed(record, now, &detail, resume.is_some(), None);
     }
@@ -614,7 +876,10 @@ fn step_statefulset(
         PauseAfter::All => true,
     };
     let resume_cmd = format!("upgrade-guard resume {id}");
-    if hold && resume.is_none() {
+    // The next unit's preUnit hook runs only once the pause is passed.
+    let next_hook = HookRun::unit(HookKind::PreUnit, unit - 1);
+    let next_begun = begun(&next_hook, observed, &record);
+    if hold && resume.is_none() && !next_begun {
         if record.state == RefreshState::Paused {
             return Action {
                 next: Next {
@@ -647,6 +912,9 @@ fn step_statefulset(
         );
     }
 
+    if let Some(action) = first_closed(&[next_hook], observed, &record, id) {
+        return action;
+    }
     let next_unit = unit - 1;
     let (event_reason, message) = match &resume {
         Some(Resume::Force(why)) if forced => (
@@ -668,22 +936,42 @@ fn step_statefulset(
         ),
     };
     record.resumed |= resume.is_some() && settings.pause_after == PauseAfter::First;
-    record.state = moving(&record);
-    record.reason = None;
-    record.partition = Some(next_unit);
-    record.unit_started = Some(now);
-    Action {
-        event: Some(Event {
+    lower_to(
+        record,
+        next_unit,
+        now,
+        Event {
             reason: event_reason,
             message,
             warning: forced,
-        }),
+        },
+        id,
+        resume.is_some(),
+    )
+}
+
+/// Lowers the partition to `unit`: it restarts now.
+fn lower_to(
+    mut record: RefreshRecord,
+    unit: i32,
+    now: jiff::Timestamp,
+    event: Event,
+    id: &str,
+    clear_resume: bool,
+) -> Action {
+    let name = id.rsplit('/').next().unwrap_or_default();
+    record.state = moving(&record);
+    record.reason = None;
+    record.partition = Some(unit);
+    record.unit_started = Some(now);
+    Action {
+        event: Some(event),
         record: Some(record),
-        partition: Some(next_unit),
-        clear_resume: resume.is_some(),
+        partition: Some(unit),
+        clear_resume,
         recheck: Some(Duration::from_secs(1)),
         next: Next {
-            text: format!("refreshing unit {next_unit} ({name}-{next_unit})"),
+            text: format!("refreshing unit {unit} ({name}-{unit})"),
             command: Some(format!("upgrade-guard status {id}")),
         },
         ..Default::default()
@@ -741,7 +1029,24 @@ fn step_deployment(d: &Deployment, observed: &Observed, record: RefreshRecord, i
     let available = status.available_replicas.unwrap_or(0);
     let paused = d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false);
     let resume = resume_of(w);
+    // The webhook paused the Deployment for its preRefresh hook: the
+    // action that marks the hook over lets the rollout go on.
+    if let Some(mut action) = first_closed(
+        &[HookRun::refresh(HookKind::PreRefresh)],
+        observed,
+        &record,
+        id,
+    ) {
+        if paused && action.record.as_ref().is_some_and(|r| !r.hooks.is_empty()) {
+            action.paused = Some(false);
+        }
+        return action;
+    }
     if updated >= replicas && available >= replicas && status.replicas.unwrap_or(0) == replicas {
+        let post = hooks::post_refresh_runs(&settings.hooks, &settings.releases, &record);
+        if let Some(action) = first_closed(&post, observed, &record, id) {
+            return action;
+        }
         return completed(record, now, "", resume.is_some(), paused.then_some(false));
     }
     if paused && resume.is_some() {
@@ -798,8 +1103,8 @@ fn step_deployment(d: &Deployment, observed: &Observed, record: RefreshRecord, i
     let waited = elapsed(record.unit_started.unwrap_or(record.started), now);
     if waited > settings.ready_timeout && updated_ready == 0 && record.state != RefreshState::Failed
     {
-        return unhealthy(
-            w,
+        return failed(
+            observed,
             record,
             format!(
                 "no refreshed pod is Ready after {}s",

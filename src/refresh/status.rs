@@ -2,12 +2,14 @@
 //! next action, from the same observations (and the same step) the
 //! controller uses.
 
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use serde::Serialize;
 
+use super::hooks::{self, HookKind, HookRun, JobState};
 use super::{Next, Observed, Settings, is_ready, pod_at, restarts, revision, step};
 use crate::policy::{PauseAfter, Policy};
-use crate::workload::Workload;
+use crate::workload::{HookMark, RefreshRecord, RefreshState, Workload};
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -24,7 +26,146 @@ pub struct Report {
     pub partition: Option<i32>,
     pub progress_percent: u32,
     pub units: Vec<Unit>,
+    /// Every item of the refresh in order: hooks, units, release steps.
+    pub items: Vec<Item>,
+    /// Items COMPLETED or SKIPPED, of all.
+    pub items_done: usize,
     pub next: Next,
+}
+
+/// One item of a refresh, in the words operators of rolling upgrades know.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Item {
+    pub name: String,
+    pub state: ItemState,
+    /// A hook's Job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ItemState {
+    Pending,
+    InProgress,
+    /// A pause: waiting for `resume`.
+    Holding,
+    HoldingFailed,
+    Completed,
+    Skipped,
+}
+
+impl ItemState {
+    pub fn is_over(self) -> bool {
+        matches!(self, ItemState::Completed | ItemState::Skipped)
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            ItemState::Pending => "PENDING",
+            ItemState::InProgress => "IN_PROGRESS",
+            ItemState::Holding => "HOLDING",
+            ItemState::HoldingFailed => "HOLDING_FAILED",
+            ItemState::Completed => "COMPLETED",
+            ItemState::Skipped => "SKIPPED",
+        }
+    }
+}
+
+/// The refresh as items, each with its state, from the same observations
+/// the step reads: the record (units and hooks over), the partition, and
+/// the hook Jobs.
+pub fn items(observed: &Observed, record: &RefreshRecord) -> Vec<Item> {
+    let (w, settings) = (observed.workload, observed.settings);
+    let has = |kind: HookKind| kind.spec(&settings.hooks).is_some();
+    let hook = |run: HookRun| hook_item(&run, observed, record);
+    let held = |current: bool| match record.state {
+        RefreshState::Completed => ItemState::Completed,
+        _ if !current => ItemState::Pending,
+        RefreshState::Failed => ItemState::HoldingFailed,
+        RefreshState::Paused => ItemState::Holding,
+        _ => ItemState::InProgress,
+    };
+    let mut items = Vec::new();
+    if has(HookKind::PreRefresh) {
+        items.push(hook(HookRun::refresh(HookKind::PreRefresh)));
+    }
+    match (w, w.partition()) {
+        (Workload::StatefulSet(_), Some(partition)) if !w.is_on_delete() => {
+            for unit in (0..w.replicas()).rev() {
+                if has(HookKind::PreUnit) {
+                    items.push(hook(HookRun::unit(HookKind::PreUnit, unit)));
+                }
+                let state = if record.units.contains_key(&unit) || partition < unit {
+                    ItemState::Completed
+                } else {
+                    held(partition == unit)
+                };
+                items.push(Item {
+                    name: format!("unit {unit} ({}-{unit})", w.name()),
+                    state,
+                    job: None,
+                });
+                if has(HookKind::PostUnit) {
+                    items.push(hook(HookRun::unit(HookKind::PostUnit, unit)));
+                }
+            }
+        }
+        _ => {
+            let waiting = items.iter().any(|i: &Item| !i.state.is_over());
+            items.push(Item {
+                name: format!("rollout of {} {}", w.kind(), w.name()),
+                state: held(!waiting),
+                job: None,
+            });
+        }
+    }
+    let post = hooks::post_refresh_runs(&settings.hooks, &settings.releases, record);
+    items.extend(post.into_iter().map(hook));
+    // A failed hook is the item that holds; the unit beside it is not.
+    if items
+        .iter()
+        .any(|i| i.job.is_some() && i.state == ItemState::HoldingFailed)
+    {
+        for item in items.iter_mut().filter(|i| i.job.is_none()) {
+            if item.state == ItemState::HoldingFailed {
+                item.state = ItemState::InProgress;
+            }
+        }
+    }
+    items
+}
+
+fn hook_item(run: &HookRun, observed: &Observed, record: &RefreshRecord) -> Item {
+    let wanted = super::wanted_job(run, observed, record);
+    let job = wanted.as_ref().and_then(|j| j.metadata.name.clone());
+    let state = match (record.hooks.get(&run.key()), &wanted) {
+        (Some(HookMark::Completed), _) => ItemState::Completed,
+        (Some(HookMark::Skipped), _) => ItemState::Skipped,
+        (None, _) if !record.is_active() => ItemState::Skipped,
+        (None, None) => ItemState::Pending,
+        (None, Some(wanted)) => {
+            let found = hooks::find(observed.jobs, job.as_deref().unwrap_or_default());
+            match hooks::job_state(found, wanted) {
+                JobState::Missing | JobState::Deleting => ItemState::Pending,
+                JobState::Complete => ItemState::Completed,
+                JobState::Running { since }
+                    if super::elapsed(since, observed.now) <= observed.settings.hook_timeout() =>
+                {
+                    ItemState::InProgress
+                }
+                JobState::Running { .. } | JobState::Failed(_) | JobState::Foreign => {
+                    ItemState::HoldingFailed
+                }
+            }
+        }
+    };
+    Item {
+        name: run.title(),
+        state,
+        job,
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -55,6 +196,7 @@ fn pause_name(p: PauseAfter) -> &'static str {
 pub fn report(
     w: &Workload,
     pods: &[Pod],
+    jobs: &[Job],
     policy: Option<&Policy>,
     now: jiff::Timestamp,
 ) -> Option<Report> {
@@ -63,16 +205,19 @@ pub fn report(
         Err(e) => return Some(unreadable(w, &e)),
     };
     let settings = policy.map(|p| Settings::of(p, w));
-    let next = match &settings {
-        Some(settings) => {
-            step(&Observed {
-                workload: w,
-                pods,
-                settings,
-                now,
-            })
-            .next
-        }
+    let observed = settings.as_ref().map(|settings| Observed {
+        workload: w,
+        pods,
+        jobs,
+        settings,
+        now,
+    });
+    let items = observed
+        .as_ref()
+        .map(|o| items(o, &record))
+        .unwrap_or_default();
+    let next = match &observed {
+        Some(observed) => step(observed).next,
         None => Next {
             text: "no UpgradePolicy governs it where this command looked (the cluster's, and --policies): versions and the next action are not judged".into(),
             command: None,
@@ -144,6 +289,8 @@ pub fn report(
             100
         },
         units,
+        items_done: items.iter().filter(|i| i.state.is_over()).count(),
+        items,
         next,
     })
 }
@@ -161,6 +308,8 @@ fn unreadable(w: &Workload, e: &serde_json::Error) -> Report {
         partition: w.partition(),
         progress_percent: 0,
         units: Vec::new(),
+        items: Vec::new(),
+        items_done: 0,
         next: Next {
             text: format!("the upgradeguard.io/refresh record cannot be read: {e}"),
             command: None,
@@ -203,6 +352,21 @@ pub fn text(reports: &[Report]) -> String {
                 u.restarts,
                 if u.next { " ← restarts next" } else { "" }
             ));
+        }
+        if !r.items.is_empty() {
+            out.push_str(&format!(
+                "  ITEM ({} of {} done)                    STATE           JOB\n",
+                r.items_done,
+                r.items.len()
+            ));
+            for item in &r.items {
+                out.push_str(&format!(
+                    "  {:<40} {:<15} {}\n",
+                    item.name,
+                    item.state.as_str(),
+                    item.job.as_deref().unwrap_or("-")
+                ));
+            }
         }
         out.push_str(&format!("  next: {}\n", r.next.text));
         if let Some(command) = &r.next.command {

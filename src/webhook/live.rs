@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use arc_swap::ArcSwap;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -34,6 +35,9 @@ pub struct LiveCluster {
     deployments: Store<Deployment>,
     claims: Store<PersistentVolumeClaim>,
     pods: Store<Pod>,
+    /// Hook Jobs only (label `upgradeguard.io/workload`); read by the
+    /// refresh controller, not by decisions.
+    jobs: Store<Job>,
 }
 
 impl LiveCluster {
@@ -83,6 +87,35 @@ impl LiveCluster {
     }
 }
 
+impl LiveCluster {
+    /// The cached hook Jobs of a workload.
+    pub fn jobs_of(&self, w: &Workload) -> Vec<Job> {
+        let label = crate::refresh::hooks::bounded_name(w.name());
+        self.jobs
+            .state()
+            .into_iter()
+            .filter(|j| j.metadata.namespace.as_deref() == Some(w.namespace()))
+            .filter(|j| {
+                j.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(crate::refresh::hooks::WORKLOAD_LABEL))
+                    == Some(&label)
+            })
+            .map(|j| (*j).clone())
+            .collect()
+    }
+
+    /// Whether the hook Jobs are listed (waiting at most `wait`): before
+    /// that, a Job that exists would look missing.
+    pub async fn jobs_ready(&self, wait: std::time::Duration) -> bool {
+        matches!(
+            tokio::time::timeout(wait, self.jobs.wait_until_ready()).await,
+            Ok(Ok(()))
+        )
+    }
+}
+
 impl ClusterView for LiveCluster {
     fn workload(&self, kind: WorkloadKind, namespace: &str, name: &str) -> Option<Workload> {
         match kind {
@@ -123,10 +156,17 @@ pub fn start(
     ready: Arc<AtomicBool>,
     crd_missing: Gauge<i64, AtomicI64>,
 ) -> LiveCluster {
-    let statefulsets = watch(Api::<StatefulSet>::all(client.clone()), |_| {});
-    let deployments = watch(Api::<Deployment>::all(client.clone()), |_| {});
-    let claims = watch(Api::<PersistentVolumeClaim>::all(client.clone()), |_| {});
-    let pods = watch(Api::<Pod>::all(client.clone()), trim_pod);
+    let all = watcher::Config::default;
+    let statefulsets = watch(Api::<StatefulSet>::all(client.clone()), all(), |_| {});
+    let deployments = watch(Api::<Deployment>::all(client.clone()), all(), |_| {});
+    let claims = watch(
+        Api::<PersistentVolumeClaim>::all(client.clone()),
+        all(),
+        |_| {},
+    );
+    let pods = watch(Api::<Pod>::all(client.clone()), all(), trim_pod);
+    let hooks = all().labels(crate::refresh::hooks::WORKLOAD_LABEL);
+    let jobs = watch(Api::<Job>::all(client.clone()), hooks, trim_job);
 
     let resource = policy_resource();
     let writer = reflector::store::Writer::<DynamicObject>::new(resource.clone());
@@ -177,6 +217,7 @@ pub fn start(
         deployments,
         claims,
         pods,
+        jobs,
     };
     let waiting = view.clone();
     tokio::spawn(async move {
@@ -214,15 +255,28 @@ pub fn trim_pod(pod: &mut Pod) {
     }
 }
 
+/// What the cache keeps of a hook Job: all but its containers' environment
+/// (a policy may write credentials inline), which no decision reads.
+pub fn trim_job(job: &mut Job) {
+    let Some(pod) = job.spec.as_mut().and_then(|s| s.template.spec.as_mut()) else {
+        return;
+    };
+    let init = pod.init_containers.iter_mut().flatten();
+    for c in pod.containers.iter_mut().chain(init) {
+        c.env = None;
+        c.env_from = None;
+    }
+}
+
 /// A reflector whose store drops managedFields (often half an object) and
 /// whatever `trim` drops.
-fn watch<K>(api: Api<K>, trim: fn(&mut K)) -> Store<K>
+fn watch<K>(api: Api<K>, config: watcher::Config, trim: fn(&mut K)) -> Store<K>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
     let (reader, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default())
+    let stream = watcher(api, config)
         .default_backoff()
         .modify(move |o| {
             o.managed_fields_mut().clear();

@@ -152,5 +152,8 @@ pub fn refresh_settings(
         ready_timeout: std::time::Duration::from_secs(600),
         min_ready: std::time::Duration::from_secs(10),
         min_available: None,
+        on_failure: Default::default(),
+        hooks: Default::default(),
+        releases: Vec::new(),
     }
 }
