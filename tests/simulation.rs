@@ -6,7 +6,10 @@
 //! recreated on the update revision at ordinal ≥ partition, the current one
 //! below. Pods become Ready after a delay, or crash when told. Paused tokio
 //! time. The webhook starts the refresh (and a rollback) through `decide`;
-//! the controller's step drives it.
+//! the controller's step drives it. Hook Jobs run in a model of the Job
+//! controller: Complete a while after they are created, or Failed when
+//! told; an automatic rollback's patch goes through the webhook as
+//! upgrade-guard's own identity, as the API server would send it.
 
 mod common;
 
@@ -14,15 +17,25 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::*;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 use tokio::time::Instant;
-use upgrade_guard::decide::{self, Change, NoCluster};
-use upgrade_guard::policy::PauseAfter;
+use upgrade_guard::decide::{self, Change, NoCluster, Requester};
+use upgrade_guard::policy::{PauseAfter, PolicySet};
 use upgrade_guard::refresh::{Action, Observed, Settings, step};
 use upgrade_guard::workload::{RefreshRecord, RefreshState, Workload};
 
 const READY_AFTER: Duration = Duration::from_secs(30);
+/// How long a hook Job runs before the Job controller says Complete.
+const JOB_RUNS: Duration = Duration::from_secs(20);
+
+struct SimJob {
+    job: Job,
+    created: Instant,
+    /// The Job controller marks it Failed instead.
+    fails: bool,
+}
 
 struct SimPod {
     revision: String,
@@ -42,6 +55,11 @@ struct Model {
     uids: u64,
     /// The executor's pod deletes are dropped (the controller as it was).
     ignore_deletes: bool,
+    /// The policies the webhook decides with.
+    policies: PolicySet,
+    jobs: Vec<SimJob>,
+    /// Jobs whose name starts with one of these fail, once each.
+    failing_jobs: BTreeSet<String>,
 }
 
 fn revision_of(sts: &Value) -> String {
@@ -81,6 +99,9 @@ impl Model {
             t0: "2026-11-21T10:00:00Z".parse().unwrap(),
             uids: 5,
             ignore_deletes: false,
+            policies: policies(),
+            jobs: Vec::new(),
+            failing_jobs: BTreeSet::new(),
         };
         model.reconcile();
         model
@@ -210,7 +231,7 @@ impl Model {
                 old,
                 new: of(new.clone()),
             },
-            &policies(),
+            &self.policies,
             &NoCluster,
             self.now(),
         );
@@ -227,8 +248,84 @@ impl Model {
         self.sts["metadata"]["annotations"][key] = json!(value);
     }
 
+    /// The hook Jobs as the Job controller leaves them now.
+    fn jobs(&self) -> Vec<Job> {
+        self.jobs
+            .iter()
+            .map(|j| {
+                let mut job = serde_json::to_value(&j.job).unwrap();
+                job["metadata"]["creationTimestamp"] = json!(self.at(j.created).to_string());
+                if Instant::now() >= j.created + JOB_RUNS {
+                    let kind = if j.fails { "Failed" } else { "Complete" };
+                    job["status"] = json!({"conditions": [{"type": kind, "status": "True", "reason": if j.fails { "BackoffLimitExceeded" } else { "Completed" }}]});
+                }
+                serde_json::from_value(job).unwrap()
+            })
+            .collect()
+    }
+
+    /// What `upgrade-guard retry` does: the failed Job deleted.
+    fn retry(&mut self) {
+        self.jobs.retain(|j| !j.fails);
+    }
+
+    /// The controller's own patch of the template (an automatic rollback),
+    /// through the webhook as its own identity.
+    fn restore(&mut self, images: &std::collections::BTreeMap<String, String>) {
+        let old = self.workload();
+        let mut new = self.sts.clone();
+        for container in new["spec"]["template"]["spec"]["containers"]
+            .as_array_mut()
+            .unwrap()
+        {
+            if let Some(image) = images.get(container["name"].as_str().unwrap()) {
+                container["image"] = json!(image);
+            }
+        }
+        let me = Requester {
+            is_self: true,
+            ..Default::default()
+        };
+        let change = Change::Update {
+            old,
+            new: of(new.clone()),
+        };
+        let verdict = decide::decide_as(&change, &self.policies, &NoCluster, self.now(), &me);
+        assert!(
+            verdict.allowed,
+            "the webhook admits the automatic rollback: {}",
+            verdict.reason
+        );
+        json_patch::patch(&mut new, &verdict.patch).unwrap();
+        new["metadata"]["generation"] =
+            json!(self.sts["metadata"]["generation"].as_i64().unwrap() + 1);
+        self.sts = new;
+    }
+
     /// What the executor does.
     fn apply(&mut self, action: &Action) {
+        if let Some(job) = &action.create_job {
+            let name = job.metadata.name.clone().unwrap();
+            let fails = match self
+                .failing_jobs
+                .iter()
+                .find(|p| name.starts_with(p.as_str()))
+            {
+                Some(prefix) => {
+                    let prefix = prefix.clone();
+                    self.failing_jobs.remove(&prefix)
+                }
+                None => false,
+            };
+            self.jobs.push(SimJob {
+                job: *job.clone(),
+                created: Instant::now(),
+                fails,
+            });
+        }
+        if !action.restore_images.is_empty() {
+            self.restore(&action.restore_images);
+        }
         if let Some(record) = &action.record {
             self.annotate(
                 "upgradeguard.io/refresh",
@@ -275,11 +372,11 @@ async fn drive(model: &mut Model, settings: &Settings, resume_holds: bool) -> Ve
     let mut events = Vec::new();
     for _ in 0..2000 {
         model.reconcile();
-        let (w, pods) = (model.workload(), model.pods());
+        let (w, pods, jobs) = (model.workload(), model.pods(), model.jobs());
         let action = step(&Observed {
             workload: &w,
             pods: &pods,
-            jobs: &[],
+            jobs: &jobs,
             settings,
             now: model.now(),
         });
@@ -288,7 +385,15 @@ async fn drive(model: &mut Model, settings: &Settings, resume_holds: bool) -> Ve
                 .partition
                 .map(|p| format!(":{}", p + 1))
                 .unwrap_or_default();
-            events.push(format!("{}{unit}", e.reason));
+            let job = action
+                .create_job
+                .as_ref()
+                .map(|j| {
+                    let name = j.metadata.name.clone().unwrap();
+                    format!(":{}", &name[..name.len() - 9])
+                })
+                .unwrap_or_default();
+            events.push(format!("{}{unit}{job}", e.reason));
         }
         model.apply(&action);
         let record = model.record();
@@ -484,4 +589,187 @@ async fn a_restarted_controller_carries_on_from_the_cluster_alone() {
         "no second start: {events:?}"
     );
     assert!(all_on(&model, "db-1.8.0"));
+}
+
+// ---- Hooks, a failing hook and retry, automatic rollback. ----
+
+/// semver-db with hooks (each a one-container Job) and `onFailure`.
+fn hooked(hooks: &[&str], on_failure: &str) -> PolicySet {
+    let hooks: String = hooks
+        .iter()
+        .map(|h| format!("      {h}: {{template: {{spec: {{restartPolicy: Never, containers: [{{name: h, image: 'tools:1'}}]}}}}}}\n"))
+        .collect();
+    policy_text(&format!(
+        "apiVersion: upgradeguard.io/v1alpha1
+kind: UpgradePolicy
+metadata: {{name: semver-db}}
+spec:
+  selector: {{matchLabels: {{app.kubernetes.io/name: db}}}}
+  containers: [db]
+  track: major
+  step: minor
+  releases: [1.7.0, 1.7.3, 1.8.0]
+  refresh:
+    pauseAfter: none
+    onFailure: {on_failure}
+    hooks:
+{hooks}"
+    ))
+}
+
+fn hooked_settings(model: &Model) -> Settings {
+    let w = model.workload();
+    Settings::of(model.policies.select(&w).unwrap(), &w)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_whole_refresh_with_hooks_runs_each_job_in_order_around_the_partitions() {
+    let mut model = Model::new();
+    model.policies = hooked(
+        &["preRefresh", "preUnit", "postUnit", "postRefresh"],
+        "hold",
+    );
+    assert!(model.set_image("1.8.0").allowed);
+    assert_eq!(model.partition(), 5, "held until the hooks ran");
+    let s = hooked_settings(&model);
+    let events = drive(&mut model, &s, false).await;
+    let mut expected = vec![
+        "RefreshStarted".to_string(),
+        "HookStarted:db-pre-refresh".into(),
+        "HookCompleted".into(),
+    ];
+    for unit in (0..5).rev() {
+        expected.push(format!("HookStarted:db-pre-unit-{unit}"));
+        expected.push("HookCompleted".into());
+        expected.push(if unit == 4 {
+            "UnitRefreshing:5".into()
+        } else {
+            format!("UnitRefreshed:{}", unit + 1)
+        });
+        expected.push(format!("HookStarted:db-post-unit-{unit}"));
+        expected.push("HookCompleted".into());
+    }
+    for step in 0..2 {
+        expected.push(format!("HookStarted:db-post-refresh-{step}"));
+        expected.push("HookCompleted".into());
+    }
+    expected.push("RefreshCompleted".into());
+    assert_eq!(events, expected);
+    assert!(all_on(&model, "db-1.8.0"));
+    assert_eq!(model.jobs.len(), 1 + 5 + 5 + 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_hook_holds_the_refresh_until_retry_runs_it_again() {
+    let mut model = Model::new();
+    model.policies = hooked(&["postUnit"], "hold");
+    let s = hooked_settings(&model);
+    model.set_image("1.8.0");
+    let job = |unit: i32| {
+        let w = model.workload();
+        let run = upgrade_guard::refresh::hooks::HookRun::unit(
+            upgrade_guard::refresh::hooks::HookKind::PostUnit,
+            unit,
+        );
+        upgrade_guard::refresh::hooks::job_name(&w, &model.record(), &run)
+    };
+    let failing = job(3);
+    model.failing_jobs.insert(failing.clone());
+    let events = drive(&mut model, &s, false).await;
+    assert_eq!(
+        events,
+        [
+            "RefreshStarted",
+            "HookStarted:db-post-unit-4",
+            "HookCompleted",
+            "UnitRefreshed:4",
+            "HookStarted:db-post-unit-3",
+            "HookFailed",
+        ]
+    );
+    assert_eq!(model.record().state, RefreshState::Failed);
+    assert_eq!(model.partition(), 3, "unit 2 waits");
+    // Held: a minute later nothing has moved.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    model.reconcile();
+    assert_eq!(model.partition(), 3);
+
+    model.retry();
+    let events = drive(&mut model, &s, false).await;
+    assert_eq!(events[0], "HookStarted:db-post-unit-3", "{events:?}");
+    assert_eq!(events.last().map(String::as_str), Some("RefreshCompleted"));
+    let runs = model
+        .jobs
+        .iter()
+        .filter(|j| j.job.metadata.name.as_deref() == Some(&failing))
+        .count();
+    assert_eq!(runs, 1, "the failed Job was deleted and made again once");
+    assert!(all_on(&model, "db-1.8.0"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_failure_rollback_undoes_a_crash_looping_refresh_by_itself() {
+    let mut model = Model::new();
+    model.policies = hooked(&["preUnit"], "rollback");
+    let s = hooked_settings(&model);
+    model.crash = Some((BTreeSet::from([3]), "1.8.0".into()));
+    model.set_image("1.8.0");
+    let events = drive(&mut model, &s, false).await;
+    assert_eq!(
+        events,
+        [
+            "RefreshStarted",
+            "HookStarted:db-pre-unit-4",
+            "HookCompleted",
+            "UnitRefreshing:5",
+            "HookStarted:db-pre-unit-3",
+            "HookCompleted",
+            "UnitRefreshed:4",
+            "AutomaticRollback",
+            "RefreshRolledBack",
+            "StuckPodDeleted",
+            "HookStarted:db-pre-unit-4",
+            "HookCompleted",
+            "UnitRefreshing:5",
+            "HookStarted:db-pre-unit-3",
+            "HookCompleted",
+            "UnitRefreshed:4",
+            "HookStarted:db-pre-unit-2",
+            "HookCompleted",
+            "UnitRefreshed:3",
+            "HookStarted:db-pre-unit-1",
+            "HookCompleted",
+            "UnitRefreshed:2",
+            "HookStarted:db-pre-unit-0",
+            "HookCompleted",
+            "UnitRefreshed:1",
+            "RefreshCompleted",
+        ]
+    );
+    let r = model.record();
+    assert!(r.rollback && r.automatic && r.state == RefreshState::Completed);
+    assert!(all_on(&model, "db-1.7.0"));
+    assert!(model.pods.values().all(|p| !p.crashing));
+    // The rollback's hooks knew it was one.
+    let rollback_jobs: Vec<&SimJob> = model.jobs.iter().skip(2).collect();
+    assert_eq!(rollback_jobs.len(), 5);
+    for j in rollback_jobs {
+        let env = &j
+            .job
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .env;
+        assert!(
+            env.iter()
+                .flatten()
+                .any(|e| e.name == "UG_ROLLBACK" && e.value.as_deref() == Some("true")),
+            "{env:?}"
+        );
+    }
 }
