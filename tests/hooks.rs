@@ -855,3 +855,14 @@ fn policies_refuse_hooks_the_api_server_would_refuse_and_contradictions() {
         assert!(err.starts_with("p.yaml"), "{err}");
     }
 }
+
+#[test]
+fn with_no_recorded_container_left_in_the_template_a_failure_holds_instead() {
+    let r = record(json!({"partition": 2, "images": {"server": "db:1.7.0"}}));
+    let mut world = World::statefulset(3, 2, r, rollback_policy(&[]));
+    world.pods[2] = crashing(2);
+    let a = world.step(30);
+    assert_eq!(event(&a), "UnitUnhealthy");
+    assert!(a.restore_images.is_empty());
+    assert_eq!(a.record.unwrap().state, RefreshState::Failed);
+}

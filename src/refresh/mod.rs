@@ -406,10 +406,17 @@ fn moving(record: &RefreshRecord) -> RefreshState {
 /// A unit or hook failed: with `onFailure: rollback` (and not already in a
 /// rollback) the controller rolls back itself; otherwise the refresh holds.
 fn failed(observed: &Observed, record: RefreshRecord, reason: String, id: &str) -> Action {
-    if observed.settings.on_failure == OnFailure::Rollback
-        && !record.rollback
-        && !record.images.is_empty()
-    {
+    // Only images of containers still in the template can be put back.
+    let restorable = observed
+        .workload
+        .template()
+        .and_then(|t| t.spec.as_ref())
+        .is_some_and(|s| {
+            s.containers
+                .iter()
+                .any(|c| record.images.contains_key(&c.name))
+        });
+    if observed.settings.on_failure == OnFailure::Rollback && !record.rollback && restorable {
         return roll_back(record, reason);
     }
     unhealthy(observed.workload, record, reason, id)
