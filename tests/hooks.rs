@@ -866,3 +866,34 @@ fn with_no_recorded_container_left_in_the_template_a_failure_holds_instead() {
     assert!(a.restore_images.is_empty());
     assert_eq!(a.record.unwrap().state, RefreshState::Failed);
 }
+
+#[test]
+fn the_freeze_lasts_while_the_hooks_after_the_units_run_at_partition_zero() {
+    use upgrade_guard::decide::Snapshot;
+    use upgrade_guard::workload::WorkloadKind;
+    // Every unit refreshed (partition 0, the status settled), the
+    // migrations still to run: the record is active.
+    let world = World::statefulset(
+        3,
+        0,
+        record(json!({"partition": 0, "units": {"0": "1.8.0", "1": "1.8.0", "2": "1.8.0"}})),
+        policy(&["postRefresh"], ""),
+    );
+    let mut live = world.object.clone();
+    live["status"] = json!({"replicas": 3, "readyReplicas": 3, "updatedReplicas": 3, "currentReplicas": 3,
+        "observedGeneration": 2, "currentRevision": "new", "updateRevision": "new"});
+    let scale = Change::Scale {
+        kind: WorkloadKind::StatefulSet,
+        namespace: "shop".into(),
+        name: "db".into(),
+        from: 3,
+        to: 5,
+    };
+    for (hooks, frozen) in [(&["postRefresh"][..], true), (&[][..], false)] {
+        let set = PolicySet::new(vec![policy(hooks, "")]).unwrap();
+        let mut cluster = Snapshot::default();
+        cluster.insert_workload(of(live.clone()));
+        let v = decide_as(&scale, &set, &cluster, now(), &Requester::default());
+        assert_eq!(!v.allowed, frozen, "hooks {hooks:?}: {}", v.reason);
+    }
+}

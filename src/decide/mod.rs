@@ -312,7 +312,7 @@ fn decide_scale(
     let Some(policy) = policies.select(&live) else {
         return Verdict::allow();
     };
-    let refresh = RefreshView::of(&live);
+    let refresh = RefreshView::of(&live, policy);
     if !refresh.in_progress {
         return Verdict {
             allowed: true,
@@ -452,7 +452,7 @@ struct RefreshView {
 }
 
 impl RefreshView {
-    fn of(old: &Workload) -> Self {
+    fn of(old: &Workload, policy: &Policy) -> Self {
         let mut warnings = Vec::new();
         let record = match old.refresh_record() {
             Some(Ok(r)) => Some(r),
@@ -470,7 +470,13 @@ impl RefreshView {
         let active = record.as_ref().is_some_and(RefreshRecord::is_active);
         // Our record keeps the freeze while the partition holds units back or
         // the controller has not yet seen the change that started it.
-        let held = active && (old.partition().is_some_and(|p| p > 0) || old.status_is_stale());
+        // Hooks after the units (the last unit's postUnit, the migrations)
+        // run at partition 0: the freeze lasts until the record completes.
+        let held = active
+            && (old.partition().is_some_and(|p| p > 0)
+                || old.status_is_stale()
+                || policy.hooks.post_unit.is_some()
+                || policy.hooks.post_refresh.is_some());
         RefreshView {
             in_progress: old.status_shows_rollout() || held,
             record: record.filter(RefreshRecord::is_active),
@@ -519,7 +525,7 @@ fn decide_update(
     requester: &Requester,
 ) -> Verdict {
     let overrides = &requester.overrides;
-    let refresh = RefreshView::of(old);
+    let refresh = RefreshView::of(old, policy);
     let mut verdict = Verdict {
         allowed: true,
         policy: Some(policy.id()),
