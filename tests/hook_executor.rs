@@ -4,9 +4,12 @@
 //! delete a hook's Job for a retry, and that put images back for an
 //! automatic rollback; and which answers are a conflict.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use common::api_server::*;
 use http::{Request, Response};
 use k8s_openapi::api::batch::v1::JobSpec;
 use kube::client::Body;
@@ -17,8 +20,6 @@ use upgrade_guard::refresh::executor::{self, Outcome};
 use upgrade_guard::refresh::hooks::{self, HookKind, HookRun};
 use upgrade_guard::workload::{RefreshRecord, Workload};
 
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
-
 const UID: &str = "7d3c52a4-1f0e-4b8e-9a51-0c6f2d9e8b10";
 const STS: &str = "/apis/apps/v1/namespaces/shop/statefulsets/db";
 const JOBS: &str = "/apis/batch/v1/namespaces/shop/jobs";
@@ -28,89 +29,9 @@ const RECORD: &str = r#"{"from":"1.7.0","to":"1.8.0","started":"2026-11-21T19:00
 const MOVING: &str = r#"{"from":"1.7.0","to":"1.8.0","started":"2026-11-21T19:00:00Z","state":"RollingOut","partition":4}"#;
 const TIMEOUT: Duration = Duration::from_secs(600);
 
-/// One expected request and the answer to give.
-struct Call {
-    method: &'static str,
-    path_and_query: String,
-    /// The exact content type and JSON body expected, when checked.
-    body: Option<(&'static str, Value)>,
-    status: u16,
-    reply: Value,
-}
-
-fn call(method: &'static str, path_and_query: &str, status: u16, reply: Value) -> Call {
-    Call {
-        method,
-        path_and_query: path_and_query.into(),
-        body: None,
-        status,
-        reply,
-    }
-}
-
-impl Call {
-    fn with_body(mut self, content_type: &'static str, body: Value) -> Call {
-        self.body = Some((content_type, body));
-        self
-    }
-}
-
-/// Plays the API server: each call in order (each must come within 5 s),
-/// then no more requests.
-async fn scenario(mut handle: Handle, calls: Vec<Call>) {
-    for expected in calls {
-        let (request, respond) =
-            tokio::time::timeout(Duration::from_secs(5), handle.next_request())
-                .await
-                .unwrap_or_else(|_| {
-                    panic!(
-                        "expected {} {} never came",
-                        expected.method, expected.path_and_query
-                    )
-                })
-                .expect("the client went away");
-        assert_eq!(request.method().as_str(), expected.method);
-        assert_eq!(
-            request.uri().path_and_query().unwrap().as_str(),
-            expected.path_and_query
-        );
-        let content_type = request
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_string());
-        let bytes = http_body_util::BodyExt::collect(request.into_body())
-            .await
-            .unwrap()
-            .to_bytes();
-        if let Some((wanted_type, body)) = expected.body {
-            assert_eq!(content_type.as_deref(), Some(wanted_type));
-            assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap(), body);
-        }
-        respond.send_response(
-            Response::builder()
-                .status(expected.status)
-                .body(Body::from(serde_json::to_vec(&expected.reply).unwrap()))
-                .unwrap(),
-        );
-    }
-    let extra = tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await;
-    if let Ok(Some((request, _))) = extra {
-        panic!(
-            "an unexpected extra request: {} {}",
-            request.method(),
-            request.uri()
-        );
-    }
-}
-
 fn mock() -> (kube::Client, Handle) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     (kube::Client::new(service, "default"), handle)
-}
-
-fn status(code: u16, reason: &str, message: &str) -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-        "reason": reason, "code": code, "message": message})
 }
 
 /// shop/db: 5 replicas at partition 4, container `db` on 1.8.0, carrying
@@ -223,9 +144,7 @@ fn record_patch() -> Call {
         200,
         db_value(),
     )
-    .with_body(
-        "application/json-patch+json",
-        json!([
+    .with_body(json!([
             {"op": "test", "path": "/metadata/annotations/upgradeguard.io~1refresh", "value": RECORD},
             {"op": "replace", "path": "/metadata/annotations/upgradeguard.io~1refresh", "value": MOVING},
         ]),
@@ -239,7 +158,7 @@ fn job_post(body: Value, status: u16, reply: Value) -> Call {
         status,
         reply,
     )
-    .with_body("application/json", body)
+    .with_body(body)
 }
 
 #[tokio::test]
@@ -347,10 +266,7 @@ fn job_delete(status: u16, reply: Value) -> Call {
         status,
         reply,
     )
-    .with_body(
-        "application/json",
-        json!({"propagationPolicy": "Background", "preconditions": {"uid": "job-uid-1"}}),
-    )
+    .with_body(json!({"propagationPolicy": "Background", "preconditions": {"uid": "job-uid-1"}}))
 }
 
 #[tokio::test]
@@ -455,7 +371,7 @@ async fn restoring_images_is_one_guarded_patch_of_the_workload() {
         200,
         db_value(),
     )
-    .with_body("application/json-patch+json", rollback_ops());
+    .with_body(rollback_ops());
     let server = tokio::spawn(scenario(handle, vec![patch]));
     let outcome = executor::execute(&client, None, &w, &action).await.unwrap();
     server.await.unwrap();

@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::time::Duration;
-
+use common::api_server::*;
 use common::*;
 use http::{Request, Response};
 use kube::client::Body;
@@ -16,85 +15,10 @@ use upgrade_guard::refresh::executor::{self, Outcome};
 use upgrade_guard::refresh::{Action, Event, PodRef};
 use upgrade_guard::workload::{RefreshRecord, Workload};
 
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
-
-/// One expected request and the answer to give.
-struct Call {
-    method: &'static str,
-    path_and_query: String,
-    /// The exact JSON body expected, when there is one to check.
-    body: Option<Value>,
-    status: u16,
-    reply: Value,
-}
-
-fn call(method: &'static str, path_and_query: &str, status: u16, reply: Value) -> Call {
-    Call {
-        method,
-        path_and_query: path_and_query.into(),
-        body: None,
-        status,
-        reply,
-    }
-}
-
-/// Plays the API server: each call in order, then no more requests.
-async fn scenario(mut handle: Handle, calls: Vec<Call>) {
-    for expected in calls {
-        let (request, respond) =
-            tokio::time::timeout(Duration::from_secs(5), handle.next_request())
-                .await
-                .unwrap_or_else(|_| {
-                    panic!(
-                        "expected {} {} never came",
-                        expected.method, expected.path_and_query
-                    )
-                })
-                .expect("the client went away");
-        assert_eq!(request.method().as_str(), expected.method);
-        assert_eq!(
-            request.uri().path_and_query().unwrap().as_str(),
-            expected.path_and_query
-        );
-        let content_type = request
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_string());
-        let bytes = http_body_util::BodyExt::collect(request.into_body())
-            .await
-            .unwrap()
-            .to_bytes();
-        if let Some(body) = expected.body {
-            let wanted = match (expected.method, body.is_array()) {
-                ("PATCH", true) => "application/json-patch+json",
-                ("PATCH", false) => "application/merge-patch+json",
-                _ => "application/json",
-            };
-            assert_eq!(content_type.as_deref(), Some(wanted));
-            assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap(), body);
-        }
-        respond.send_response(
-            Response::builder()
-                .status(expected.status)
-                .body(Body::from(serde_json::to_vec(&expected.reply).unwrap()))
-                .unwrap(),
-        );
-    }
-    let extra = tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await;
-    assert!(
-        extra.is_err() || extra.unwrap().is_none(),
-        "an unexpected extra request"
-    );
-}
-
 fn mock() -> (Cluster, Handle) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "default");
     (Cluster::new(client, "https://10.0.0.1:6443"), handle)
-}
-
-fn status(code: u16, reason: &str, message: &str) -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code, "message": message})
 }
 
 /// The guard every write of a refresh carries: the record as it was read.

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod api_server;
 pub mod tls_client;
 
 use std::path::{Path, PathBuf};
