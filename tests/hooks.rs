@@ -897,3 +897,34 @@ fn the_freeze_lasts_while_the_hooks_after_the_units_run_at_partition_zero() {
         assert_eq!(!v.allowed, frozen, "hooks {hooks:?}: {}", v.reason);
     }
 }
+
+#[test]
+fn a_job_of_that_name_with_other_env_values_is_not_a_hook_that_ran_either() {
+    let p = policy(&["preRefresh"], "");
+    let mut world = World::statefulset(3, 3, record(json!({"partition": 3})), p);
+    let a = world.step(0);
+    let made = serde_json::to_value(a.create_job.as_ref().unwrap().as_ref()).unwrap();
+    let env = made["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let to = env.iter().position(|e| e["name"] == "UG_TO").unwrap();
+    let mut forged = made.clone();
+    forged["spec"]["template"]["spec"]["containers"][0]["env"][to]["value"] = json!("1.7.0");
+    forged["status"] = json!({"conditions": [{"type": "Complete", "status": "True"}]});
+    world.jobs.push(serde_json::from_value(forged).unwrap());
+    let a = world.step(10);
+    assert_eq!(event(&a), "HookFailed");
+    assert!(a.next.text.contains("did not make"), "{}", a.next.text);
+
+    // The Job as upgrade-guard made it, with what the API server adds
+    // (defaulted container fields, the Job controller's labels), is its own.
+    let mut own = made;
+    own["spec"]["template"]["spec"]["containers"][0]["terminationMessagePath"] =
+        json!("/dev/termination-log");
+    own["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = json!("IfNotPresent");
+    own["spec"]["template"]["metadata"]["labels"]["batch.kubernetes.io/job-name"] = json!("x");
+    own["status"] = json!({"conditions": [{"type": "Complete", "status": "True"}]});
+    world.jobs = vec![serde_json::from_value(own).unwrap()];
+    assert_eq!(event(&world.step(20)), "HookCompleted");
+}

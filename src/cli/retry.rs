@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use super::cluster::{self, ClusterArgs};
 use super::{Common, Error};
 use crate::refresh::executor::{self, Outcome};
-use crate::refresh::status::ItemState;
+use crate::refresh::status::{self, ItemState};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -28,9 +28,11 @@ pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
         let (ns, name) = cluster::target(&args.target)?;
         let w = cluster::find(&cluster, &ns, &name).await?;
         let what = format!("{} {ns}/{name}", w.kind());
-        let reports =
-            super::status::gather(&cluster, Some(&args.target), &policies, common.now()).await?;
-        let failed = reports
+        let pods = cluster::pods(&cluster, &w).await?;
+        let jobs = cluster::jobs(&cluster, &w).await?;
+        // The same items `status` shows: the failed hook and its Job.
+        let report = status::report(&w, &pods, &jobs, policies.select(&w), common.now());
+        let failed = report
             .iter()
             .flat_map(|r| &r.items)
             .find(|i| i.state == ItemState::HoldingFailed && i.job.is_some());
@@ -39,12 +41,15 @@ pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
                 "{what}: no failed hook to run again (`upgrade-guard status {ns}/{name}` shows the refresh)"
             )));
         };
-        let jobs = cluster::jobs(&cluster, &w).await?;
         let uid = jobs
             .iter()
             .find(|j| j.metadata.name.as_deref() == Some(job_name))
             .and_then(|j| j.metadata.uid.clone())
-            .ok_or_else(|| Error::Io(format!("{what}: the Job {job_name} is gone already; the controller runs it again")))?;
+            .ok_or_else(|| {
+                Error::Io(format!(
+                    "{what}: the Job {job_name} is gone already; the controller runs it again"
+                ))
+            })?;
         match executor::delete_job(&cluster.client, &ns, job_name, &uid).await {
             Ok(Outcome::Conflict) => Err(Error::Io(format!(
                 "{what}: the Job {job_name} changed while the command ran; run it again"

@@ -67,9 +67,7 @@ pub async fn gather(
         let pods = cluster::pods(cluster, &w).await?;
         let policy = policies.select(&w);
         let jobs = match policy {
-            Some(p) if p.hooks.named().iter().any(|(_, h)| h.is_some()) => {
-                cluster::jobs(cluster, &w).await?
-            }
+            Some(p) if p.hooks.any() => cluster::jobs(cluster, &w).await?,
             _ => Vec::new(),
         };
         reports.extend(status::report(&w, &pods, &jobs, policy, now));

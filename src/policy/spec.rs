@@ -228,6 +228,11 @@ impl Hooks {
         self.pre_refresh.is_some() || self.pre_unit.is_some()
     }
 
+    /// Whether the policy has any hook: only then are Jobs read.
+    pub fn any(&self) -> bool {
+        self.named().iter().any(|(_, h)| h.is_some())
+    }
+
     /// Each hook with its name as the policy spells it.
     pub fn named(&self) -> [(&'static str, Option<&JobSpec>); 4] {
         [

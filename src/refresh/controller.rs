@@ -122,7 +122,11 @@ pub async fn run(
                 leading = false;
             }
         }
-        if leading && view.jobs_ready(TICK).await {
+        if leading {
+            // Until the hook Jobs are listed a Job that exists looks missing:
+            // a workload with hooks waits; one without does not (nor does it
+            // need the Jobs RBAC).
+            let jobs_listed = view.jobs_ready(Duration::from_millis(200)).await;
             let policies = policies.load();
             for w in view.with_records() {
                 let Some(policy) = policies.select(&w) else {
@@ -130,6 +134,10 @@ pub async fn run(
                 };
                 let pods = view.pods_of(&w);
                 let jobs = view.jobs_of(&w);
+                if !jobs_listed && policy.hooks.any() {
+                    tracing::debug!(name = w.name(), "hook Jobs not listed yet; next tick");
+                    continue;
+                }
                 let settings = Settings::of(policy, &w);
                 let action = step(&Observed {
                     workload: &w,

@@ -366,9 +366,11 @@ pub fn job_state(found: Option<&Job>, wanted: &Job) -> JobState {
     }
 }
 
-/// Owned by the same workload (UID) and running the same containers
-/// (names, images, commands, arguments) as the Job upgrade-guard makes:
-/// anyone who could create a Job of that name otherwise could fake a hook.
+/// Owned by the same workload (UID) and running the same containers and
+/// init containers (names, images, commands, arguments, and the values of
+/// the environment, ours included) as the Job upgrade-guard makes: anyone
+/// who could create a Job of that name otherwise could fake a hook.
+/// `valueFrom` is not compared: the API server fills in its defaults.
 fn same_origin(job: &Job, wanted: &Job) -> bool {
     let owner = |j: &Job| {
         j.metadata
@@ -377,19 +379,37 @@ fn same_origin(job: &Job, wanted: &Job) -> bool {
             .and_then(|o| o.first())
             .map(|o| o.uid.clone())
     };
-    let containers = |j: &Job| -> Vec<Container> {
-        j.spec
-            .as_ref()
-            .and_then(|s| s.template.spec.as_ref())
-            .map(|p| p.containers.clone())
-            .unwrap_or_default()
-    };
-    let (found, made) = (containers(job), containers(wanted));
-    let runs_the_same = found.len() == made.len()
-        && found.iter().zip(&made).all(|(a, b)| {
-            (&a.name, &a.image, &a.command, &a.args) == (&b.name, &b.image, &b.command, &b.args)
-        });
-    owner(job) == owner(wanted) && runs_the_same
+    owner(job) == owner(wanted) && runs(job) == runs(wanted)
+}
+
+/// What a Job's containers run, for [`same_origin`].
+type Run<'a> = (
+    &'a str,
+    Option<&'a str>,
+    Option<&'a [String]>,
+    Option<&'a [String]>,
+    Vec<(&'a str, Option<&'a str>)>,
+);
+
+fn runs(job: &Job) -> Vec<Run<'_>> {
+    let pod = job.spec.as_ref().and_then(|s| s.template.spec.as_ref());
+    pod.into_iter()
+        .flat_map(|p| {
+            p.containers
+                .iter()
+                .chain(p.init_containers.iter().flatten())
+        })
+        .map(|c| {
+            let env = c.env.iter().flatten();
+            (
+                c.name.as_str(),
+                c.image.as_deref(),
+                c.command.as_deref(),
+                c.args.as_deref(),
+                env.map(|e| (e.name.as_str(), e.value.as_deref())).collect(),
+            )
+        })
+        .collect()
 }
 
 /// The Job named `name` among `jobs`.

@@ -464,10 +464,12 @@ pub(crate) fn wanted_job(
 /// Whether `run` has begun: recorded as over, or its Job exists.
 fn begun(run: &HookRun, observed: &Observed, record: &RefreshRecord) -> bool {
     record.hooks.contains_key(&run.key())
-        || wanted_job(run, observed, record).is_some_and(|job| {
-            let name = job.metadata.name.unwrap_or_default();
-            hooks::find(observed.jobs, &name).is_some()
-        })
+        || (run.kind.spec(&observed.settings.hooks).is_some()
+            && hooks::find(
+                observed.jobs,
+                &hooks::job_name(observed.workload, record, run),
+            )
+            .is_some())
 }
 
 /// One hook run's transition: create its Job, wait for it, record it over,
@@ -553,10 +555,11 @@ fn gate(run: &HookRun, observed: &Observed, record: &RefreshRecord, id: &str) ->
             "a Job named {name} exists that upgrade-guard did not make (another owner or other containers); it is not taken as {what}: delete it"
         ),
     };
-    let forced = record.state == RefreshState::Failed;
+    let held_failed = record.state == RefreshState::Failed;
     if let Some(Resume::Force(why)) = resume_of(w)
-        && forced
+        && held_failed
     {
+        let why = crate::echo::bounded(&why);
         return Some(Action {
             event: Some(Event {
                 reason: "HookSkipped",
@@ -577,7 +580,7 @@ fn gate(run: &HookRun, observed: &Observed, record: &RefreshRecord, id: &str) ->
     let hold_text = format!(
         "{failure}: run it again (`upgrade-guard retry {ns}/{name_of_w}`) or skip it (`upgrade-guard resume --force --reason TEXT {ns}/{name_of_w}`)"
     );
-    if record.state == RefreshState::Failed {
+    if held_failed {
         return Some(Action {
             next: Next {
                 text: hold_text,
@@ -927,7 +930,8 @@ fn step_statefulset(
         Some(Resume::Force(why)) if forced => (
             "RefreshResumed",
             format!(
-                "forced past unhealthy unit {unit} ({pod_name}): {why}; refreshing unit {next_unit}"
+                "forced past unhealthy unit {unit} ({pod_name}): {}; refreshing unit {next_unit}",
+                crate::echo::bounded(why)
             ),
         ),
         Some(_) => (

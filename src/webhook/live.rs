@@ -35,8 +35,9 @@ pub struct LiveCluster {
     deployments: Store<Deployment>,
     claims: Store<PersistentVolumeClaim>,
     pods: Store<Pod>,
-    /// Hook Jobs only (label `upgradeguard.io/workload`); read by the
-    /// refresh controller, not by decisions.
+    /// Hook Jobs only (label `upgradeguard.io/workload`), env kept: which
+    /// Job is upgrade-guard's is judged on it. Read by the refresh
+    /// controller, not by decisions.
     jobs: Store<Job>,
 }
 
@@ -166,7 +167,7 @@ pub fn start(
     );
     let pods = watch(Api::<Pod>::all(client.clone()), all(), trim_pod);
     let hooks = all().labels(crate::refresh::hooks::WORKLOAD_LABEL);
-    let jobs = watch(Api::<Job>::all(client.clone()), hooks, trim_job);
+    let jobs = watch(Api::<Job>::all(client.clone()), hooks, |_| {});
 
     let resource = policy_resource();
     let writer = reflector::store::Writer::<DynamicObject>::new(resource.clone());
@@ -252,19 +253,6 @@ pub fn trim_pod(pod: &mut Pod) {
         c.command = None;
         c.args = None;
         c.volume_mounts = None;
-    }
-}
-
-/// What the cache keeps of a hook Job: all but its containers' environment
-/// (a policy may write credentials inline), which no decision reads.
-pub fn trim_job(job: &mut Job) {
-    let Some(pod) = job.spec.as_mut().and_then(|s| s.template.spec.as_mut()) else {
-        return;
-    };
-    let init = pod.init_containers.iter_mut().flatten();
-    for c in pod.containers.iter_mut().chain(init) {
-        c.env = None;
-        c.env_from = None;
     }
 }
 
