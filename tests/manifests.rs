@@ -176,7 +176,8 @@ fn both_webhooks_cover_the_workloads_and_their_scale_subresources() {
             &v.client_config.service,
         ),
     ] {
-        assert_eq!(side_effects, "None");
+        // Events are written for refusals and overrides, never for a dry-run.
+        assert_eq!(side_effects, "NoneOnDryRun");
         assert_eq!(versions, &vec!["v1".to_string()]);
         assert_eq!(failure.as_deref(), Some("Fail"));
         // Longer than the server's own request timeout (4 s), so it answers first.
