@@ -20,6 +20,16 @@ pub fn bounded_message(text: &str) -> String {
     cut(text, MESSAGE_BYTES)
 }
 
+/// `text` cut so that, marker included, it is at most `total` bytes (for
+/// fields the API server limits, such as an Event's note).
+pub fn bounded_within(text: &str, total: usize) -> String {
+    if text.len() <= total {
+        return text.to_string();
+    }
+    // The marker is at most 32 bytes ("…[cut: " + 20 digits + " bytes]").
+    cut(text, total.saturating_sub(32))
+}
+
 fn cut(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_string();

@@ -374,6 +374,18 @@ pub enum RefreshState {
     Completed,
 }
 
+impl RefreshState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefreshState::RollingOut => "RollingOut",
+            RefreshState::Paused => "Paused",
+            RefreshState::Failed => "Failed",
+            RefreshState::RollingBack => "RollingBack",
+            RefreshState::Completed => "Completed",
+        }
+    }
+}
+
 impl RefreshRecord {
     /// A refresh that starts now, its first unit with it.
     pub fn starting(from: String, to: String, now: jiff::Timestamp, rollback: bool) -> Self {

@@ -34,6 +34,7 @@ struct Options {
     cluster: Arc<dyn ClusterView + Send + Sync>,
     ready: bool,
     rbac: Option<upgrade_guard::webhook::rbac::Rbac>,
+    events: Option<upgrade_guard::webhook::events::EventSink>,
     connections: ConnectionLimits,
     limits: Limits,
 }
@@ -45,6 +46,7 @@ impl Default for Options {
             cluster: Arc::new(NoCluster),
             ready: true,
             rbac: None,
+            events: None,
             connections: ConnectionLimits::default(),
             limits: Limits::default(),
         }
@@ -87,6 +89,7 @@ async fn start(options: Options) -> Harness {
         clock: fixed_now,
         caller: Default::default(),
         rbac: options.rbac,
+        events: options.events,
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -642,6 +645,7 @@ async fn the_probe_port_closes_a_connection_that_never_finishes_its_headers() {
         clock: fixed_now,
         caller: Default::default(),
         rbac: None,
+        events: None,
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -1051,4 +1055,65 @@ async fn an_override_is_honoured_only_when_rbac_says_the_requesting_user_may_for
         api.await.unwrap();
         server.shutdown().await;
     }
+}
+
+/// Over TLS: a refused dry-run (Argo CD's diff) writes no Event; the same
+/// request for real, sent to /mutate and /validate as the API server does,
+/// writes exactly one.
+#[tokio::test]
+async fn a_refusal_writes_one_event_and_a_dry_run_none() {
+    use common::api_server::{call, scenario};
+    use http::{Request, Response};
+    use kube::client::Body;
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let sink = upgrade_guard::webhook::events::start(
+        kube::Client::new(service, "default"),
+        "upgrade-guard-0",
+        prometheus_client::metrics::counter::Counter::default(),
+    );
+    let server = start(Options {
+        events: Some(sink),
+        ..Options::default()
+    })
+    .await;
+    let mut client = server.client("h2").await;
+    let refused = sample("sts-update-client-side-apply.json");
+    let mut dry = refused.clone();
+    dry["request"]["dryRun"] = json!(true);
+    for endpoint in ["/mutate", "/validate"] {
+        let (_, _, reply) = client.post(endpoint, dry.to_string().into_bytes()).await;
+        if endpoint == "/validate" {
+            assert_eq!(response_of(&reply)["allowed"], false);
+        }
+    }
+    let api = tokio::spawn(scenario(handle, vec![]));
+    api.await.unwrap();
+
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let sink = upgrade_guard::webhook::events::start(
+        kube::Client::new(service, "default"),
+        "upgrade-guard-0",
+        prometheus_client::metrics::counter::Counter::default(),
+    );
+    let server = start(Options {
+        events: Some(sink),
+        ..Options::default()
+    })
+    .await;
+    let mut client = server.client("h2").await;
+    let api = tokio::spawn(scenario(
+        handle,
+        vec![call(
+            "POST",
+            "/apis/events.k8s.io/v1/namespaces/shop/events?",
+            201,
+            json!({}),
+        )],
+    ));
+    for endpoint in ["/mutate", "/validate"] {
+        client
+            .post(endpoint, refused.to_string().into_bytes())
+            .await;
+    }
+    api.await.unwrap();
 }

@@ -144,6 +144,9 @@ async fn serve(args: &Args, common: &Common) -> Result<ExitCode, Error> {
     let policies = Arc::new(ArcSwap::from_pointee(file_policies.clone()));
     let ready = Arc::new(AtomicBool::new(false));
     let mut rbac = None;
+    let mut events = None;
+    let instance = std::env::var("HOSTNAME")
+        .unwrap_or_else(|_| format!("upgrade-guard-{}", std::process::id()));
     let self_user = args.self_user.clone().or_else(service_account_user);
     match &self_user {
         Some(user) => tracing::info!(%user, "the refresh record is accepted from this user only"),
@@ -161,6 +164,11 @@ async fn serve(args: &Args, common: &Common) -> Result<ExitCode, Error> {
                 "watching the cluster: StatefulSets, Deployments, pods, claims, UpgradePolicies"
             );
             rbac = Some(crate::webhook::rbac::Rbac::new(client.clone()));
+            events = Some(crate::webhook::events::start(
+                client.clone(),
+                &instance,
+                metrics.events_dropped.clone(),
+            ));
             let view = live::start(
                 client.clone(),
                 file_policies.iter().cloned().collect(),
@@ -171,8 +179,7 @@ async fn serve(args: &Args, common: &Common) -> Result<ExitCode, Error> {
             // One refresh controller among the replicas, chosen by a Lease.
             let namespace =
                 std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "upgrade-guard".into());
-            let me = std::env::var("HOSTNAME")
-                .unwrap_or_else(|_| format!("upgrade-guard-{}", std::process::id()));
+            let me = instance.clone();
             tokio::spawn(crate::refresh::controller::run(
                 client,
                 view.clone(),
@@ -202,6 +209,7 @@ async fn serve(args: &Args, common: &Common) -> Result<ExitCode, Error> {
             ..Default::default()
         },
         rbac,
+        events,
     });
     let limits = Limits {
         body_bytes: args.max_body_bytes,

@@ -15,6 +15,11 @@ pub trait ClusterView {
     /// `None`: the claim is not known.
     fn claim_access_modes(&self, namespace: &str, name: &str) -> Option<Vec<String>>;
     fn pod(&self, namespace: &str, name: &str) -> Option<Pod>;
+    /// Every known workload that carries a refresh record (for the
+    /// refresh gauges; no decision reads it).
+    fn with_records(&self) -> Vec<Workload> {
+        Vec::new()
+    }
 }
 
 /// No cluster access: every lookup comes back empty.
@@ -95,5 +100,12 @@ impl ClusterView for Snapshot {
         self.pods
             .get(&(namespace.to_string(), name.to_string()))
             .cloned()
+    }
+    fn with_records(&self) -> Vec<Workload> {
+        self.workloads
+            .values()
+            .filter(|w| w.refresh_record().is_some())
+            .cloned()
+            .collect()
     }
 }

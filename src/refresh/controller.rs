@@ -14,6 +14,7 @@ use kube::runtime::events::{Recorder, Reporter};
 
 use super::executor::{self, Outcome};
 use super::{Observed, Settings, step};
+use crate::decide::ClusterView;
 use crate::policy::PolicySet;
 use crate::webhook::live::LiveCluster;
 

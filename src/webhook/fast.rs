@@ -87,6 +87,10 @@ pub(super) fn read(body: &[u8]) -> Option<(Asked, Change)> {
         }
         _ => return None,
     };
+    let old = match &change {
+        Change::Update { old, .. } | Change::Delete(old) => Some(old),
+        _ => None,
+    };
     let asked = Asked {
         uid: request.uid,
         operation: request.operation,
@@ -95,6 +99,8 @@ pub(super) fn read(body: &[u8]) -> Option<(Asked, Change)> {
         name: request.name,
         user_info: request.user_info,
         dry_run: request.dry_run,
+        workload: Some(kind),
+        object_uid: old.and_then(|o| o.metadata().uid.clone()),
     };
     Some((asked, change))
 }

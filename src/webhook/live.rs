@@ -42,24 +42,6 @@ pub struct LiveCluster {
 }
 
 impl LiveCluster {
-    /// Every cached workload that carries a refresh record.
-    pub fn with_records(&self) -> Vec<Workload> {
-        let statefulsets = self
-            .statefulsets
-            .state()
-            .into_iter()
-            .map(|s| Workload::StatefulSet(Box::new((*s).clone())));
-        let deployments = self
-            .deployments
-            .state()
-            .into_iter()
-            .map(|d| Workload::Deployment(Box::new((*d).clone())));
-        statefulsets
-            .chain(deployments)
-            .filter(|w| w.refresh_record().is_some())
-            .collect()
-    }
-
     /// The cached pods a workload's selector (matchLabels) picks.
     pub fn pods_of(&self, w: &Workload) -> Vec<Pod> {
         let selector = match w {
@@ -140,6 +122,23 @@ impl ClusterView for LiveCluster {
         self.pods
             .get(&ObjectRef::new(name).within(namespace))
             .map(|p| (*p).clone())
+    }
+
+    fn with_records(&self) -> Vec<Workload> {
+        let statefulsets = self
+            .statefulsets
+            .state()
+            .into_iter()
+            .map(|s| Workload::StatefulSet(Box::new((*s).clone())));
+        let deployments = self
+            .deployments
+            .state()
+            .into_iter()
+            .map(|d| Workload::Deployment(Box::new((*d).clone())));
+        statefulsets
+            .chain(deployments)
+            .filter(|w| w.refresh_record().is_some())
+            .collect()
     }
 }
 

@@ -9,6 +9,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::workload::{RefreshState, Workload};
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub endpoint: &'static str,
@@ -29,6 +31,19 @@ pub struct RejectionLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefreshLabels {
+    pub namespace: String,
+    pub kind: &'static str,
+    pub name: String,
+    pub state: &'static str,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     /// Requests answered 4xx, by why.
@@ -46,6 +61,14 @@ pub struct Metrics {
     pub certificate_reload_failures: Counter,
     /// 1 while the UpgradePolicy CRD is not installed (file policies only).
     pub policy_crd_missing: Gauge<i64, AtomicI64>,
+    /// 1 while /readyz answers 200.
+    pub ready: Gauge<i64, AtomicI64>,
+    /// Refreshes in progress, by state; set at each scrape.
+    pub refreshes: Family<StateLabels, Gauge<i64, AtomicI64>>,
+    /// Per refresh in progress, how long it has stood at its current step.
+    pub refresh_held_seconds: Family<RefreshLabels, Gauge<i64, AtomicI64>>,
+    /// Refusal and override Events not written (queue full or API error).
+    pub events_dropped: Counter,
 }
 
 impl Metrics {
@@ -62,6 +85,10 @@ impl Metrics {
             certificate_expiry: Gauge::default(),
             certificate_reload_failures: Counter::default(),
             policy_crd_missing: Gauge::default(),
+            ready: Gauge::default(),
+            refreshes: Family::default(),
+            refresh_held_seconds: Family::default(),
+            events_dropped: Counter::default(),
         };
         registry.register(
             "admission_requests",
@@ -113,7 +140,65 @@ impl Metrics {
             "1 while the UpgradePolicy CRD is not installed: only the policy files apply",
             metrics.policy_crd_missing.clone(),
         );
+        registry.register(
+            "ready",
+            "1 while the server is ready (policies loaded, caches synced)",
+            metrics.ready.clone(),
+        );
+        registry.register(
+            "refreshes",
+            "Refreshes in progress, by state (RollingOut, Paused, Failed, RollingBack)",
+            metrics.refreshes.clone(),
+        );
+        registry.register(
+            "refresh_held_seconds",
+            "Per refresh in progress, seconds since its current unit began",
+            metrics.refresh_held_seconds.clone(),
+        );
+        registry.register(
+            "events_dropped",
+            "UpgradeRefused/UpgradeForced Events not written (queue full or API error)",
+            metrics.events_dropped.clone(),
+        );
         metrics
+    }
+
+    /// Sets the refresh gauges from the workloads that carry a record.
+    pub fn observe_refreshes(&self, workloads: &[Workload], now: jiff::Timestamp) {
+        let states = [
+            RefreshState::RollingOut,
+            RefreshState::Paused,
+            RefreshState::Failed,
+            RefreshState::RollingBack,
+        ];
+        let mut counts = [0i64; 4];
+        self.refresh_held_seconds.clear();
+        for w in workloads {
+            let Some(Ok(record)) = w.refresh_record() else {
+                continue;
+            };
+            let Some(at) = states.iter().position(|s| *s == record.state) else {
+                continue;
+            };
+            counts[at] += 1;
+            let since = record.unit_started.unwrap_or(record.started);
+            let held = now.duration_since(since).as_secs().max(0);
+            self.refresh_held_seconds
+                .get_or_create(&RefreshLabels {
+                    namespace: w.namespace().to_string(),
+                    kind: w.kind().as_str(),
+                    name: w.name().to_string(),
+                    state: record.state.as_str(),
+                })
+                .set(held);
+        }
+        for (state, count) in states.iter().zip(counts) {
+            self.refreshes
+                .get_or_create(&StateLabels {
+                    state: state.as_str(),
+                })
+                .set(count);
+        }
     }
 }
 
@@ -172,5 +257,68 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} in {text}");
         }
         assert!(!text.contains("# EOF"), "{text}");
+    }
+
+    fn with_record(name: &str, state: RefreshState, unit_started: Option<&str>) -> Workload {
+        let mut record = crate::workload::RefreshRecord::starting(
+            "1.7.0".into(),
+            "1.8.0".into(),
+            "2026-11-21T19:00:00Z".parse().unwrap(),
+            false,
+        );
+        record.state = state;
+        record.unit_started = unit_started.map(|t| t.parse().unwrap());
+        let sts: k8s_openapi::api::apps::v1::StatefulSet =
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": "shop", "annotations": {
+                    "upgradeguard.io/refresh": serde_json::to_string(&record).unwrap()}},
+            }))
+            .unwrap();
+        Workload::from(sts)
+    }
+
+    #[test]
+    fn refresh_gauges_count_by_state_and_hold_per_workload() {
+        let mut registry = Registry::with_prefix("upgrade_guard");
+        let metrics = Metrics::register(&mut registry);
+        let now = "2026-11-21T20:00:00Z".parse().unwrap();
+        metrics.observe_refreshes(
+            &[
+                with_record("a", RefreshState::Paused, Some("2026-11-21T19:30:00Z")),
+                with_record("b", RefreshState::Paused, None),
+                with_record("c", RefreshState::Failed, None),
+                with_record("d", RefreshState::Completed, None),
+            ],
+            now,
+        );
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            r#"upgrade_guard_refreshes{state="Paused"} 2"#,
+            r#"upgrade_guard_refreshes{state="Failed"} 1"#,
+            r#"upgrade_guard_refreshes{state="RollingOut"} 0"#,
+            r#"upgrade_guard_refreshes{state="RollingBack"} 0"#,
+            r#"upgrade_guard_refresh_held_seconds{namespace="shop",kind="StatefulSet",name="a",state="Paused"} 1800"#,
+            r#"upgrade_guard_refresh_held_seconds{namespace="shop",kind="StatefulSet",name="b",state="Paused"} 3600"#,
+            r#"upgrade_guard_refresh_held_seconds{namespace="shop",kind="StatefulSet",name="c",state="Failed"} 3600"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
+        assert!(
+            !text.contains("name=\"d\""),
+            "a completed refresh is not held: {text}"
+        );
+        // The next scrape forgets a refresh that is over.
+        metrics.observe_refreshes(&[with_record("a", RefreshState::Completed, None)], now);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            !text.contains("upgrade_guard_refresh_held_seconds{"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"upgrade_guard_refreshes{state="Paused"} 0"#),
+            "{text}"
+        );
     }
 }

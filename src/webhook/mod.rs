@@ -1,6 +1,7 @@
 //! The admission webhook: translation between AdmissionReview and the
 //! decision core. Nothing here decides.
 
+pub mod events;
 mod fast;
 pub mod lean;
 pub mod live;

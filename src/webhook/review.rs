@@ -73,6 +73,11 @@ pub struct Reviewed {
     /// Who asked, as the API server authenticated them.
     pub user_info: UserInfo,
     pub dry_run: bool,
+    /// The workload the request is about (a `scale` request's too).
+    pub workload: Option<WorkloadKind>,
+    /// Its UID, when it exists already: what `kubectl describe` finds
+    /// its Events by.
+    pub object_uid: Option<String>,
 }
 
 /// What the server knows about who may do what: its own identity, and
@@ -162,6 +167,8 @@ pub(super) struct Asked {
     pub name: String,
     pub user_info: UserInfo,
     pub dry_run: bool,
+    pub workload: Option<WorkloadKind>,
+    pub object_uid: Option<String>,
 }
 
 impl<T: Resource> From<&AdmissionRequest<T>> for Asked {
@@ -174,6 +181,11 @@ impl<T: Resource> From<&AdmissionRequest<T>> for Asked {
             name: request.name.clone(),
             user_info: request.user_info.clone(),
             dry_run: request.dry_run,
+            workload: workload_kind(&request.resource),
+            object_uid: request
+                .old_object
+                .as_ref()
+                .and_then(|o| o.meta().uid.clone()),
         }
     }
 }
@@ -389,6 +401,8 @@ impl<'a> Context<'a> {
             groups: asked.user_info.groups.clone().unwrap_or_default(),
             user_info: asked.user_info,
             dry_run: asked.dry_run,
+            workload: asked.workload,
+            object_uid: asked.object_uid,
             uid: asked.uid,
             verdict,
         }

@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower_http::timeout::TimeoutLayer;
 
+use super::events::{self, EventSink};
 use super::metrics::{Metrics, RejectionLabels, RequestLabels, RuleLabels};
 use super::rbac::Rbac;
 use super::review::{Caller, Endpoint, Reviewed, review};
@@ -44,6 +45,8 @@ pub struct App {
     pub caller: Caller,
     /// With cluster access: RBAC, asked whether a user may override.
     pub rbac: Option<Rbac>,
+    /// With cluster access: where refusals and overrides go as Events.
+    pub events: Option<EventSink>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -218,6 +221,10 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("application/openmetrics-text"));
+    let ready = app.ready.load(Ordering::Acquire);
+    app.metrics.ready.set(i64::from(ready));
+    app.metrics
+        .observe_refreshes(&app.cluster.with_records(), (app.clock)());
     match prometheus_client::encoding::text::encode(&mut text, &app.registry) {
         Ok(()) if openmetrics => (
             [(
@@ -401,6 +408,11 @@ async fn admission(
     match result {
         Ok(reviewed) => {
             record(&app.metrics, endpoint, &reviewed);
+            if let (Some(sink), Some(o)) =
+                (&app.events, events::occurrence(endpoint, &reviewed, now))
+            {
+                sink.send(o);
+            }
             (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "application/json")],

@@ -3,6 +3,7 @@
 
 pub mod api_server;
 pub mod tls_client;
+pub mod tools;
 
 use std::path::{Path, PathBuf};
 
