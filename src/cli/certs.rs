@@ -1,12 +1,16 @@
 //! `upgrade-guard certs --service NAME --namespace NS --out DIR [--patch-manifests]`
+//! writes files; `upgrade-guard certs --secret NAME [--webhooks NAME]...`
+//! installs in the cluster (the Helm chart's hook Job): keeps the Secret
+//! when it does, else writes a new pair, and sets the webhooks' caBundle.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use base64::Engine;
 
+use super::cluster::{self, Cluster, ClusterArgs};
 use super::{Common, Error};
-use crate::certs;
+use crate::certs::{self, InCluster, InstallError};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -17,17 +21,47 @@ pub struct Args {
     #[arg(long, default_value = "upgrade-guard")]
     pub namespace: String,
     /// Where to write ca.crt, tls.crt and tls.key.
-    #[arg(long, default_value = "certs")]
+    #[arg(long, default_value = "certs", conflicts_with = "secret")]
     pub out: PathBuf,
     /// How long the certificates are valid.
     #[arg(long, default_value_t = 365)]
     pub days: i64,
     /// Also write the caBundle into the webhook configurations of this file.
-    #[arg(long, num_args = 0..=1, default_missing_value = "manifests/webhooks.yaml")]
+    #[arg(
+        long,
+        num_args = 0..=1,
+        default_missing_value = "manifests/webhooks.yaml",
+        conflicts_with = "secret"
+    )]
     pub patch_manifests: Option<PathBuf>,
+    /// In the cluster instead of files: keep this kubernetes.io/tls Secret
+    /// of --namespace when it serves the Service for more than 30 days
+    /// more, else write a new pair into it.
+    #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub secret: Option<String>,
+    /// Set the caBundle of every webhook of the Validating- and
+    /// MutatingWebhookConfiguration of this name to the Secret's CA
+    /// (repeatable, or a comma list); one not there yet is skipped.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        requires = "secret",
+        value_parser = clap::builder::NonEmptyStringValueParser::new()
+    )]
+    pub webhooks: Vec<String>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
+    if let Some(secret) = &args.secret {
+        return in_cluster(args, secret, common);
+    }
+    if args.cluster.kubeconfig.is_some() || args.cluster.context.is_some() {
+        return Err(Error::Io(
+            "--kubeconfig and --context apply only with --secret (in-cluster mode)".into(),
+        ));
+    }
     let names = certs::service_names(&args.service, &args.namespace);
     let bundle =
         certs::generate(&names, common.now(), args.days).map_err(|e| Error::Io(e.to_string()))?;
@@ -71,6 +105,54 @@ pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
     );
     println!("{ca_bundle}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The in-cluster mode: the pod's service account (or --kubeconfig).
+fn in_cluster(args: &Args, secret: &str, common: &Common) -> Result<ExitCode, Error> {
+    // A pair made for 30 days or fewer would be judged due at once and
+    // replaced at every run.
+    if args.days <= certs::RENEW_WITHIN_DAYS {
+        return Err(Error::Io(format!(
+            "--days {} is too short with --secret: a certificate with {} days or fewer left is replaced, so give more than {}",
+            args.days,
+            certs::RENEW_WITHIN_DAYS,
+            certs::RENEW_WITHIN_DAYS
+        )));
+    }
+    let mut webhooks: Vec<String> = Vec::new();
+    for name in &args.webhooks {
+        if !webhooks.contains(name) {
+            webhooks.push(name.clone());
+        }
+    }
+    let target = InCluster {
+        namespace: args.namespace.clone(),
+        secret: secret.to_string(),
+        names: certs::service_names(&args.service, &args.namespace),
+        webhooks,
+        now: common.now(),
+    };
+    // Made up front (milliseconds) so the I/O only writes what it is given.
+    let fresh = certs::generate(&target.names, target.now, args.days)
+        .map_err(|e| Error::Io(e.to_string()))?;
+    let said = super::runtime()?.block_on(async {
+        let cluster = cluster::connect(&args.cluster).await?;
+        certs::install(&cluster.client, &target, &fresh)
+            .await
+            .map_err(|e| install_error(&cluster, e))
+    })?;
+    for line in said {
+        println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One sentence naming the object, as every live command says it.
+fn install_error(cluster: &Cluster, e: InstallError) -> Error {
+    match e {
+        InstallError::Api { what, source } => cluster.error(&what, source),
+        InstallError::Refused(why) => Error::Io(why),
+    }
 }
 
 /// Puts `caBundle` under every `clientConfig:` line, replacing an old one,
