@@ -1,7 +1,8 @@
 //! What the live commands share: how to reach the cluster (`--kubeconfig`,
-//! `--context`), the policies they judge by (the cluster's `UpgradePolicy`
-//! resources, merged with `--policies` when given, as `serve` merges
-//! them), finding a workload and its pods, and setting an annotation.
+//! `--context`), which workload (`NS/NAME`, or `-n NS NAME`), the policies
+//! they judge by (the cluster's `UpgradePolicy` resources, merged with
+//! `--policies` when given, as `serve` merges them), finding a workload and
+//! its pods, and setting an annotation.
 //! Thin; tested with kube's mock API.
 
 use std::path::{Path, PathBuf};
@@ -29,6 +30,37 @@ pub struct ClusterArgs {
     /// The kubeconfig context to use; default: the current one.
     #[arg(long)]
     pub context: Option<String>,
+}
+
+/// `-n/--namespace`, as kubectl spells it, for the commands that name a
+/// workload: `-n shop db` is `shop/db`. Its own group, apart from
+/// [`ClusterArgs`], since `certs` has a `--namespace` of another meaning.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct NamespaceArgs {
+    /// The workload's namespace, for a target given as NAME: `-n shop db`
+    /// is `shop/db` (`status` without a target looks only here).
+    #[arg(short = 'n', long = "namespace", value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+}
+
+impl NamespaceArgs {
+    /// The target as NAMESPACE/NAME: NAME is put in `-n`'s namespace; a
+    /// NAMESPACE/NAME must agree with `-n` when both are given.
+    pub fn qualify(&self, target: &str) -> Result<String, Error> {
+        let Some(ns) = self.namespace.as_deref() else {
+            return Ok(target.to_string());
+        };
+        if ns.is_empty() {
+            return Err(Error::Io("-n/--namespace: give a namespace".into()));
+        }
+        match target.split_once('/') {
+            None => Ok(format!("{ns}/{target}")),
+            Some((given, _)) if given == ns => Ok(target.to_string()),
+            Some((given, _)) => Err(Error::Io(format!(
+                "{target:?} is in namespace {given:?} but -n says {ns:?}: give one of them"
+            ))),
+        }
+    }
 }
 
 /// A client and the address of the API server it talks to, for messages.
@@ -173,16 +205,30 @@ pub async fn find(cluster: &Cluster, namespace: &str, name: &str) -> Result<Work
         .map_err(|e| cluster.error(&what, e))?
     {
         Some(d) => Ok(Workload::Deployment(Box::new(d))),
-        None => Err(Error::Io(format!(
+        None => Err(Error::NotFound(format!(
             "{what}: no StatefulSet or Deployment of that name"
         ))),
     }
 }
 
-/// Every StatefulSet and Deployment that carries a refresh record.
-pub async fn with_records(cluster: &Cluster) -> Result<Vec<Workload>, Error> {
+/// Every StatefulSet and Deployment that carries a refresh record, in
+/// `namespace` only when given.
+pub async fn with_records(
+    cluster: &Cluster,
+    namespace: Option<&str>,
+) -> Result<Vec<Workload>, Error> {
+    fn api<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
     let mut out = Vec::new();
-    let sts: Api<StatefulSet> = Api::all(cluster.client.clone());
+    let sts: Api<StatefulSet> = api(&cluster.client, namespace);
     for s in sts
         .list(&ListParams::default())
         .await
@@ -190,7 +236,7 @@ pub async fn with_records(cluster: &Cluster) -> Result<Vec<Workload>, Error> {
     {
         out.push(Workload::StatefulSet(Box::new(s)));
     }
-    let deploy: Api<Deployment> = Api::all(cluster.client.clone());
+    let deploy: Api<Deployment> = api(&cluster.client, namespace);
     for d in deploy
         .list(&ListParams::default())
         .await
@@ -202,8 +248,8 @@ pub async fn with_records(cluster: &Cluster) -> Result<Vec<Workload>, Error> {
     Ok(out)
 }
 
-/// The workload's pods, by its selector's matchLabels.
-pub async fn pods(cluster: &Cluster, w: &Workload) -> Result<Vec<Pod>, Error> {
+/// The label selector of the workload's pods, from its selector's matchLabels.
+pub fn pod_selector(w: &Workload) -> String {
     let selector = match w {
         Workload::StatefulSet(s) => s.spec.as_ref().map(|s| &s.selector),
         Workload::Deployment(d) => d.spec.as_ref().map(|s| &s.selector),
@@ -212,9 +258,23 @@ pub async fn pods(cluster: &Cluster, w: &Workload) -> Result<Vec<Pod>, Error> {
         .and_then(|s| s.match_labels.as_ref())
         .map(|m| m.iter().map(|(k, v)| format!("{k}={v}")).collect())
         .unwrap_or_default();
+    labels.join(",")
+}
+
+/// The label selector of the workload's hook Jobs.
+pub fn job_selector(w: &Workload) -> String {
+    format!(
+        "{}={}",
+        hooks::WORKLOAD_LABEL,
+        hooks::bounded_name(w.name())
+    )
+}
+
+/// The workload's pods, by its selector's matchLabels.
+pub async fn pods(cluster: &Cluster, w: &Workload) -> Result<Vec<Pod>, Error> {
     let api: Api<Pod> = Api::namespaced(cluster.client.clone(), w.namespace());
     let list = api
-        .list(&ListParams::default().labels(&labels.join(",")))
+        .list(&ListParams::default().labels(&pod_selector(w)))
         .await
         .map_err(|e| cluster.error(&format!("pods of {}/{}", w.namespace(), w.name()), e))?;
     Ok(list.items)
@@ -223,13 +283,8 @@ pub async fn pods(cluster: &Cluster, w: &Workload) -> Result<Vec<Pod>, Error> {
 /// The workload's hook Jobs (label `upgradeguard.io/workload`).
 pub async fn jobs(cluster: &Cluster, w: &Workload) -> Result<Vec<Job>, Error> {
     let api: Api<Job> = Api::namespaced(cluster.client.clone(), w.namespace());
-    let selector = format!(
-        "{}={}",
-        hooks::WORKLOAD_LABEL,
-        hooks::bounded_name(w.name())
-    );
     let list = api
-        .list(&ListParams::default().labels(&selector))
+        .list(&ListParams::default().labels(&job_selector(w)))
         .await
         .map_err(|e| cluster.error(&format!("hook Jobs of {}/{}", w.namespace(), w.name()), e))?;
     Ok(list.items)

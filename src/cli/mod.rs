@@ -1,5 +1,10 @@
 //! The command line: one file per command, each a thin shell around the
-//! library. Exit codes: 0 allowed, 1 something refused, 2 bad input.
+//! library. Exit codes: 0 allowed, 1 something refused, 2 bad input;
+//! `status` adds its own (see [`status::EXIT_CODES`]).
+//!
+//! The same binary is a kubectl plugin when it is run as
+//! `kubectl-upgrade_guard` (kubectl maps `kubectl upgrade-guard …` to that
+//! file on PATH): usage then reads `kubectl upgrade-guard`.
 
 mod certs;
 pub mod check;
@@ -16,7 +21,7 @@ pub mod status;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::manifest::InputError;
 use crate::policy::{PolicyError, PolicySet};
@@ -47,9 +52,21 @@ pub struct Common {
     /// default: now.
     #[arg(long, global = true, env = "UPGRADE_GUARD_NOW")]
     pub now: Option<jiff::Timestamp>,
+    /// Run as `kubectl upgrade-guard` (set from the program's name, not a flag).
+    #[arg(skip)]
+    pub plugin: bool,
 }
 
 impl Common {
+    /// How the user runs this program, for the commands it suggests.
+    pub fn program(&self) -> &'static str {
+        if self.plugin {
+            PLUGIN_COMMAND
+        } else {
+            "upgrade-guard"
+        }
+    }
+
     fn now(&self) -> jiff::Timestamp {
         self.now.unwrap_or_else(jiff::Timestamp::now)
     }
@@ -76,6 +93,45 @@ impl Common {
     }
 }
 
+/// What kubectl runs for `kubectl upgrade-guard`: `-` in a plugin's command
+/// is `_` in its file name.
+pub const PLUGIN_FILE: &str = "kubectl-upgrade_guard";
+/// The command line that runs the plugin.
+pub const PLUGIN_COMMAND: &str = "kubectl upgrade-guard";
+
+/// Whether the program was run under the plugin's file name (`argv[0]`,
+/// a path as kubectl passes it; `.exe` on Windows).
+pub fn is_plugin(argv0: &std::ffi::OsStr) -> bool {
+    let name = std::path::Path::new(argv0)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let name = name.strip_suffix(".exe").unwrap_or(name);
+    name == PLUGIN_FILE || name == "kubectl-upgrade-guard"
+}
+
+impl Cli {
+    /// The command line of this process; as the kubectl plugin, help and
+    /// usage name `kubectl upgrade-guard`.
+    pub fn from_env() -> Cli {
+        Cli::from_args(std::env::args_os().collect())
+    }
+
+    /// [`Self::from_env`] for these arguments (the first is the program);
+    /// `--help`, `--version` and bad usage print and exit, as clap does.
+    pub fn from_args(args: Vec<std::ffi::OsString>) -> Cli {
+        let plugin = args.first().is_some_and(|a| is_plugin(a));
+        let mut command = Cli::command();
+        if plugin {
+            command = command.bin_name(PLUGIN_COMMAND);
+        }
+        let matches = command.get_matches_from(args);
+        let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        cli.common.plugin = plugin;
+        cli
+    }
+}
+
 /// Said loudly wherever no policy was loaded: nothing is governed then.
 fn no_policy(path: &std::path::Path) -> String {
     format!(
@@ -91,21 +147,51 @@ pub enum Command {
     /// One AdmissionReview in, the response /validate (or /mutate) would give out.
     Review(review::Args),
     /// Judge the changes between two manifest sets, as the webhook would.
-    Check(check::Args),
+    Check(Targeted<check::Args>),
     /// A CA and serving certificate for the webhook Service, and the caBundle.
     Certs(certs::Args),
     /// Deployment manifests to StatefulSet manifests that keep the volumes.
     Convert(convert::Args),
     /// Migrate a live Deployment to a StatefulSet that keeps its volumes.
-    Migrate(migrate::Args),
-    /// Live refresh status per unit, and the next action.
+    Migrate(Targeted<migrate::Args>),
+    /// Live refresh status per unit, and the next action (`--watch`: follow
+    /// one refresh until it is over).
+    #[command(after_help = status::EXIT_CODES)]
     Status(status::Args),
     /// Let a paused refresh go on (`--force`: past a failed unit).
-    Resume(resume::Args),
+    Resume(Targeted<resume::Args>),
     /// Hold a refresh after the unit in progress.
-    Pause(pause::Args),
+    Pause(Targeted<pause::Args>),
     /// Run a failed refresh hook again (delete its Job; the controller makes it anew).
-    Retry(retry::Args),
+    Retry(Targeted<retry::Args>),
+}
+
+/// A command's own arguments, and `-n/--namespace` for the workload it
+/// names (`-n shop db` is `shop/db`), resolved before the command runs.
+#[derive(Debug, clap::Args)]
+pub struct Targeted<A: clap::Args> {
+    #[command(flatten)]
+    pub args: A,
+    #[command(flatten)]
+    pub namespace: cluster::NamespaceArgs,
+}
+
+impl<A: clap::Args> Targeted<A> {
+    /// The command's arguments with the target made NAMESPACE/NAME.
+    /// `target` picks the target out; none (`check` without `--live`)
+    /// leaves `-n` nothing to qualify, which is said.
+    fn qualified(mut self, target: impl FnOnce(&mut A) -> Option<&mut String>) -> Result<A, Error> {
+        match (target(&mut self.args), &self.namespace.namespace) {
+            (Some(t), _) => *t = self.namespace.qualify(t)?,
+            (None, Some(_)) => {
+                return Err(Error::Io(
+                    "-n/--namespace names the namespace of a live workload: give it with --live NAME".into(),
+                ));
+            }
+            (None, None) => {}
+        }
+        Ok(self.args)
+    }
 }
 
 /// What stops a command; printed as one line on stderr, exit 2.
@@ -122,20 +208,35 @@ pub enum Error {
     },
     #[error("{0}")]
     Io(String),
+    /// No such workload, or no refresh recorded on it.
+    #[error("{0}")]
+    NotFound(String),
 }
 
 pub fn run(cli: Cli) -> ExitCode {
-    let result = match &cli.command {
-        Command::Review(args) => review::run(args, &cli.common),
-        Command::Check(args) => check::run(args, &cli.common),
-        Command::Serve(args) => serve::run(args, &cli.common),
-        Command::Certs(args) => certs::run(args, &cli.common),
-        Command::Convert(args) => convert::run(args, &cli.common),
-        Command::Migrate(args) => migrate::run(args, &cli.common),
-        Command::Status(args) => status::run(args, &cli.common),
-        Command::Resume(args) => resume::run(args, &cli.common),
-        Command::Pause(args) => pause::run(args, &cli.common),
-        Command::Retry(args) => retry::run(args, &cli.common),
+    let Cli { common, command } = cli;
+    let common = &common;
+    let result = match command {
+        Command::Review(args) => review::run(&args, common),
+        Command::Check(args) => args
+            .qualified(|a| a.live.as_mut())
+            .and_then(|args| check::run(&args, common)),
+        Command::Serve(args) => serve::run(&args, common),
+        Command::Certs(args) => certs::run(&args, common),
+        Command::Convert(args) => convert::run(&args, common),
+        Command::Migrate(args) => args
+            .qualified(|a| Some(&mut a.target))
+            .and_then(|args| migrate::run(&args, common)),
+        Command::Status(args) => status::run(&args, common),
+        Command::Resume(args) => args
+            .qualified(|a| Some(&mut a.target))
+            .and_then(|args| resume::run(&args, common)),
+        Command::Pause(args) => args
+            .qualified(|a| Some(&mut a.target))
+            .and_then(|args| pause::run(&args, common)),
+        Command::Retry(args) => args
+            .qualified(|a| Some(&mut a.target))
+            .and_then(|args| retry::run(&args, common)),
     };
     match result {
         Ok(code) => code,

@@ -20,6 +20,15 @@ pub struct Report {
     pub from: String,
     pub to: String,
     pub state: String,
+    /// A rollback: `to` is where the refresh it undoes started.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub rollback: bool,
+    /// A rollback the controller started itself (`onFailure: rollback`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub automatic: bool,
+    /// The record's state, typed; `None` when the record cannot be read.
+    #[serde(skip)]
+    pub record_state: Option<RefreshState>,
     /// `first`, `all`, `none`; `-` when no policy was found.
     pub pause_after: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -281,6 +290,9 @@ pub fn report(
         from: record.from.clone(),
         to: record.to.clone(),
         state: format!("{:?}", record.state),
+        rollback: record.rollback,
+        automatic: record.automatic,
+        record_state: Some(record.state),
         pause_after: settings.map_or("-", |s| pause_name(s.pause_after)),
         partition,
         progress_percent: if record.is_active() {
@@ -304,6 +316,9 @@ fn unreadable(w: &Workload, e: &serde_json::Error) -> Report {
         from: "?".into(),
         to: "?".into(),
         state: "Unreadable".into(),
+        rollback: false,
+        automatic: false,
+        record_state: None,
         pause_after: "-",
         partition: w.partition(),
         progress_percent: 0,
@@ -314,6 +329,59 @@ fn unreadable(w: &Workload, e: &serde_json::Error) -> Report {
             text: format!("the upgradeguard.io/refresh record cannot be read: {e}"),
             command: None,
         },
+    }
+}
+
+/// How a refresh ended, as `status --watch` tells it (each its own exit code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Over {
+    /// Completed: a refresh, or a rollback someone asked for.
+    Completed,
+    /// Held as Failed: a unit or hook failed; it waits for `resume --force`,
+    /// `retry` or a rollback.
+    Failed,
+    /// The controller rolled the refresh back itself (`onFailure:
+    /// rollback`), and the rollback completed: the refresh did not happen.
+    RolledBack,
+    /// The record cannot be read: nothing to follow.
+    Unreadable,
+}
+
+impl Report {
+    /// Whether this refresh is over, and how; `None` while it moves or is
+    /// paused (a pause waits for `resume`, it is not an end). An automatic
+    /// rollback is followed until it completes, and then ends as
+    /// [`Over::RolledBack`].
+    pub fn over(&self) -> Option<Over> {
+        match self.record_state {
+            None => Some(Over::Unreadable),
+            Some(RefreshState::Failed) => Some(Over::Failed),
+            Some(RefreshState::Completed) if self.rollback && self.automatic => {
+                Some(Over::RolledBack)
+            }
+            Some(RefreshState::Completed) => Some(Over::Completed),
+            Some(RefreshState::RollingOut | RefreshState::Paused | RefreshState::RollingBack) => {
+                None
+            }
+        }
+    }
+
+    /// One sentence for how it ended.
+    pub fn ending(&self, over: Over) -> String {
+        let what = format!("{} {}/{}", self.kind, self.namespace, self.name);
+        let run = if self.rollback { "rollback" } else { "refresh" };
+        match over {
+            Over::Completed => format!("{what}: {run} {} → {} completed", self.from, self.to),
+            Over::Failed => format!(
+                "{what}: {run} {} → {} failed: {}",
+                self.from, self.to, self.next.text
+            ),
+            Over::RolledBack => format!(
+                "{what}: the refresh to {} was rolled back automatically (onFailure: rollback); {} runs again",
+                self.from, self.to
+            ),
+            Over::Unreadable => format!("{what}: {}", self.next.text),
+        }
     }
 }
 

@@ -348,9 +348,11 @@ impl<'a> Context<'a> {
         Workload: From<K>,
     {
         let mut skimmed = parse::<Skim<K>>(body)?;
+        // Read before the objects are taken: the old one's UID is in it.
+        let asked: Asked = (&skimmed).into();
         let change = take_change(&mut skimmed, |o| Workload::from(o.0))?;
         if change.is_none_or(|c| decide::is_ungoverned(&c, self.policies)) {
-            return Ok(self.finish((&skimmed).into(), None));
+            return Ok(self.finish(asked, None));
         }
         let values = self.values(body);
         if values > MAX_VALUES {
@@ -365,11 +367,12 @@ impl<'a> Context<'a> {
                 ),
                 ..Default::default()
             };
-            return Ok(self.finish_with((&skimmed).into(), refused));
+            return Ok(self.finish_with(asked, refused));
         }
         let mut request = parse::<Lean<K>>(body)?;
+        let asked: Asked = (&request).into();
         let change = take_change(&mut request, |o| Workload::from(o.0))?;
-        Ok(self.finish((&request).into(), change))
+        Ok(self.finish(asked, change))
     }
 
     fn finish(&self, asked: Asked, change: Option<Change>) -> Reviewed {
