@@ -8,14 +8,13 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
-use common::{TempDir, root};
+use common::{TempDir, recording, root};
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -28,14 +27,6 @@ const NOW: &str = "2026-11-21T23:51:00Z";
 // What the local API server serves: the recorded StatefulSet and its pods
 // after one event of the recording, and the policy it ran under.
 
-fn events() -> Vec<Value> {
-    std::fs::read_to_string(root().join("tests/data/recordings/refresh-statefulset.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 #[derive(Clone)]
 struct Recorded {
     sts: Value,
@@ -43,28 +34,10 @@ struct Recorded {
 }
 
 fn recorded(upto: usize) -> Recorded {
-    let mut sts = Value::Null;
-    let mut pods = BTreeMap::new();
-    for event in &events()[..=upto] {
-        let object = event["object"].clone();
-        let name = object["metadata"]["name"].as_str().unwrap().to_string();
-        match (
-            object["kind"].as_str().unwrap(),
-            event["type"].as_str().unwrap(),
-        ) {
-            ("StatefulSet", _) => sts = object,
-            ("Pod", "DELETED") => {
-                pods.remove(&name);
-            }
-            ("Pod", _) => {
-                pods.insert(name, object);
-            }
-            _ => {}
-        }
-    }
+    let watched = recording::Watched::at(upto);
     Recorded {
-        sts,
-        pods: pods.into_values().collect(),
+        sts: watched.sts.unwrap_or(Value::Null),
+        pods: watched.pods.into_values().collect(),
     }
 }
 

@@ -6,10 +6,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
-use common::{of, root};
-use k8s_openapi::api::core::v1::Pod;
+use common::{of, recording, root};
 use serde_json::Value;
 use upgrade_guard::policy::{Policy, PolicySet};
 use upgrade_guard::refresh::status::report;
@@ -17,11 +14,7 @@ use upgrade_guard::refresh::{Action, Observed, PodRef, Settings, step};
 use upgrade_guard::workload::{REFRESH, RefreshRecord, RefreshState, Workload};
 
 fn events() -> Vec<Value> {
-    std::fs::read_to_string(root().join("tests/data/recordings/refresh-statefulset.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    recording::events("refresh-statefulset.jsonl")
 }
 
 fn policy() -> Policy {
@@ -31,40 +24,11 @@ fn policy() -> Policy {
 }
 
 /// The cluster as the watch has shown it so far.
-#[derive(Clone, Default)]
-struct Cluster {
-    sts: Option<Value>,
-    pods: BTreeMap<String, Value>,
-}
+type Cluster = recording::Watched;
 
 impl Cluster {
-    fn apply(&mut self, event: &Value) {
-        let object = &event["object"];
-        let name = object["metadata"]["name"].as_str().unwrap().to_string();
-        match (
-            object["kind"].as_str().unwrap(),
-            event["type"].as_str().unwrap(),
-        ) {
-            ("StatefulSet", _) => self.sts = Some(object.clone()),
-            ("Pod", "DELETED") => {
-                self.pods.remove(&name);
-            }
-            ("Pod", _) => {
-                self.pods.insert(name, object.clone());
-            }
-            _ => {}
-        }
-    }
-
     fn workload(&self) -> Workload {
         of(self.sts.clone().unwrap())
-    }
-
-    fn pods(&self) -> Vec<Pod> {
-        self.pods
-            .values()
-            .map(|p| serde_json::from_value(p.clone()).unwrap())
-            .collect()
     }
 
     fn step(&self, now: jiff::Timestamp) -> Action {
@@ -72,7 +36,7 @@ impl Cluster {
         let settings = Settings::of(&policy(), &w);
         step(&Observed {
             workload: &w,
-            pods: &self.pods(),
+            pods: &self.typed_pods(),
             jobs: &[],
             settings: &settings,
             now,
@@ -275,7 +239,14 @@ fn a_failed_refresh_names_the_workload_and_a_failed_rollback_never_offers_the_fa
     let pod = cluster.pods.get_mut("sqlgw-3").unwrap();
     pod["metadata"]["labels"]["controller-revision-hash"] = "sqlgw-746999b954".into();
     let w = cluster.workload();
-    let r = report(&w, &cluster.pods(), &[], Some(&policy()), cluster.latest()).unwrap();
+    let r = report(
+        &w,
+        &cluster.typed_pods(),
+        &[],
+        Some(&policy()),
+        cluster.latest(),
+    )
+    .unwrap();
     assert_eq!(
         (r.state.as_str(), r.from.as_str(), r.to.as_str()),
         ("Failed", "3.4.5-broken", "3.4.4")
@@ -303,7 +274,7 @@ fn status_of_the_recorded_hold_names_the_resume_command() {
     let now = cluster.latest() + jiff::SignedDuration::from_secs(5);
     let r = report(
         &cluster.workload(),
-        &cluster.pods(),
+        &cluster.typed_pods(),
         &[],
         Some(&policy()),
         now,
@@ -321,7 +292,7 @@ fn status_of_the_recorded_hold_names_the_resume_command() {
     assert_eq!(versions, ["3.4.4", "3.4.2", "3.4.2"]);
 
     // Without a policy the record and the pods still show.
-    let r = report(&cluster.workload(), &cluster.pods(), &[], None, now).unwrap();
+    let r = report(&cluster.workload(), &cluster.typed_pods(), &[], None, now).unwrap();
     assert_eq!(
         (r.from.as_str(), r.to.as_str(), r.pause_after),
         ("3.4.2", "3.4.4", "-")

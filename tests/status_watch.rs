@@ -6,13 +6,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::api_server::status as api_status;
-use common::{of, root};
+use common::{of, recording, root};
 use http::{Request, Response};
-use k8s_openapi::api::core::v1::Pod;
 use kube::client::Body;
 use serde_json::{Value, json};
 use upgrade_guard::cli::Error;
@@ -28,11 +26,7 @@ use upgrade_guard::refresh::status::{Over, Report, report};
 // The recording
 
 fn events() -> Vec<Value> {
-    std::fs::read_to_string(root().join("tests/data/recordings/refresh-statefulset.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    recording::events("refresh-statefulset.jsonl")
 }
 
 fn policies() -> PolicySet {
@@ -41,40 +35,9 @@ fn policies() -> PolicySet {
 
 /// The StatefulSet and its pods as the recorded watch showed them after
 /// event `upto`.
-#[derive(Clone, Default)]
-struct Recorded {
-    sts: Option<Value>,
-    pods: BTreeMap<String, Value>,
-}
+type Recorded = recording::Watched;
 
 impl Recorded {
-    fn at(upto: usize) -> Recorded {
-        let mut r = Recorded::default();
-        for event in &events()[..=upto] {
-            r.apply(event);
-        }
-        r
-    }
-
-    fn apply(&mut self, event: &Value) {
-        let object = &event["object"];
-        let name = object["metadata"]["name"].as_str().unwrap().to_string();
-        match (
-            object["kind"].as_str().unwrap(),
-            event["type"].as_str().unwrap(),
-        ) {
-            ("StatefulSet", "DELETED") => self.sts = None,
-            ("StatefulSet", _) => self.sts = Some(object.clone()),
-            ("Pod", "DELETED") => {
-                self.pods.remove(&name);
-            }
-            ("Pod", _) => {
-                self.pods.insert(name, object.clone());
-            }
-            _ => {}
-        }
-    }
-
     fn sts(&self) -> Value {
         self.sts.clone().unwrap()
     }
@@ -88,11 +51,7 @@ impl Recorded {
 
     /// The report `status` gives of this moment.
     fn report(&self) -> Option<Report> {
-        let pods: Vec<Pod> = self
-            .pods
-            .values()
-            .map(|p| serde_json::from_value(p.clone()).unwrap())
-            .collect();
+        let pods = self.typed_pods();
         let w = of(self.sts.clone()?);
         let policies = policies();
         report(&w, &pods, &[], policies.select(&w), common::now())

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod api_server;
+pub mod recording;
 pub mod tls_client;
 pub mod tools;
 
