@@ -12,8 +12,11 @@
 //! - 16 HTTP/2 connections × 4 streams, `LOAD_SECONDS` (default 5) seconds;
 //! - the same two over HTTP/1.1 (64 connections for the second).
 //!
-//! Prints req/s, p50/p99/max latency, requests over 5 ms, server CPU per
-//! request and the ratio to nginx in the same shape, then peak memory.
+//! Each shape runs `LOAD_ROUNDS` rounds (default 3), the targets in turn.
+//! Prints, from the round with the median req/s: req/s, p50/p99/max
+//! latency, requests over 5 ms, server CPU per request and the ratio to
+//! nginx's median in the same shape; and each target's peak resident memory
+//! in that shape.
 
 mod common;
 
@@ -43,6 +46,7 @@ fn main() {
     }
     let requests: usize = env_or("LOAD_REQUESTS", 5_000);
     let seconds: u64 = env_or("LOAD_SECONDS", 5);
+    let rounds: usize = env_or("LOAD_ROUNDS", 3).max(1);
     let dir = Scratch::new();
     let body = sample::compact(&sample::five_containers(
         "registry.example.com/shop/db:1.8.0",
@@ -101,30 +105,54 @@ fn main() {
         ("nginx ceiling", nginx.pid(), nginx.addr, "/validate"),
     ];
     println!(
-        "\n{} byte AdmissionReview; h2load against each, one at a time, on loopback",
+        "\n{} byte AdmissionReview; h2load against each in turn, {rounds} rounds, on loopback \
+         (medians; peak RSS is the highest of the rounds)",
         body.len()
     );
     println!(
-        "{:<24} {:<26} {:>8} {:>7} {:>7} {:>7} {:>6} {:>9} {:>6}",
-        "shape", "target", "req/s", "p50 ms", "p99 ms", "max ms", ">5 ms", "CPU/req", "ratio"
+        "{:<24} {:<26} {:>8} {:>7} {:>7} {:>7} {:>6} {:>9} {:>6} {:>9}",
+        "shape",
+        "target",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        ">5 ms",
+        "CPU/req",
+        "ratio",
+        "peak MiB"
     );
     for shape in &shapes {
-        let mut rows = Vec::new();
-        for (name, pid, addr, path) in targets {
-            let url = format!("https://{addr}{path}");
-            // Warm-up: connections, caches, allocator.
-            shape
-                .warm_up()
-                .run(&url, &body_file, &dir.0.join("warm.log"));
-            let before = cpu_seconds(pid);
-            let run = shape.run(&url, &body_file, &dir.0.join("run.log"));
-            let cpu = cpu_seconds(pid) - before;
-            rows.push((name, run, cpu));
+        // Rounds alternate the targets, so a slow spell of the shared
+        // machine falls on all of them rather than on one.
+        let mut measured: Vec<Vec<Measured>> = targets.iter().map(|_| Vec::new()).collect();
+        for _ in 0..rounds {
+            for ((_, pid, addr, path), runs) in targets.iter().zip(&mut measured) {
+                let url = format!("https://{addr}{path}");
+                // Warm-up: connections, caches, allocator.
+                shape
+                    .warm_up()
+                    .run(&url, &body_file, &dir.0.join("warm.log"));
+                reset_peak_rss(*pid);
+                let before = cpu_seconds(*pid);
+                let run = shape.run(&url, &body_file, &dir.0.join("run.log"));
+                let cpu = cpu_seconds(*pid) - before;
+                let peak_kib = peak_rss_kib(*pid).unwrap_or(0);
+                runs.push(Measured {
+                    cpu_per_request: cpu / run.succeeded.max(1) as f64,
+                    peak_kib,
+                    run,
+                });
+            }
         }
-        let ceiling = rows.last().map(|(_, run, _)| run.rps).unwrap_or(f64::NAN);
-        for (name, run, cpu) in rows {
+        let medians: Vec<&Measured> = measured.iter().map(|runs| median(runs)).collect();
+        let ceiling = medians.last().map_or(f64::NAN, |m| m.run.rps);
+        for (((name, ..), m), runs) in targets.iter().zip(&medians).zip(&measured) {
+            let run = &m.run;
+            let failed: usize = runs.iter().map(|r| r.run.failed).sum();
+            let peak = runs.iter().map(|r| r.peak_kib).max().unwrap_or(0);
             println!(
-                "{:<24} {:<26} {:>8.0} {:>7.3} {:>7.3} {:>7.2} {:>6} {:>6.0} µs {:>6.2}{}",
+                "{:<24} {:<26} {:>8.0} {:>7.3} {:>7.3} {:>7.2} {:>6} {:>6.0} µs {:>6.2} {:>9.1}{}",
                 shape.label(),
                 name,
                 run.rps,
@@ -132,22 +160,39 @@ fn main() {
                 run.quantile(0.99),
                 run.quantile(1.0),
                 run.over_ms(5.0),
-                cpu / run.succeeded.max(1) as f64 * 1e6,
+                m.cpu_per_request * 1e6,
                 run.rps / ceiling,
-                if run.failed > 0 {
-                    format!("  ({} failed)", run.failed)
+                peak as f64 / 1024.0,
+                if failed > 0 {
+                    format!("  ({failed} failed)")
                 } else {
                     String::new()
                 }
             );
         }
     }
-    let mib = |pid| peak_rss_kib(pid).map_or(f64::NAN, |kib| kib as f64 / 1024.0);
-    println!(
-        "peak resident memory (VmHWM): upgrade-guard {:.1} MiB, nginx {:.1} MiB",
-        mib(ug.pid()),
-        mib(nginx.pid())
-    );
+}
+
+/// One target's run in one round.
+struct Measured {
+    run: Run,
+    cpu_per_request: f64,
+    peak_kib: u64,
+}
+
+/// The round with the median req/s (the lower middle of an even count).
+fn median(runs: &[Measured]) -> &Measured {
+    let mut order: Vec<&Measured> = runs.iter().collect();
+    order.sort_by(|a, b| a.run.rps.total_cmp(&b.run.rps));
+    order[(order.len() - 1) / 2]
+}
+
+/// Resets a process's peak resident memory (VmHWM) to what it holds now
+/// (`/proc/PID/clear_refs`, Linux 4.0+), so each run reports its own peak.
+fn reset_peak_rss(pid: u32) {
+    if let Err(e) = std::fs::write(format!("/proc/{pid}/clear_refs"), "5") {
+        eprintln!("could not reset the peak RSS of {pid}: {e}");
+    }
 }
 
 fn on_path(bin: &str) -> bool {

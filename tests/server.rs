@@ -189,6 +189,55 @@ async fn allow_refuse_and_mutate_over_http2_and_http1_match_review_byte_for_byte
     server.shutdown().await;
 }
 
+/// A body used as it arrived when it comes in one piece, joined when it
+/// comes in several: the same answer either way, including pieces that
+/// split a UTF-8 character and empty ones.
+#[tokio::test]
+async fn a_review_sent_in_pieces_is_answered_as_one_sent_whole() {
+    let server = start(Options::default()).await;
+    let mut body = sample_bytes("sts-update-client-side-apply.json");
+    // A two-byte character, so that one cut falls inside it.
+    let at = body.len() / 2;
+    let text =
+        String::from_utf8(body)
+            .unwrap()
+            .replacen("\"kubectl-patch\"", "\"kubectl-pätch\"", 1);
+    body = text.into_bytes();
+    let cut = body.iter().position(|&b| b == 0xc3).unwrap() + 1;
+    let pieces = |body: &[u8]| {
+        let (a, rest) = body.split_at(cut);
+        let (b, c) = rest.split_at(at.max(cut + 1) - cut);
+        vec![
+            Bytes::copy_from_slice(a),
+            Bytes::new(),
+            Bytes::copy_from_slice(b),
+            Bytes::copy_from_slice(c),
+        ]
+    };
+    for alpn in ["h2", "http/1.1"] {
+        let mut client = server.client(alpn).await;
+        let (status, _, whole) = client.post("/validate", body.clone()).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{alpn}: {}",
+            String::from_utf8_lossy(&whole)
+        );
+        let (status, _, pieced) = client
+            .post_streamed("/validate", pieces(&body))
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK, "{alpn}");
+        assert_eq!(pieced, whole, "{alpn}: the same answer in pieces");
+        assert_eq!(
+            response_of(&pieced)["allowed"],
+            false,
+            "{alpn}: still refused"
+        );
+    }
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_refusal_carries_403_and_its_text_in_status_message() {
     let server = start(Options::default()).await;

@@ -180,13 +180,15 @@ async fn rejections(
     let client = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(|| "-".to_string(), |c| c.0.to_string());
-    let method = crate::echo::bounded(request.method().as_str());
+        .map(|c| c.0);
+    let method = request.method().clone();
     let response = next.run(request).await;
     let status = response.status();
     if !status.is_client_error() {
         return response;
     }
+    let client = client.map_or_else(|| "-".to_string(), |c| c.to_string());
+    let method = crate::echo::bounded(method.as_str());
     let reason = match (response.extensions().get::<Rejected>(), status) {
         (Some(Rejected(reason)), _) => reason,
         (None, StatusCode::METHOD_NOT_ALLOWED) => "method_not_allowed",
@@ -451,16 +453,18 @@ fn record(metrics: &Metrics, endpoint: Endpoint, r: &Reviewed) {
             verdict,
         })
         .inc();
-    let span = tracing::info_span!(
-        "admission",
-        uid = %r.uid,
-        operation = r.operation,
-        namespace = %r.namespace,
-        name = %r.name,
-    );
-    let _entered = span.enter();
+    // No span per request: at the info level a span formats its fields
+    // into the log layer whether or not anything is logged inside it.
     if endpoint != Endpoint::Validate || !v.is_audited() {
-        tracing::debug!(endpoint = endpoint.as_str(), verdict, "answered");
+        tracing::debug!(
+            uid = %r.uid,
+            operation = r.operation,
+            namespace = %r.namespace,
+            name = %r.name,
+            endpoint = endpoint.as_str(),
+            verdict,
+            "answered"
+        );
         return;
     }
     match v.rule {
