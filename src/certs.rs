@@ -393,36 +393,11 @@ pub async fn install(
     let mut said = Vec::new();
     let (ca_pem, made) = ensure_secret(client, target, fresh, &mut said).await?;
     for name in &target.webhooks {
-        let validating = patch_config::<ValidatingWebhookConfiguration>(
-            client,
-            name,
-            &ca_pem,
-            |c| {
-                entries(
-                    c.webhooks
-                        .iter()
-                        .flatten()
-                        .map(|w| (&w.name, &w.client_config.ca_bundle)),
-                )
-            },
-            &mut said,
-        )
-        .await?;
-        let mutating = patch_config::<MutatingWebhookConfiguration>(
-            client,
-            name,
-            &ca_pem,
-            |c| {
-                entries(
-                    c.webhooks
-                        .iter()
-                        .flatten()
-                        .map(|w| (&w.name, &w.client_config.ca_bundle)),
-                )
-            },
-            &mut said,
-        )
-        .await?;
+        let validating =
+            patch_config::<ValidatingWebhookConfiguration>(client, name, &ca_pem, &mut said)
+                .await?;
+        let mutating =
+            patch_config::<MutatingWebhookConfiguration>(client, name, &ca_pem, &mut said).await?;
         if !validating && !mutating && !made {
             // Pre-install comes before the chart's configurations; a run
             // that found its Secret made already (post-install, an upgrade)
@@ -435,16 +410,29 @@ pub async fn install(
     Ok(said)
 }
 
-fn entries<'a>(
-    items: impl Iterator<Item = (&'a String, &'a Option<ByteString>)>,
-) -> Vec<WebhookEntry> {
-    items
-        .map(|(name, ca)| WebhookEntry {
-            name: name.clone(),
-            ca_bundle: ca.as_ref().map(|b| b.0.clone()),
-        })
-        .collect()
+/// A webhook configuration's webhooks, as names and CA bundles: the two
+/// kinds hold them in webhook types of their own.
+trait WebhookEntries {
+    fn entries(&self) -> Vec<WebhookEntry>;
 }
+
+macro_rules! webhook_entries {
+    ($($config:ty),*) => {$(
+        impl WebhookEntries for $config {
+            fn entries(&self) -> Vec<WebhookEntry> {
+                self.webhooks
+                    .iter()
+                    .flatten()
+                    .map(|w| WebhookEntry {
+                        name: w.name.clone(),
+                        ca_bundle: w.client_config.ca_bundle.as_ref().map(|b| b.0.clone()),
+                    })
+                    .collect()
+            }
+        }
+    )*};
+}
+webhook_entries!(ValidatingWebhookConfiguration, MutatingWebhookConfiguration);
 
 /// The Secret's CA after keeping or writing it, and whether this run wrote it.
 async fn ensure_secret(
@@ -544,11 +532,11 @@ async fn patch_config<K>(
     client: &kube::Client,
     name: &str,
     ca_pem: &[u8],
-    entries_of: impl Fn(&K) -> Vec<WebhookEntry>,
     said: &mut Vec<String>,
 ) -> Result<bool, InstallError>
 where
     K: kube::Resource<Scope = kube::core::ClusterResourceScope, DynamicType = ()>
+        + WebhookEntries
         + Clone
         + std::fmt::Debug
         + serde::de::DeserializeOwned,
@@ -571,7 +559,7 @@ where
             ));
             return Ok(false);
         };
-        let entries = entries_of(&config);
+        let entries = config.entries();
         let ops = ca_bundle_patch(&entries, ca_pem);
         if ops.is_empty() {
             said.push(format!(

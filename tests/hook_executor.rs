@@ -161,6 +161,24 @@ fn job_post(body: Value, status: u16, reply: Value) -> Call {
     .with_body(body)
 }
 
+/// Starting `job` creates exactly `body` and patches the record once.
+async fn creates_the_job_and_applies(
+    w: &Workload,
+    job: k8s_openapi::api::batch::v1::Job,
+    body: Value,
+) {
+    let (client, handle) = mock();
+    let server = tokio::spawn(scenario(
+        handle,
+        vec![job_post(body.clone(), 201, body), record_patch()],
+    ));
+    let outcome = executor::execute(&client, None, w, &starting(job))
+        .await
+        .unwrap();
+    server.await.unwrap();
+    assert_eq!(outcome, Outcome::Applied);
+}
+
 #[tokio::test]
 async fn a_hook_job_is_created_with_the_contracts_name_labels_owner_and_environment() {
     let w = workload(db_value());
@@ -175,16 +193,7 @@ async fn a_hook_job_is_created_with_the_contracts_name_labels_owner_and_environm
         600,
         contract_env(&[("UG_UNIT", "4"), ("UG_POD", "db-4")]),
     );
-    let (client, handle) = mock();
-    let server = tokio::spawn(scenario(
-        handle,
-        vec![job_post(body.clone(), 201, body), record_patch()],
-    ));
-    let outcome = executor::execute(&client, None, &w, &starting(job))
-        .await
-        .unwrap();
-    server.await.unwrap();
-    assert_eq!(outcome, Outcome::Applied);
+    creates_the_job_and_applies(&w, job, body).await;
 }
 
 #[tokio::test]
@@ -221,16 +230,7 @@ async fn a_post_refresh_job_carries_its_release_step_and_the_shorter_deadline() 
         300,
         contract_env(&[("UG_STEP_FROM", "1.7.1"), ("UG_STEP_TO", "1.8.0")]),
     );
-    let (client, handle) = mock();
-    let server = tokio::spawn(scenario(
-        handle,
-        vec![job_post(body.clone(), 201, body), record_patch()],
-    ));
-    let outcome = executor::execute(&client, None, &w, &starting(job))
-        .await
-        .unwrap();
-    server.await.unwrap();
-    assert_eq!(outcome, Outcome::Applied);
+    creates_the_job_and_applies(&w, job, body).await;
 }
 
 #[tokio::test]

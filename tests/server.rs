@@ -1106,15 +1106,12 @@ async fn an_override_is_honoured_only_when_rbac_says_the_requesting_user_may_for
     }
 }
 
-/// Over TLS: a refused dry-run (Argo CD's diff) writes no Event; the same
-/// request for real, sent to /mutate and /validate as the API server does,
-/// writes exactly one.
-#[tokio::test]
-async fn a_refusal_writes_one_event_and_a_dry_run_none() {
-    use common::api_server::{call, scenario};
-    use http::{Request, Response};
-    use kube::client::Body;
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+/// A server whose Events go to a mocked API server, and the mock's handle.
+async fn with_event_sink() -> (
+    Harness,
+    tower_test::mock::Handle<http::Request<kube::client::Body>, http::Response<kube::client::Body>>,
+) {
+    let (service, handle) = tower_test::mock::pair();
     let sink = upgrade_guard::webhook::events::start(
         kube::Client::new(service, "default"),
         "upgrade-guard-0",
@@ -1125,6 +1122,16 @@ async fn a_refusal_writes_one_event_and_a_dry_run_none() {
         ..Options::default()
     })
     .await;
+    (server, handle)
+}
+
+/// Over TLS: a refused dry-run (Argo CD's diff) writes no Event; the same
+/// request for real, sent to /mutate and /validate as the API server does,
+/// writes exactly one.
+#[tokio::test]
+async fn a_refusal_writes_one_event_and_a_dry_run_none() {
+    use common::api_server::{call, scenario};
+    let (server, handle) = with_event_sink().await;
     let mut client = server.client("h2").await;
     let refused = sample("sts-update-client-side-apply.json");
     let mut dry = refused.clone();
@@ -1138,17 +1145,7 @@ async fn a_refusal_writes_one_event_and_a_dry_run_none() {
     let api = tokio::spawn(scenario(handle, vec![]));
     api.await.unwrap();
 
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let sink = upgrade_guard::webhook::events::start(
-        kube::Client::new(service, "default"),
-        "upgrade-guard-0",
-        prometheus_client::metrics::counter::Counter::default(),
-    );
-    let server = start(Options {
-        events: Some(sink),
-        ..Options::default()
-    })
-    .await;
+    let (server, handle) = with_event_sink().await;
     let mut client = server.client("h2").await;
     let api = tokio::spawn(scenario(
         handle,
