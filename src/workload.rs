@@ -279,17 +279,19 @@ pub fn claim_volumes(template: Option<&PodTemplateSpec>) -> Vec<(&str, &str)> {
 /// Per container whose image differs between two pod templates, its image
 /// in `old`.
 pub fn images_changed(old: &PodTemplateSpec, new: &PodTemplateSpec) -> BTreeMap<String, String> {
-    let images = |t: &PodTemplateSpec| -> BTreeMap<String, String> {
+    // Borrowed: only the images that changed are copied.
+    fn images(t: &PodTemplateSpec) -> BTreeMap<&str, &str> {
         t.spec
             .iter()
             .flat_map(|s| &s.containers)
-            .filter_map(|c| Some((c.name.clone(), c.image.clone()?)))
+            .filter_map(|c| Some((c.name.as_str(), c.image.as_deref()?)))
             .collect()
-    };
+    }
     let after = images(new);
     images(old)
         .into_iter()
         .filter(|(name, image)| after.get(name).is_some_and(|a| a != image))
+        .map(|(name, image)| (name.to_owned(), image.to_owned()))
         .collect()
 }
 

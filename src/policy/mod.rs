@@ -370,28 +370,29 @@ impl Policy {
         if let Some(v) = reference.digest.and_then(|d| digests.get(d)) {
             return Ok(v.clone());
         }
-        // The image is a user's text, echoed in the refusal: bounded.
-        let (shown, tag) = (crate::echo::bounded(image), reference.tag);
-        let Some(tag) = tag else {
+        // The image is a user's text, echoed in the refusal: bounded (and
+        // only when refused: this runs on every container of every review).
+        let shown = crate::echo::bounded;
+        let Some(tag) = reference.tag else {
             return Err(match reference.digest {
                 Some(d) => format!(
-                    "image {shown} has no tag and digest {} is not in spec.version.digests",
-                    crate::echo::bounded(d)
+                    "image {} has no tag and digest {} is not in spec.version.digests",
+                    shown(image),
+                    shown(d)
                 ),
-                None => format!("image {shown} has no tag"),
+                None => format!("image {} has no tag", shown(image)),
             });
         };
-        let shown_tag = crate::echo::bounded(tag);
         let text = match pattern {
             Some(re) => re
                 .captures(tag)
                 .and_then(|c| c.name("version"))
                 .map(|m| m.as_str())
-                .ok_or_else(|| format!("tag {shown_tag} does not match spec.version.pattern"))?,
+                .ok_or_else(|| format!("tag {} does not match spec.version.pattern", shown(tag)))?,
             None => tag,
         };
         text.parse()
-            .map_err(|e: VersionError| format!("tag {shown_tag}: {e}"))
+            .map_err(|e: VersionError| format!("tag {}: {e}", shown(tag)))
     }
 
     /// `NAME`, or `NAMESPACE/NAME` for a namespaced policy.
