@@ -178,52 +178,41 @@ impl Object<'_> {
             spec,
             status,
         } = self;
-        Some(match kind {
-            WorkloadKind::StatefulSet => {
-                let mut object = Box::<StatefulSet>::default();
-                object.metadata = checked::<StatefulSet, serde_json::Error, _>(
-                    api_version,
-                    object_kind,
-                    metadata,
-                )
-                .ok()?;
-                if let Some(s) = spec {
-                    let out = object.spec.insert(Default::default());
-                    s.template?.reduce_into(&mut out.template)?;
-                    out.selector = s.selector?;
-                    out.min_ready_seconds = s.min_ready_seconds;
-                    out.ordinals = s.ordinals;
-                    out.persistent_volume_claim_retention_policy =
-                        s.persistent_volume_claim_retention_policy;
-                    out.pod_management_policy = s.pod_management_policy;
-                    out.replicas = s.replicas;
-                    out.revision_history_limit = s.revision_history_limit;
-                    out.service_name = s.service_name;
-                    out.update_strategy = s.update_strategy;
-                    out.volume_claim_templates = s.volume_claim_templates;
-                }
-                object.status = typed::<StatefulSetStatus>(status)?;
-                Workload::StatefulSet(object)
-            }
-            WorkloadKind::Deployment => {
-                let mut object = Box::<Deployment>::default();
+        // Both kinds alike but for the spec fields of their own.
+        macro_rules! built {
+            ($kind:ident, $status:ty, |$s:ident, $out:ident| $own:block) => {{
+                let mut object = Box::<$kind>::default();
                 object.metadata =
-                    checked::<Deployment, serde_json::Error, _>(api_version, object_kind, metadata)
+                    checked::<$kind, serde_json::Error, _>(api_version, object_kind, metadata)
                         .ok()?;
-                if let Some(s) = spec {
-                    let out = object.spec.insert(Default::default());
-                    s.template?.reduce_into(&mut out.template)?;
-                    out.selector = s.selector?;
-                    out.min_ready_seconds = s.min_ready_seconds;
-                    out.paused = s.paused;
-                    out.progress_deadline_seconds = s.progress_deadline_seconds;
-                    out.replicas = s.replicas;
-                    out.revision_history_limit = s.revision_history_limit;
-                    out.strategy = s.strategy;
+                if let Some($s) = spec {
+                    let $out = object.spec.insert(Default::default());
+                    $s.template?.reduce_into(&mut $out.template)?;
+                    $out.selector = $s.selector?;
+                    $out.min_ready_seconds = $s.min_ready_seconds;
+                    $out.replicas = $s.replicas;
+                    $out.revision_history_limit = $s.revision_history_limit;
+                    $own
                 }
-                object.status = typed::<DeploymentStatus>(status)?;
-                Workload::Deployment(object)
-            }
+                object.status = typed::<$status>(status)?;
+                Workload::$kind(object)
+            }};
+        }
+        Some(match kind {
+            WorkloadKind::StatefulSet => built!(StatefulSet, StatefulSetStatus, |s, out| {
+                out.ordinals = s.ordinals;
+                out.persistent_volume_claim_retention_policy =
+                    s.persistent_volume_claim_retention_policy;
+                out.pod_management_policy = s.pod_management_policy;
+                out.service_name = s.service_name;
+                out.update_strategy = s.update_strategy;
+                out.volume_claim_templates = s.volume_claim_templates;
+            }),
+            WorkloadKind::Deployment => built!(Deployment, DeploymentStatus, |s, out| {
+                out.paused = s.paused;
+                out.progress_deadline_seconds = s.progress_deadline_seconds;
+                out.strategy = s.strategy;
+            }),
         })
     }
 }
