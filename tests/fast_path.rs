@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use upgrade_guard::decide::{NoCluster, Overrides};
 use upgrade_guard::manifest;
 use upgrade_guard::policy::PolicySet;
-use upgrade_guard::webhook::{Caller, Endpoint, review_in_full, review_quick};
+use upgrade_guard::webhook::{Caller, Endpoint, ReviewError, review_in_full, review_quick};
 
 /// Who asks: anyone; upgrade-guard itself; someone RBAC denies overrides.
 fn callers() -> [Caller; 3] {
@@ -190,6 +190,126 @@ fn a_template_that_differs_only_in_what_the_quick_read_drops_goes_the_full_way()
     unchanged["request"]["object"]["spec"]["template"] =
         review["request"]["oldObject"]["spec"]["template"].clone();
     assert!(same_answers(&compact(&unchanged), &policies, "unchanged"));
+}
+
+/// What the quick read cannot vouch for goes the full way: objects missing a
+/// field it relies on (the full read takes them as the API server's Go
+/// decoder would, the field empty) and objects the full read refuses (it
+/// names what is wrong). The odd but valid ones are answered alike.
+#[test]
+fn objects_missing_or_breaking_what_the_quick_read_relies_on_go_the_full_way() {
+    let policies = policies();
+    let (object, pod) = ("/request/object", "/request/object/spec/template/spec");
+    let edited = |sample_name: &str, path: &str, value: Option<Value>| {
+        let mut review = sample(sample_name);
+        let (parent, key) = path.rsplit_once('/').unwrap();
+        let parent = review.pointer_mut(parent).unwrap().as_object_mut().unwrap();
+        match value {
+            Some(v) => parent.insert(key.to_string(), v),
+            None => parent.remove(key),
+        };
+        compact(&review)
+    };
+    let (sts, deploy) = ("sts-update-set-image.json", "deploy-update-set-image.json");
+    let missing = [
+        (
+            "no template",
+            edited(sts, &format!("{object}/spec/template"), None),
+        ),
+        (
+            "no selector",
+            edited(sts, &format!("{object}/spec/selector"), None),
+        ),
+        (
+            "a Deployment without a selector",
+            edited(deploy, &format!("{object}/spec/selector"), None),
+        ),
+        (
+            "a pod without containers",
+            edited(sts, &format!("{pod}/containers"), None),
+        ),
+        (
+            "a container without a name",
+            edited(
+                sts,
+                &format!("{pod}/containers"),
+                Some(json!([{"image": "db:1"}])),
+            ),
+        ),
+        (
+            "a volume without a name",
+            edited(
+                sts,
+                &format!("{pod}/volumes"),
+                Some(json!([{"persistentVolumeClaim": {"claimName": "data"}}])),
+            ),
+        ),
+        (
+            "a deleted object without a template",
+            edited("sts-delete.json", "/request/oldObject/spec/template", None),
+        ),
+    ];
+    for (what, body) in &missing {
+        assert!(
+            !same_answers(body, &policies, what),
+            "{what}: answered the quick way"
+        );
+    }
+    let unreadable = [
+        (
+            "an unreadable status",
+            edited(
+                sts,
+                &format!("{object}/status"),
+                Some(json!({"replicas": "three"})),
+            ),
+            "request.object.status.replicas",
+        ),
+        (
+            "another kind",
+            edited(sts, &format!("{object}/kind"), Some(json!("Deployment"))),
+            "request.object",
+        ),
+        (
+            "a fractional replica count",
+            edited(sts, &format!("{object}/spec/replicas"), Some(json!(2.5))),
+            "request.object.spec.replicas",
+        ),
+    ];
+    for (what, body, path) in &unreadable {
+        assert!(
+            !same_answers(body, &policies, what),
+            "{what}: answered the quick way"
+        );
+        let full = review_in_full(
+            body,
+            Endpoint::Validate,
+            &policies,
+            &NoCluster,
+            now(),
+            &Caller::default(),
+        );
+        assert!(
+            matches!(&full, Err(ReviewError::Malformed { path: p, .. }) if p == path),
+            "{what}: {full:?}"
+        );
+    }
+    let odd = [
+        (
+            "a template without metadata",
+            edited(sts, &format!("{object}/spec/template/metadata"), None),
+        ),
+        (
+            "an empty list of containers",
+            edited(sts, &format!("{pod}/containers"), Some(json!([]))),
+        ),
+    ];
+    for (what, body) in &odd {
+        assert!(
+            same_answers(body, &policies, what),
+            "{what}: not answered the quick way"
+        );
+    }
 }
 
 // Generated reviews.

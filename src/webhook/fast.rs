@@ -166,10 +166,12 @@ impl Object<'_> {
         self.spec.as_ref().and_then(|s| s.template.as_ref())
     }
 
-    /// The workload of `kind`, its template reduced. `None` where the full
-    /// read fails: the wrong kind, a spec without its required fields, an
-    /// unreadable status. Built in its box: a StatefulSet is 2.5 kB, and
-    /// each move of one is a copy.
+    /// The workload of `kind`, its template reduced. `None` where this read
+    /// cannot vouch for it: the wrong kind, an unreadable status, a required
+    /// field missing (a spec's template or selector, a pod's containers, a
+    /// container's or volume's name: the full read takes those as empty, as
+    /// the API server's decoder would). Built in its box: a StatefulSet is
+    /// 2.5 kB, and each move of one is a copy.
     fn workload(self, kind: WorkloadKind) -> Option<Workload> {
         let Object {
             api_version,
@@ -277,8 +279,8 @@ impl PartialEq for Text<'_> {
 
 impl Template<'_> {
     /// Writes the template as decisions see it into `out` (a default one);
-    /// `None` where the full read fails (a container or volume without a
-    /// name, a pod without containers).
+    /// `None` for a container or volume without a name or a pod without
+    /// containers.
     fn reduce_into(self, out: &mut PodTemplateSpec) -> Option<()> {
         if let Some(m) = self.metadata {
             out.metadata.insert(ObjectMeta::default()).labels = m.labels;
