@@ -647,7 +647,18 @@ fn the_krew_manifest_installs_this_version_as_kubectl_upgrade_guard() {
                 .any(|f| f["from"] == bin.as_str() && f["to"] == "."),
             "{os}/{arch}: the binary is installed"
         );
+        // Krew's index takes only plugins that ship their license.
+        assert!(
+            files
+                .iter()
+                .any(|f| f["from"] == "LICENSE" && f["to"] == "."),
+            "{os}/{arch}: the license is installed"
+        );
     }
+    // The license shipped is the one Cargo declares.
+    let license = std::fs::read_to_string(root().join("LICENSE")).unwrap();
+    assert_eq!(env!("CARGO_PKG_LICENSE"), "Apache-2.0");
+    assert!(license.contains("Apache License\n                        Version 2.0, January 2004"));
     seen.sort();
     assert_eq!(
         seen,
