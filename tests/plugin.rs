@@ -69,7 +69,13 @@ fn answer(state: &Recorded, path: &str) -> Option<(u16, Value)> {
             json!({"apiVersion": "upgradeguard.io/v1alpha1", "kind": "UpgradePolicyList",
                 "metadata": {"resourceVersion": "300"}, "items": [policy_resource()]}),
         ),
-        p if p == format!("{STS}/sqlgw") => (200, state.sts.clone()),
+        // A GET, or the merge patch of an annotation (answered with the
+        // object as it was: the commands read only the status code).
+        p if p == format!("{STS}/sqlgw")
+            || p == format!("{STS}/sqlgw?&fieldManager=upgrade-guard") =>
+        {
+            (200, state.sts.clone())
+        }
         p if p == format!("{STS}?") => (200, list("StatefulSetList", vec![state.sts.clone()])),
         "/apis/apps/v1/namespaces/analytics/deployments?" => (200, list("DeploymentList", vec![])),
         p if p == format!("{STS}?&fieldSelector=metadata.name%3Dsqlgw&limit=500") => {
@@ -334,6 +340,46 @@ fn the_plugin_reaches_the_api_server_of_the_kubeconfig_it_is_given() {
         &[("KUBECONFIG", Path::new(config))],
     );
     assert_eq!(text(&again.stdout), said, "{}", text(&again.stderr));
+}
+
+#[test]
+fn as_the_plugin_the_commands_pause_suggests_are_the_plugins() {
+    let Some(k) = Kubectl::find() else { return };
+    let server = ApiServer::start(recorded(22));
+    let config = kubeconfig(&k.plugins, &server.url());
+    let args = ["upgrade-guard", "pause", "analytics/sqlgw", "--kubeconfig"];
+    let out = k.run(
+        &[&args[..], &[config.to_str().unwrap(), "--context", "live"]].concat(),
+        &[],
+    );
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}{}", text(&out.stderr));
+    assert_eq!(
+        server.seen(),
+        [
+            format!("GET {STS}/sqlgw"),
+            format!("PATCH {STS}/sqlgw?&fieldManager=upgrade-guard")
+        ]
+    );
+    assert_eq!(
+        said,
+        "StatefulSet analytics/sqlgw: holds after the unit in progress; go on with `kubectl upgrade-guard resume analytics/sqlgw`\n"
+    );
+    // By its own name, its own.
+    let out = upgrade_guard(&[
+        "pause",
+        "analytics/sqlgw",
+        "--kubeconfig",
+        config.to_str().unwrap(),
+        "--context",
+        "live",
+    ]);
+    assert!(
+        text(&out.stdout).ends_with("go on with `upgrade-guard resume analytics/sqlgw`\n"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
 }
 
 #[test]

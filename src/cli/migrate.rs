@@ -30,7 +30,7 @@ pub struct Args {
     pub cluster: ClusterArgs,
 }
 
-pub fn run(args: &Args, _common: &Common) -> Result<ExitCode, Error> {
+pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
     let mode = match (args.finish, args.rollback) {
         (true, _) => Mode::Finish,
         (_, true) => Mode::Rollback,
@@ -60,11 +60,12 @@ pub fn run(args: &Args, _common: &Common) -> Result<ExitCode, Error> {
         })
         .await
         .map_err(failed)?;
-        println!("{}", match ended {
+        let said = match ended {
             Ended::Migrated => format!("Deployment {ns}/{name} migrated; it waits at 0 replicas: `upgrade-guard migrate --finish {ns}/{name}` deletes it"),
             Ended::Finished => format!("Deployment {ns}/{name} migrated and deleted"),
             Ended::RolledBack => format!("Deployment {ns}/{name} rolled back"),
-        });
+        };
+        println!("{}", common.suggesting(&said));
         Ok(ExitCode::SUCCESS)
     })
 }

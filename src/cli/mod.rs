@@ -67,6 +67,11 @@ impl Common {
         }
     }
 
+    /// `text` with the commands it suggests as the user runs them.
+    pub fn suggesting(&self, text: &str) -> String {
+        suggesting(text, self.program())
+    }
+
     fn now(&self) -> jiff::Timestamp {
         self.now.unwrap_or_else(jiff::Timestamp::now)
     }
@@ -90,6 +95,16 @@ impl Common {
             eprintln!("upgrade-guard: warning: {}", no_policy(&self.policy_path()));
         }
         Ok(policies)
+    }
+}
+
+/// `text` with the commands it suggests (`` `upgrade-guard …` ``) as
+/// `program` (`kubectl upgrade-guard` as the plugin, where no
+/// `upgrade-guard` is on PATH).
+pub fn suggesting(text: &str, program: &str) -> String {
+    match program {
+        "upgrade-guard" => text.to_string(),
+        program => text.replace("`upgrade-guard ", &format!("`{program} ")),
     }
 }
 
@@ -241,7 +256,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("upgrade-guard: {e}");
+            eprintln!("upgrade-guard: {}", common.suggesting(&e.to_string()));
             ExitCode::from(2)
         }
     }

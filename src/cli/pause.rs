@@ -15,13 +15,13 @@ pub struct Args {
     pub cluster: ClusterArgs,
 }
 
-pub fn run(args: &Args, _common: &Common) -> Result<ExitCode, Error> {
+pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
     let runtime = super::runtime()?;
     let message = runtime.block_on(async {
         let cluster = cluster::connect(&args.cluster).await?;
         pause(&cluster, &args.target).await
     })?;
-    println!("{message}");
+    println!("{}", common.suggesting(&message));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -34,7 +34,7 @@ pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
         )
         .await
     })?;
-    println!("{message}");
+    println!("{}", common.suggesting(&message));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -61,6 +61,6 @@ pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
             Err(e) => Err(cluster.error(&format!("Job {ns}/{job_name}"), e)),
         }
     })?;
-    println!("{message}");
+    println!("{}", common.suggesting(&message));
     Ok(ExitCode::SUCCESS)
 }

@@ -142,10 +142,7 @@ pub fn run_by(report: &mut Report, program: &str) {
     {
         report.next.command = Some(format!("{program} {rest}"));
     }
-    report.next.text = report
-        .next
-        .text
-        .replace(&format!("`{OURS}"), &format!("`{program} "));
+    report.next.text = super::suggesting(&report.next.text, program);
 }
 
 /// The reports for `target`, or for every workload with a refresh record,
