@@ -312,6 +312,92 @@ fn objects_missing_or_breaking_what_the_quick_read_relies_on_go_the_full_way() {
     }
 }
 
+/// Every place in a recorded review, each given a value of another type:
+/// the quick way answers only where the full way reads the body too, and
+/// then alike. The full way reads every field of both objects into its
+/// type; the quick way builds only a few, so it must still check the rest.
+#[test]
+fn a_value_of_the_wrong_type_anywhere_is_never_answered_the_quick_way_alone() {
+    let policies = policies();
+    // A lone surrogate cannot be in a `Value`; it is put into the text.
+    const LONE: &str = "LONE-SURROGATE";
+    let wrong = [
+        json!("x"),
+        json!(LONE),
+        json!(7),
+        json!(-1),
+        json!(2.5),
+        json!(4_294_967_296_u64),
+        json!(true),
+        json!(null),
+        json!([]),
+        json!({}),
+        json!({"a": 1}),
+    ];
+    let mut refused = 0;
+    for name in ["sts-update-set-image.json", "deploy-update-set-image.json"] {
+        let review = sample(name);
+        let mut places = Vec::new();
+        pointers(&review["request"], "/request", &mut places);
+        assert!(places.len() > 100, "{name}: {} places", places.len());
+        for place in &places {
+            for value in &wrong {
+                let mut edited = review.clone();
+                *edited.pointer_mut(place).unwrap() = value.clone();
+                let body = compact(&edited);
+                let body = String::from_utf8(body).unwrap().replace(LONE, "\\ud800");
+                let what = format!("{name}: {place} = {value}");
+                let caller = Caller::default();
+                let quick = review_quick(
+                    body.as_bytes(),
+                    Endpoint::Validate,
+                    &policies,
+                    &NoCluster,
+                    now(),
+                    &caller,
+                );
+                let full = review_in_full(
+                    body.as_bytes(),
+                    Endpoint::Validate,
+                    &policies,
+                    &NoCluster,
+                    now(),
+                    &caller,
+                );
+                match (&quick, &full) {
+                    (Some(quick), Ok(full)) => assert_eq!(quick, full, "{what}"),
+                    (Some(_), Err(e)) => {
+                        panic!("{what}: the quick way answered, the full way refused: {e}")
+                    }
+                    (None, Err(_)) => refused += 1,
+                    (None, Ok(_)) => {}
+                }
+            }
+        }
+    }
+    // Most of these edits are refused: the test reaches what it means to.
+    assert!(refused > 1000, "{refused} refused");
+}
+
+/// The JSON pointer of every value under `v`, `v` itself included.
+fn pointers(v: &Value, at: &str, out: &mut Vec<String>) {
+    out.push(at.to_string());
+    let escape = |k: &str| k.replace('~', "~0").replace('/', "~1");
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map {
+                pointers(child, &format!("{at}/{}", escape(k)), out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                pointers(child, &format!("{at}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
 // Generated reviews.
 
 fn version() -> impl Strategy<Value = String> {

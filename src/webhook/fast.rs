@@ -8,15 +8,20 @@
 //!   containers' names and images, and its claim volumes;
 //! - the status typed.
 //!
-//! Every template field the reduction drops is kept as its text. Two
-//! templates are equal when what was read and those texts are (the API
-//! server serializes both objects the same way); two whose reductions are
-//! equal but whose texts differ (another order, another spelling) are beyond
-//! this read. Those, every other kind of request, and anything this read
-//! fails on go the full way ([`super::review`]), which names what is wrong.
-//! So both ways always decide alike; `tests/fast_path.rs` holds them to it.
+//! Every template field the reduction drops is still checked against its
+//! k8s-openapi type and kept as [`Token`]s ([`super::shape`]), and every
+//! other field the full read parses is parsed here too, so this read fails
+//! wherever the full one would. Two templates are equal when what was read
+//! and those tokens are (the API server serializes both objects the same
+//! way); two whose reductions are equal but whose tokens differ (another
+//! order, another spelling) are beyond this read. Those, every other kind
+//! of request, and anything this read fails on go the full way
+//! ([`super::review`]), which names what is wrong. So both ways always
+//! decide alike; `tests/fast_path.rs` holds them to it.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentStatus, DeploymentStrategy, StatefulSet, StatefulSetOrdinals,
@@ -28,7 +33,8 @@ use k8s_openapi::api::core::v1::{
     Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use kube::core::admission::Operation;
+use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
+use kube::core::admission::{AdmissionResponse, Operation};
 use kube::core::{GroupVersionKind, GroupVersionResource};
 use serde::Deserialize;
 use serde::de::{IgnoredAny, MapAccess, Visitor};
@@ -36,12 +42,14 @@ use serde_json::value::RawValue;
 
 use super::lean::{Meta, checked};
 use super::review::{API_VERSION, Asked, KIND, workload_kind};
+use super::shape::{AnyString, Seed, Shape, Token};
 use crate::decide::Change;
 use crate::workload::{Workload, WorkloadKind};
 
 /// The request's facts and the change it asks for, or `None`: take the full
 /// way (see the module's documentation).
 pub(super) fn read(body: &[u8]) -> Option<(Asked, Change)> {
+    shapes()?;
     // Validated once here, the text's strings are not validated again one
     // by one.
     let review: Review = serde_json::from_str(std::str::from_utf8(body).ok()?).ok()?;
@@ -95,6 +103,10 @@ struct Review<'a> {
     kind: String,
     #[serde(borrow)]
     request: Option<Request<'a>>,
+    // Never sent to a webhook, but read in full by the full read.
+    #[serde(default)]
+    #[allow(dead_code)]
+    response: Option<AdmissionResponse>,
 }
 
 /// kube's `AdmissionRequest` as far as an answer needs it.
@@ -106,6 +118,20 @@ struct Request<'a> {
     resource: GroupVersionResource,
     #[serde(default)]
     sub_resource: Option<String>,
+    // Not needed for an answer, but the full read fails on them where they
+    // are unreadable, so this one does too.
+    #[serde(default)]
+    #[allow(dead_code)]
+    request_kind: Option<GroupVersionKind>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    request_resource: Option<GroupVersionResource>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    request_sub_resource: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    options: Option<RawExtension>,
     #[serde(default)]
     name: String,
     #[serde(default)]
@@ -265,16 +291,34 @@ struct ClaimVolume<'a> {
     rest: Rest<'a>,
 }
 
-/// The fields not read, as (key, text), in the order sent.
-type Rest<'a> = Vec<(&'a str, Text<'a>)>;
+/// The fields not built, as their keys and values' tokens, in the order
+/// sent; fields the type does not know are skipped, as the full read does.
+type Rest<'a> = Vec<Token<'a>>;
 
-/// A JSON value's text, compared as text.
-struct Text<'a>(&'a RawValue);
+/// The k8s-openapi types the reduced ones stand for.
+struct Shapes {
+    template: Shape,
+    meta: Shape,
+    pod: Shape,
+    container: Shape,
+    volume: Shape,
+}
 
-impl PartialEq for Text<'_> {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.get() == other.0.get()
-    }
+/// Traced once. `None` (a k8s-openapi type beyond the tracer) turns this
+/// read off: every request then goes the full way.
+fn shapes() -> Option<&'static Shapes> {
+    static SHAPES: OnceLock<Option<Shapes>> = OnceLock::new();
+    SHAPES
+        .get_or_init(|| {
+            Some(Shapes {
+                template: Shape::of::<PodTemplateSpec>().ok()?,
+                meta: Shape::of::<ObjectMeta>().ok()?,
+                pod: Shape::of::<PodSpec>().ok()?,
+                container: Shape::of::<Container>().ok()?,
+                volume: Shape::of::<Volume>().ok()?,
+            })
+        })
+        .as_ref()
 }
 
 impl Template<'_> {
@@ -325,6 +369,8 @@ trait Fields<'de>: Default {
     /// Reads `key`'s value if it is one of ours; `false` leaves it unread.
     fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error>;
     fn rest(&mut self) -> &mut Rest<'de>;
+    /// The shape of the k8s-openapi type this one reduces.
+    fn shape(shapes: &Shapes) -> &Shape;
 }
 
 struct FieldsVisitor<T>(std::marker::PhantomData<T>);
@@ -335,11 +381,23 @@ impl<'de, T: Fields<'de>> Visitor<'de> for FieldsVisitor<T> {
         f.write_str("an object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
+        let shape = T::shape(shapes().ok_or_else(|| serde::de::Error::custom("untraced"))?);
         let mut object = T::default();
         while let Some(key) = map.next_key::<&'de str>()? {
-            if !object.field(key, &mut map)? {
-                let text = map.next_value()?;
-                object.rest().push((key, Text(text)));
+            if object.field(key, &mut map)? {
+                continue;
+            }
+            match shape.field(key) {
+                Some(shape) => {
+                    object.rest().push(Token::Key(Cow::Borrowed(key)));
+                    map.next_value_seed(Seed {
+                        shape,
+                        tokens: object.rest(),
+                    })?;
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
             }
         }
         Ok(object)
@@ -349,7 +407,7 @@ impl<'de, T: Fields<'de>> Visitor<'de> for FieldsVisitor<T> {
 /// The `Deserialize` and [`Fields`] of a reduced object: `"key" => field`
 /// for the fields read, the others kept in `rest`.
 macro_rules! read_by_fields {
-    ($($name:ident { $($key:literal => $field:ident),* })*) => {$(
+    ($($name:ident($shape:ident) { $($key:literal => $field:ident),* })*) => {$(
         impl<'de: 'a, 'a> Deserialize<'de> for $name<'a> {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 d.deserialize_map(FieldsVisitor::<$name<'de>>(std::marker::PhantomData))
@@ -367,20 +425,23 @@ macro_rules! read_by_fields {
             fn rest(&mut self) -> &mut Rest<'de> {
                 &mut self.rest
             }
+            fn shape(shapes: &Shapes) -> &Shape {
+                &shapes.$shape
+            }
         }
     )*};
 }
 read_by_fields! {
-    Template { "metadata" => metadata, "spec" => spec }
-    TemplateMeta { "labels" => labels }
-    TemplatePod { "containers" => containers, "volumes" => volumes }
-    Named { "name" => name, "image" => image }
-    ClaimVolume { "name" => name, "persistentVolumeClaim" => persistent_volume_claim }
+    Template(template) { "metadata" => metadata, "spec" => spec }
+    TemplateMeta(meta) { "labels" => labels }
+    TemplatePod(pod) { "containers" => containers, "volumes" => volumes }
+    Named(container) { "name" => name, "image" => image }
+    ClaimVolume(volume) { "name" => name, "persistentVolumeClaim" => persistent_volume_claim }
 }
 
 /// The annotations decisions read: upgrade-guard's own. The others are
-/// skipped unread (kubectl's last-applied-configuration alone is often a
-/// kilobyte of escaped JSON).
+/// only checked to be strings (kubectl's last-applied-configuration alone
+/// is often a kilobyte of escaped JSON).
 #[derive(Default)]
 pub(super) struct Own(BTreeMap<String, String>);
 
@@ -408,7 +469,7 @@ impl<'de> Deserialize<'de> for Own {
                             own.insert(key, map.next_value()?);
                         }
                         None => {
-                            map.next_value::<IgnoredAny>()?;
+                            map.next_value_seed(AnyString)?;
                         }
                     }
                 }

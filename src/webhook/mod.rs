@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod rbac;
 pub mod review;
 pub mod server;
+mod shape;
 pub mod tls;
 
 pub use review::{Caller, Endpoint, ReviewError, Reviewed, review, review_in_full, review_quick};
