@@ -319,11 +319,26 @@ fn objects_missing_or_breaking_what_the_quick_read_relies_on_go_the_full_way() {
 #[test]
 fn a_value_of_the_wrong_type_anywhere_is_never_answered_the_quick_way_alone() {
     let policies = policies();
-    // A lone surrogate cannot be in a `Value`; it is put into the text.
+    // What a `Value` cannot hold is put into the text: a lone surrogate, a
+    // number beyond f64, nesting past serde_json's limit of 128.
     const LONE: &str = "LONE-SURROGATE";
+    const HUGE: &str = "HUGE-NUMBER";
+    const DEEP: &str = "DEEP-NESTING";
+    let in_text = |body: Vec<u8>| {
+        String::from_utf8(body)
+            .unwrap()
+            .replace(LONE, "\\ud800")
+            .replace(&format!("\"{HUGE}\""), "1e400")
+            .replace(
+                &format!("\"{DEEP}\""),
+                &format!("{}{}", "[".repeat(130), "]".repeat(130)),
+            )
+    };
     let wrong = [
         json!("x"),
         json!(LONE),
+        json!(HUGE),
+        json!(DEEP),
         json!(7),
         json!(-1),
         json!(2.5),
@@ -339,13 +354,21 @@ fn a_value_of_the_wrong_type_anywhere_is_never_answered_the_quick_way_alone() {
         let review = sample(name);
         let mut places = Vec::new();
         pointers(&review["request"], "/request", &mut places);
+        // A key the review does not have, at the top and in the request.
+        places.extend(["/x".to_string(), "/request/x".to_string()]);
         assert!(places.len() > 100, "{name}: {} places", places.len());
         for place in &places {
             for value in &wrong {
                 let mut edited = review.clone();
-                *edited.pointer_mut(place).unwrap() = value.clone();
-                let body = compact(&edited);
-                let body = String::from_utf8(body).unwrap().replace(LONE, "\\ud800");
+                match edited.pointer_mut(place) {
+                    Some(at) => *at = value.clone(),
+                    None => {
+                        let (parent, key) = place.rsplit_once('/').unwrap();
+                        let parent = edited.pointer_mut(parent).unwrap();
+                        parent[key] = value.clone();
+                    }
+                }
+                let body = in_text(compact(&edited));
                 let what = format!("{name}: {place} = {value}");
                 let caller = Caller::default();
                 let quick = review_quick(

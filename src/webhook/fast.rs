@@ -96,8 +96,11 @@ pub(super) fn read(body: &[u8]) -> Option<(Asked, Change)> {
     Some((asked, change))
 }
 
+// The full read takes kube's AdmissionReview, whose flattened type meta
+// parses every other top-level key in full (depth, numbers, strings); the
+// API server sends none, so one here goes the full way.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Review<'a> {
     api_version: String,
     kind: String,
