@@ -299,7 +299,7 @@ struct ClaimVolume<'a> {
 type Rest<'a> = Vec<Token<'a>>;
 
 /// The k8s-openapi types the reduced ones stand for.
-struct Shapes {
+pub(super) struct Shapes {
     template: Shape,
     meta: Shape,
     pod: Shape,
@@ -309,7 +309,7 @@ struct Shapes {
 
 /// Traced once. `None` (a k8s-openapi type beyond the tracer) turns this
 /// read off: every request then goes the full way.
-fn shapes() -> Option<&'static Shapes> {
+pub(super) fn shapes() -> Option<&'static Shapes> {
     static SHAPES: OnceLock<Option<Shapes>> = OnceLock::new();
     SHAPES
         .get_or_init(|| {

@@ -116,6 +116,8 @@ impl Budget {
 
 /// The webhook routes, probes and metrics.
 pub fn router(app: Arc<App>, limits: Limits) -> Router {
+    // Traced here, at start-up, not by the first request.
+    super::fast::shapes();
     let budget = Budget::new(&limits);
     let validate = budget.clone();
     Router::new()
