@@ -402,6 +402,110 @@ fn a_value_of_the_wrong_type_anywhere_is_never_answered_the_quick_way_alone() {
     assert!(refused > 1000, "{refused} refused");
 }
 
+/// serde_json refuses a body nesting 128 containers deep. The quick read
+/// checks the fields of a template it does not build by their traced shapes
+/// (any JSON, in managedFields' fieldsV1), so it must fail where serde_json
+/// does: what it reads and what the full read refuses are one level apart.
+#[test]
+fn nesting_in_a_template_is_read_alike_up_to_serde_jsons_limit_and_refused_past_it() {
+    let policies = policies();
+    let review = sample("sts-update-set-image.json");
+    // The review, request, object, spec, template, its metadata, the
+    // managedFields list and its entry: fieldsV1's own list is the 9th.
+    const LIMIT: usize = 128;
+    let deep = |n: usize| {
+        let mut edited = review.clone();
+        for object in ["object", "oldObject"] {
+            edited["request"][object]["spec"]["template"]["metadata"]["managedFields"] =
+                json!([{"manager": "m", "fieldsV1": "NESTED"}]);
+        }
+        String::from_utf8(compact(&edited))
+            .unwrap()
+            .replace("\"NESTED\"", &format!("{}{}", "[".repeat(n), "]".repeat(n)))
+    };
+    let answers = |body: &str| {
+        let caller = Caller::default();
+        let quick = review_quick(
+            body.as_bytes(),
+            Endpoint::Validate,
+            &policies,
+            &NoCluster,
+            now(),
+            &caller,
+        );
+        let full = review_in_full(
+            body.as_bytes(),
+            Endpoint::Validate,
+            &policies,
+            &NoCluster,
+            now(),
+            &caller,
+        );
+        (quick, full)
+    };
+    let (quick, full) = answers(&deep(LIMIT - 9));
+    assert_eq!(quick.expect("answered the quick way"), full.unwrap());
+    let (quick, full) = answers(&deep(LIMIT - 8));
+    assert!(quick.is_none());
+    assert!(
+        matches!(&full, Err(ReviewError::Malformed { message, .. }) if message.contains("recursion limit")),
+        "{full:?}"
+    );
+}
+
+/// Every one-byte edit of a recorded review (a byte dropped, a comma, a
+/// quote or a brace put in or over another) is answered the quick way only
+/// where the full way answers it too, alike: a broken body, or one whose
+/// edit lands in a field the quick read does not build, goes the full way.
+#[test]
+fn a_body_broken_anywhere_is_never_answered_the_quick_way_alone() {
+    let policies = policies();
+    let caller = Caller::default();
+    let body = compact(&sample("sts-update-set-image.json"));
+    let mut answered = 0;
+    for at in 0..body.len() {
+        let mut removed = body.clone();
+        removed.remove(at);
+        let mut variants = vec![removed];
+        for byte in [b',', b'"', b'}'] {
+            let mut inserted = body.clone();
+            inserted.insert(at, byte);
+            let mut replaced = body.clone();
+            replaced[at] = byte;
+            variants.extend([inserted, replaced]);
+        }
+        for edited in variants {
+            let quick = review_quick(
+                &edited,
+                Endpoint::Validate,
+                &policies,
+                &NoCluster,
+                now(),
+                &caller,
+            );
+            let Some(quick) = quick else { continue };
+            answered += 1;
+            match review_in_full(
+                &edited,
+                Endpoint::Validate,
+                &policies,
+                &NoCluster,
+                now(),
+                &caller,
+            ) {
+                Ok(full) => assert_eq!(quick, full, "{}", String::from_utf8_lossy(&edited)),
+                Err(e) => panic!(
+                    "answered the quick way, refused the full way ({e}): {}",
+                    String::from_utf8_lossy(&edited)
+                ),
+            }
+        }
+    }
+    // Some edits leave a well-formed review (a byte inside a string): the
+    // quick way still answers those.
+    assert!(answered > 1000, "{answered} answered");
+}
+
 /// The JSON pointer of every value under `v`, `v` itself included.
 fn pointers(v: &Value, at: &str, out: &mut Vec<String>) {
     out.push(at.to_string());
