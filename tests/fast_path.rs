@@ -10,10 +10,12 @@ mod common;
 use common::*;
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use upgrade_guard::decide::{NoCluster, Overrides};
+use upgrade_guard::decide::{ClusterView, NoCluster, Overrides};
 use upgrade_guard::manifest;
 use upgrade_guard::policy::PolicySet;
-use upgrade_guard::webhook::{Caller, Endpoint, ReviewError, review_in_full, review_quick};
+use upgrade_guard::webhook::{
+    Caller, Endpoint, ReviewError, Reviewed, review_in_full, review_quick,
+};
 
 /// Who asks: anyone; upgrade-guard itself; someone RBAC denies overrides.
 fn callers() -> [Caller; 3] {
@@ -370,22 +372,9 @@ fn a_value_of_the_wrong_type_anywhere_is_never_answered_the_quick_way_alone() {
                 }
                 let body = in_text(compact(&edited));
                 let what = format!("{name}: {place} = {value}");
-                let caller = Caller::default();
-                let quick = review_quick(
-                    body.as_bytes(),
-                    Endpoint::Validate,
-                    &policies,
-                    &NoCluster,
-                    now(),
-                    &caller,
-                );
-                let full = review_in_full(
-                    body.as_bytes(),
-                    Endpoint::Validate,
-                    &policies,
-                    &NoCluster,
-                    now(),
-                    &caller,
+                let (quick, full) = (
+                    quick_way(body.as_bytes(), &policies),
+                    full_way(body.as_bytes(), &policies),
                 );
                 match (&quick, &full) {
                     (Some(quick), Ok(full)) => assert_eq!(quick, full, "{what}"),
@@ -423,30 +412,12 @@ fn nesting_in_a_template_is_read_alike_up_to_serde_jsons_limit_and_refused_past_
             .unwrap()
             .replace("\"NESTED\"", &format!("{}{}", "[".repeat(n), "]".repeat(n)))
     };
-    let answers = |body: &str| {
-        let caller = Caller::default();
-        let quick = review_quick(
-            body.as_bytes(),
-            Endpoint::Validate,
-            &policies,
-            &NoCluster,
-            now(),
-            &caller,
-        );
-        let full = review_in_full(
-            body.as_bytes(),
-            Endpoint::Validate,
-            &policies,
-            &NoCluster,
-            now(),
-            &caller,
-        );
-        (quick, full)
-    };
-    let (quick, full) = answers(&deep(LIMIT - 9));
-    assert_eq!(quick.expect("answered the quick way"), full.unwrap());
-    let (quick, full) = answers(&deep(LIMIT - 8));
-    assert!(quick.is_none());
+    let deeper = deep(LIMIT - 9);
+    let quick = quick_way(deeper.as_bytes(), &policies).expect("answered the quick way");
+    assert_eq!(quick, full_way(deeper.as_bytes(), &policies).unwrap());
+    let deepest = deep(LIMIT - 8);
+    assert!(quick_way(deepest.as_bytes(), &policies).is_none());
+    let full = full_way(deepest.as_bytes(), &policies);
     assert!(
         matches!(&full, Err(ReviewError::Malformed { message, .. }) if message.contains("recursion limit")),
         "{full:?}"
@@ -460,7 +431,6 @@ fn nesting_in_a_template_is_read_alike_up_to_serde_jsons_limit_and_refused_past_
 #[test]
 fn a_body_broken_anywhere_is_never_answered_the_quick_way_alone() {
     let policies = policies();
-    let caller = Caller::default();
     let body = compact(&sample("sts-update-set-image.json"));
     let mut answered = 0;
     for at in 0..body.len() {
@@ -475,24 +445,11 @@ fn a_body_broken_anywhere_is_never_answered_the_quick_way_alone() {
             variants.extend([inserted, replaced]);
         }
         for edited in variants {
-            let quick = review_quick(
-                &edited,
-                Endpoint::Validate,
-                &policies,
-                &NoCluster,
-                now(),
-                &caller,
-            );
-            let Some(quick) = quick else { continue };
+            let Some(quick) = quick_way(&edited, &policies) else {
+                continue;
+            };
             answered += 1;
-            match review_in_full(
-                &edited,
-                Endpoint::Validate,
-                &policies,
-                &NoCluster,
-                now(),
-                &caller,
-            ) {
+            match full_way(&edited, &policies) {
                 Ok(full) => assert_eq!(quick, full, "{}", String::from_utf8_lossy(&edited)),
                 Err(e) => panic!(
                     "answered the quick way, refused the full way ({e}): {}",
@@ -504,6 +461,29 @@ fn a_body_broken_anywhere_is_never_answered_the_quick_way_alone() {
     // Some edits leave a well-formed review (a byte inside a string): the
     // quick way still answers those.
     assert!(answered > 1000, "{answered} answered");
+}
+
+/// The quick way's answer to `body` at /validate, if it answers.
+fn quick_way(body: &[u8], policies: &PolicySet) -> Option<Reviewed> {
+    at_validate(review_quick, body, policies)
+}
+
+/// The full way's answer to `body` at /validate.
+fn full_way(body: &[u8], policies: &PolicySet) -> Result<Reviewed, ReviewError> {
+    at_validate(review_in_full, body, policies)
+}
+
+type Way<T> = fn(&[u8], Endpoint, &PolicySet, &dyn ClusterView, jiff::Timestamp, &Caller) -> T;
+
+fn at_validate<T>(way: Way<T>, body: &[u8], policies: &PolicySet) -> T {
+    way(
+        body,
+        Endpoint::Validate,
+        policies,
+        &NoCluster,
+        now(),
+        &Caller::default(),
+    )
 }
 
 /// The JSON pointer of every value under `v`, `v` itself included.
