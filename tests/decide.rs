@@ -884,6 +884,86 @@ fn an_override_rbac_denied_is_refused_with_the_rule_that_would_grant_it() {
     );
 }
 
+#[test]
+fn a_user_who_may_not_force_sees_the_rbac_sentence_not_the_record_the_mutation_wrote() {
+    let (old, new) = (
+        workload("manifests/db.yaml"),
+        workload("generated/db-1.9.0-forced.yaml"),
+    );
+    // The mutating webhook (which asks no RBAC) wrote a record for the
+    // forced change; the validating webhook then judges it as this user.
+    let mutated = patched(&new, &update(&old, &new, &policies()));
+    assert!(mutated.annotation(REFRESH).is_some());
+    let denied = Requester {
+        is_self: false,
+        overrides: upgrade_guard::decide::Overrides::Denied {
+            user: "dev@example.com".into(),
+            namespace: "shop".into(),
+        },
+    };
+    let change = Change::Update { old, new: mutated };
+    let v = upgrade_guard::decide::decide_as(&change, &policies(), &NoCluster, now(), &denied);
+    refused(&v, Rule::SkipVersion);
+    assert!(
+        v.reason.ends_with("; upgradeguard.io/force-to is set, but dev@example.com may not force: an override needs the RBAC verb `force` on upgradepolicies.upgradeguard.io in namespace shop, which the ClusterRole upgrade-guard-force grants (`kubectl -n shop create rolebinding upgrade-guard-force --clusterrole=upgrade-guard-force --user=USER`)"),
+        "{}",
+        v.reason
+    );
+}
+
+#[test]
+fn an_override_left_by_an_earlier_request_is_spent() {
+    let forced = workload("generated/db-1.9.0-forced.yaml");
+    // The forced change itself passes: the request sets the override.
+    assert_eq!(
+        update(&workload("manifests/db.yaml"), &forced, &policies()).rule,
+        Some(Rule::Forced)
+    );
+    // Set on its own first, then the version changed: the override was not
+    // set with the change it would let through.
+    let annotated_only = with(
+        &workload("manifests/db.yaml"),
+        "/metadata/annotations",
+        forced
+            .metadata()
+            .annotations
+            .clone()
+            .map_or(json!({}), |a| json!(a)),
+    );
+    let v = update(&annotated_only, &forced, &policies());
+    refused(&v, Rule::SkipVersion);
+    assert!(
+        v.reason.ends_with("; upgradeguard.io/force-to \"1.9.0\" was set by an earlier request, and an override counts only in the request that sets it: set upgradeguard.io/force-to and upgradeguard.io/force-reason together with this change"),
+        "{}",
+        v.reason
+    );
+    // Left on the workload after the forced upgrade, it does not force the
+    // workload out of its policy.
+    let at_target = patched(
+        &forced,
+        &update(&workload("manifests/db.yaml"), &forced, &policies()),
+    );
+    let unlabelled = with(&at_target, "/metadata/labels", json!({}));
+    let v = update(&at_target, &unlabelled, &policies());
+    refused(&v, Rule::LeftPolicy);
+    assert!(
+        v.reason
+            .contains("upgradeguard.io/force-to \"1.9.0\" was set by an earlier request"),
+        "{}",
+        v.reason
+    );
+    // A new reason is a new override, set by this request.
+    let reasoned = with(
+        &unlabelled,
+        "/metadata/annotations/upgradeguard.io~1force-reason",
+        json!("decommissioning db; its data is archived"),
+    );
+    assert_eq!(
+        update(&at_target, &reasoned, &policies()).rule,
+        Some(Rule::Forced)
+    );
+}
+
 // ---- A governed workload cannot leave its policy quietly. ----
 
 #[test]

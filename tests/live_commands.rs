@@ -618,8 +618,13 @@ async fn a_missing_crd_is_one_sentence_and_status_still_lists_every_record() {
         text.starts_with("StatefulSet shop/db: 1.7.0 → 1.8.0  Paused  pause-after -  partition 4"),
         "{text}"
     );
+    assert!(text.contains("  next: paused"), "{text}");
     assert!(
-        text.contains("  next: no UpgradePolicy governs it"),
+        text.contains("its UpgradePolicy is not among the cluster's nor in --policies here"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  run:  upgrade-guard resume shop/db"),
         "{text}"
     );
 }

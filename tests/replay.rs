@@ -291,14 +291,20 @@ fn status_of_the_recorded_hold_names_the_resume_command() {
     let versions: Vec<_> = r.units.iter().map(|u| u.version.clone().unwrap()).collect();
     assert_eq!(versions, ["3.4.4", "3.4.2", "3.4.2"]);
 
-    // Without a policy the record and the pods still show.
+    // Without a policy the record and the pods still show, and the next
+    // action follows from the record alone: upgrade-guard wrote it.
     let r = report(&cluster.workload(), &cluster.typed_pods(), &[], None, now).unwrap();
     assert_eq!(
         (r.from.as_str(), r.to.as_str(), r.pause_after),
         ("3.4.2", "3.4.4", "-")
     );
+    assert_eq!(
+        r.next.command.as_deref(),
+        Some("upgrade-guard resume analytics/sqlgw")
+    );
     assert!(
-        r.next.text.starts_with("no UpgradePolicy governs it"),
+        r.next.text.starts_with("paused: ")
+            && r.next.text.ends_with("; check it, then resume (its UpgradePolicy is not among the cluster's nor in --policies here (serve may read it from its own policy files: give the same with --policies to see versions))"),
         "{}",
         r.next.text
     );

@@ -163,7 +163,7 @@ pub struct Requester {
     pub overrides: Overrides,
 }
 
-/// Whether `upgradeguard.io/force-to` may be honoured for this requester.
+/// Whether `upgradeguard.io/force-to` may be honoured in this request.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub enum Overrides {
     /// Not asked: offline (`check`, `review`) or a server without cluster
@@ -172,6 +172,30 @@ pub enum Overrides {
     Unchecked,
     /// RBAC says `user` may not `force` upgradepolicies in `namespace`.
     Denied { user: String, namespace: String },
+    /// The request does not set the override: `force-to` and `force-reason`
+    /// are as an earlier request left them. An override is for the change
+    /// it is written with, never a standing exception.
+    Earlier,
+}
+
+impl Requester {
+    /// This requester, for `change`: an override the change does not set
+    /// is no override.
+    fn for_change(&self, change: &Change) -> Cow<'_, Requester> {
+        match change {
+            Change::Update { old, new }
+                if new.annotation(FORCE_TO).is_some()
+                    && old.annotation(FORCE_TO) == new.annotation(FORCE_TO)
+                    && old.annotation(FORCE_REASON) == new.annotation(FORCE_REASON) =>
+            {
+                Cow::Owned(Requester {
+                    overrides: Overrides::Earlier,
+                    ..self.clone()
+                })
+            }
+            _ => Cow::Borrowed(self),
+        }
+    }
 }
 
 /// Decides one change, as an unchecked requester (offline). `now` stamps a
@@ -213,6 +237,7 @@ pub fn decide_as(
     if is_ungoverned(change, policies) {
         return Verdict::allow();
     }
+    let requester = &*requester.for_change(change);
     if !requester.is_self
         && let Some(refused) = forged_record(change, policies, cluster, now, requester)
     {
@@ -1185,6 +1210,12 @@ fn override_for(
             String::new()
         });
     };
+    if *overrides == Overrides::Earlier {
+        return Err(format!(
+            "; {FORCE_TO} {:?} was set by an earlier request, and an override counts only in the request that sets it: set {FORCE_TO} and {FORCE_REASON} together with this change",
+            crate::echo::bounded(force_to)
+        ));
+    }
     let names_target = force_to == target.label()
         || force_to == target.image
         || matches!((&target.version, force_to.parse::<Version>()), (Ok(v), Ok(f)) if *v == f);
@@ -1282,6 +1313,11 @@ fn forged_record(
         None => Change::Create(candidate.clone()),
     };
     let verdict = decide_record_trusted(&ours, policies, cluster, now, requester);
+    // Refused on its own merits (this requester may not force, say): that
+    // is the reason that applies, whatever record the mutation wrote.
+    if !verdict.allowed {
+        return Some(verdict);
+    }
     let recomputed = mutation::patched(&candidate, &verdict.patch)
         .and_then(|w| w.refresh_record().and_then(Result::ok));
     let claimed = new.refresh_record().and_then(Result::ok);

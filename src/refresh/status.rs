@@ -227,10 +227,7 @@ pub fn report(
         .unwrap_or_default();
     let next = match &observed {
         Some(observed) => step(observed).next,
-        None => Next {
-            text: "no UpgradePolicy governs it where this command looked (the cluster's, and --policies): versions and the next action are not judged".into(),
-            command: None,
-        },
+        None => next_from_record(w, &record, jobs),
     };
     let version = |pod: &Pod| {
         let template = PodTemplateSpec {
@@ -305,6 +302,83 @@ pub fn report(
         items,
         next,
     })
+}
+
+/// The next action when no policy is visible here (`serve` may read it from
+/// files this command was not given): the record is written only by
+/// upgrade-guard, so its state says what the refresh waits for; versions
+/// are not judged.
+fn next_from_record(w: &Workload, record: &RefreshRecord, jobs: &[Job]) -> Next {
+    let (ns, name) = (w.namespace(), w.name());
+    let id = format!("{ns}/{name}");
+    let unseen = "its UpgradePolicy is not among the cluster's nor in --policies here (serve may read it from its own policy files: give the same with --policies to see versions)";
+    let reason = record
+        .reason
+        .as_deref()
+        .map_or(String::new(), |r| format!(": {}", crate::echo::bounded(r)));
+    let resource = match w {
+        Workload::StatefulSet(_) => "statefulset",
+        Workload::Deployment(_) => "deployment",
+    };
+    let hook_failed = jobs.iter().any(|job| {
+        job.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_deref())
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Failed" && c.status == "True")
+    });
+    let (text, command) = match record.state {
+        RefreshState::Paused => (
+            format!("paused{reason}; check it, then resume"),
+            Some(format!("upgrade-guard resume {id}")),
+        ),
+        RefreshState::Failed if record.rollback => (
+            format!(
+                "the rollback to {} is held{reason}; look at the pods (`kubectl -n {ns} get pods`) or go on anyway",
+                record.to
+            ),
+            Some(format!("upgrade-guard resume --force --reason TEXT {id}")),
+        ),
+        RefreshState::Failed if hook_failed => (
+            format!(
+                "held{reason}: run the failed hook again (`upgrade-guard retry {id}`), skip it (`upgrade-guard resume --force --reason TEXT {id}`) or roll back to {} (`kubectl -n {ns} rollout undo {resource}/{name}`)",
+                record.from
+            ),
+            Some(format!("upgrade-guard retry {id}")),
+        ),
+        RefreshState::Failed => (
+            format!(
+                "held{reason}: roll back to {} (`kubectl -n {ns} rollout undo {resource}/{name}`) or go on anyway (`upgrade-guard resume --force --reason TEXT {id}`)",
+                record.from
+            ),
+            Some(format!("kubectl -n {ns} rollout undo {resource}/{name}")),
+        ),
+        RefreshState::RollingOut | RefreshState::RollingBack => (
+            format!(
+                "{} {} → {}: the refresh controller moves it on; nothing to do",
+                if record.rollback {
+                    "rolling back"
+                } else {
+                    "rolling out"
+                },
+                record.from,
+                record.to
+            ),
+            None,
+        ),
+        RefreshState::Completed => (
+            format!(
+                "no refresh in progress; the last one, {} → {}, completed",
+                record.from, record.to
+            ),
+            None,
+        ),
+    };
+    Next {
+        text: format!("{text} ({unseen})"),
+        command,
+    }
 }
 
 /// A record nobody can read: say so, with the parser's words.

@@ -1,0 +1,183 @@
+//! The kubelet's part, played through `pods/status` (there is no kubelet
+//! and no scheduler): a pod becomes Running and Ready, or crash-loops when
+//! its test said so for its image; a Job's pod runs to Succeeded, or to
+//! Failed when its test said so. Every pod made Ready is noted, in order,
+//! so that a test can see which unit went first.
+
+use std::sync::Mutex;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::json;
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum Behaviour {
+    /// Running, Ready; a Job's pod: Succeeded.
+    Healthy,
+    /// Running, never Ready, `CrashLoopBackOff`; a Job's pod: Failed.
+    Broken,
+}
+
+/// (namespace, image) -> behaviour other than Healthy.
+static BEHAVIOURS: Mutex<Vec<(String, String, Behaviour)>> = Mutex::new(Vec::new());
+
+/// (namespace, pod, image) of every pod made Ready or run to its end.
+static STARTED: Mutex<Vec<(String, String, String)>> = Mutex::new(Vec::new());
+
+/// From now on, pods in `namespace` running `image` behave so.
+pub fn set(namespace: &str, image: &str, behaviour: Behaviour) {
+    let mut all = BEHAVIOURS.lock().unwrap();
+    all.retain(|(ns, i, _)| !(ns == namespace && i == image));
+    all.push((namespace.into(), image.into(), behaviour));
+}
+
+/// (pod, image) of every pod of `namespace` started so far, in order.
+pub fn started(namespace: &str) -> Vec<(String, String)> {
+    STARTED
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(ns, _, _)| ns == namespace)
+        .map(|(_, pod, image)| (pod.clone(), image.clone()))
+        .collect()
+}
+
+fn behaviour(namespace: &str, images: &[String]) -> Behaviour {
+    let all = BEHAVIOURS.lock().unwrap();
+    let broken = all.iter().any(|(ns, image, b)| {
+        ns == namespace && *b == Behaviour::Broken && images.iter().any(|i| i == image)
+    });
+    if broken {
+        Behaviour::Broken
+    } else {
+        Behaviour::Healthy
+    }
+}
+
+/// Plays the kubelet for every pod of the cluster until the process ends.
+pub async fn run(client: kube::Client) {
+    let pods: Api<Pod> = Api::all(client.clone());
+    let mut events = watcher(pods, watcher::Config::default())
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    while let Some(event) = events.next().await {
+        let Ok(pod) = event else { continue };
+        if let Err(e) = play(&client, &pod).await {
+            eprintln!("kubelet stand-in: {e}");
+        }
+    }
+}
+
+async fn play(client: &kube::Client, pod: &Pod) -> Result<(), kube::Error> {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return Ok(());
+    }
+    let (Some(namespace), Some(name)) = (&pod.metadata.namespace, &pod.metadata.name) else {
+        return Ok(());
+    };
+    let Some(spec) = &pod.spec else { return Ok(()) };
+    let status = pod.status.clone().unwrap_or_default();
+    let phase = status.phase.as_deref().unwrap_or("Pending");
+    let images: Vec<String> = spec
+        .containers
+        .iter()
+        .filter_map(|c| c.image.clone())
+        .collect();
+    let run_to_end = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.kind == "Job");
+    let behaviour = behaviour(namespace, &images);
+    let now = jiff::Timestamp::now().to_string();
+    let statuses = |state: serde_json::Value, ready: bool, restarts: i32| {
+        spec.containers
+            .iter()
+            .map(|c| {
+                json!({
+                    "name": c.name, "image": c.image, "imageID": "",
+                    "ready": ready, "started": ready, "restartCount": restarts,
+                    "state": state,
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let patch = if run_to_end {
+        if phase != "Pending" {
+            return Ok(());
+        }
+        let (phase, code) = match behaviour {
+            Behaviour::Healthy => ("Succeeded", 0),
+            Behaviour::Broken => ("Failed", 1),
+        };
+        let ended = json!({"terminated": {"exitCode": code, "startedAt": now, "finishedAt": now,
+            "reason": if code == 0 { "Completed" } else { "Error" }}});
+        json!({"status": {"phase": phase, "startTime": now,
+            "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now}],
+            "containerStatuses": statuses(ended, false, 0)}})
+    } else {
+        let already = status
+            .container_statuses
+            .as_ref()
+            .is_some_and(|cs| !cs.is_empty());
+        if already {
+            return Ok(());
+        }
+        match behaviour {
+            Behaviour::Healthy => json!({"status": {"phase": "Running", "startTime": now,
+                "conditions": [
+                    {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+                    {"type": "Ready", "status": "True", "lastTransitionTime": now},
+                    {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": now}],
+                "containerStatuses": statuses(json!({"running": {"startedAt": now}}), true, 0)}}),
+            Behaviour::Broken => json!({"status": {"phase": "Running", "startTime": now,
+                "conditions": [
+                    {"type": "Ready", "status": "False", "lastTransitionTime": now,
+                     "reason": "ContainersNotReady"}],
+                "containerStatuses": statuses(
+                    json!({"waiting": {"reason": "CrashLoopBackOff",
+                        "message": "back-off 40s restarting failed container"}}), false, 3)}}),
+        }
+    };
+    // The UID makes the patch miss a pod made anew under the same name.
+    let mut patch = patch;
+    patch["metadata"] = json!({"uid": pod.metadata.uid});
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    match api
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => {
+            STARTED.lock().unwrap().push((
+                namespace.clone(),
+                name.clone(),
+                images.first().cloned().unwrap_or_default(),
+            ));
+            Ok(())
+        }
+        // Deleted meanwhile: the next pod of that name is another event.
+        Err(kube::Error::Api(s)) if [404, 409, 422].contains(&s.code) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Marks a running pod Ready or not, as a kubelet whose probe changed its
+/// mind would.
+pub async fn set_ready(client: &kube::Client, namespace: &str, pod: &str, ready: bool) {
+    let now = jiff::Timestamp::now().to_string();
+    let status = if ready { "True" } else { "False" };
+    let patch = json!({"status": {"conditions": [
+        {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+        {"type": "Ready", "status": status, "lastTransitionTime": now},
+        {"type": "ContainersReady", "status": status, "lastTransitionTime": now},
+        {"type": "PodScheduled", "status": "True", "lastTransitionTime": now}]}});
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    api.patch_status(pod, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap_or_else(|e| panic!("pods/{pod}/status: {e}"));
+}

@@ -1,0 +1,19 @@
+//! End to end against a real control plane: etcd, kube-apiserver and
+//! kube-controller-manager from `KUBEBUILDER_ASSETS`, upgrade-guard installed
+//! from `manifests/`, `serve` as the real process, kubectl as the user, and
+//! the kubelet played through `pods/status`. Each test has a namespace of its
+//! own and waits on what it sees, never on another test's timing.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod control_plane;
+mod kubelet;
+mod suite;
+
+mod workloads;
+
+mod crash;
+mod kyuubi;
+mod overrides;
+mod protocol;

@@ -1,0 +1,446 @@
+//! One control plane for the whole suite, started on first use, with
+//! upgrade-guard installed from `manifests/` (namespace, service account,
+//! RBAC, CRD) and `serve` running as the real process under its service
+//! account's token, registered through `manifests/webhooks.yaml` with only
+//! the clientConfig changed to a loopback URL and its caBundle. Each test
+//! takes a namespace of its own.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, PostParams};
+use serde_json::{Value, json};
+
+use crate::common::{self, tls_client};
+use crate::control_plane::{self, Binaries, ControlPlane};
+use crate::kubelet;
+
+/// upgrade-guard's own identity, as `manifests/` installs it.
+pub const SELF_USER: &str = "system:serviceaccount:upgrade-guard:upgrade-guard";
+
+pub struct Suite {
+    pub dir: PathBuf,
+    /// A kubeconfig for `system:masters`: the operator's laptop.
+    pub admin: PathBuf,
+    pub serve_log: PathBuf,
+}
+
+static SUITE: OnceLock<Result<Suite, String>> = OnceLock::new();
+
+/// The suite's control plane, or None (after one line saying how to get the
+/// binaries) when `KUBEBUILDER_ASSETS` is unset and tools are not required.
+pub fn suite() -> Option<&'static Suite> {
+    let required = std::env::var("UPGRADE_GUARD_TOOLS").is_ok_and(|v| v == "required");
+    let Some(assets) = std::env::var_os(control_plane::ASSETS) else {
+        assert!(
+            !required,
+            "the end-to-end suite is required here: {}",
+            control_plane::HOW_TO_GET
+        );
+        eprintln!("skipped: no control plane: {}", control_plane::HOW_TO_GET);
+        return None;
+    };
+    let suite = SUITE.get_or_init(|| start(PathBuf::from(assets)));
+    match suite {
+        Ok(suite) => Some(suite),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Starts everything on a thread that lives as long as the process (the
+/// processes die with it), which then plays the kubelet.
+fn start(assets: PathBuf) -> Result<Suite, String> {
+    let bins = Binaries::find(&assets)?;
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("control-plane".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let dir = suite_dir();
+            let mut plane = ControlPlane::start(&bins, &dir);
+            let suite = install(&mut plane, &runtime);
+            let client = runtime.block_on(client_of(&suite.admin));
+            let _ = send.send(suite);
+            runtime.block_on(kubelet::run(client));
+            // The kubelet's watch never ends; if it did, keep the processes.
+            loop {
+                std::thread::park();
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    receive
+        .recv_timeout(Duration::from_secs(240))
+        .map_err(|e| match e {
+            std::sync::mpsc::RecvTimeoutError::Timeout => {
+                "the control plane did not come up in 240 s".into()
+            }
+            std::sync::mpsc::RecvTimeoutError::Disconnected => {
+                "the control plane did not start: see the panic of thread 'control-plane' above"
+                    .into()
+            }
+        })
+}
+
+/// A directory for this run; those of runs whose process is gone are removed.
+fn suite_dir() -> PathBuf {
+    let base = std::env::temp_dir();
+    if let Ok(entries) = std::fs::read_dir(&base) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if let Some(pid) = name.strip_prefix("ug-e2e-")
+                && !Path::new("/proc").join(pid).exists()
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let dir = base.join(format!("ug-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn install(plane: &mut ControlPlane, runtime: &tokio::runtime::Runtime) -> Suite {
+    let dir = plane.dir.clone();
+    let admin = plane.admin.clone();
+    let kubectl = |args: &[&str]| {
+        let out = kubectl_with(&admin, None, args, None);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            text(&out.stderr)
+        );
+    };
+    // The token controller has run once the default service account has a token.
+    plane.wait(
+        "the service-account token controller",
+        Duration::from_secs(90),
+        |p| {
+            p.get("/api/v1/namespaces/default/secrets")
+                .is_some_and(|s| s.contains("kubernetes.io/service-account-token"))
+        },
+    );
+    let manifests = common::root().join("manifests");
+    for file in [
+        "namespace.yaml",
+        "serviceaccount.yaml",
+        "rbac.yaml",
+        "crd.yaml",
+    ] {
+        kubectl(&["apply", "-f", &manifests.join(file).display().to_string()]);
+    }
+    kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/upgradepolicies.upgradeguard.io",
+        "--timeout=60s",
+    ]);
+    let client = runtime.block_on(client_of(&admin));
+    let token = runtime.block_on(service_account_token(&client));
+    let ca = dir.join("ca.crt");
+    let serve_kubeconfig = control_plane::kubeconfig(
+        &dir,
+        "serve.kubeconfig",
+        &plane.server,
+        &ca,
+        &format!("    token: {token}"),
+    );
+
+    let port = control_plane::free_port();
+    let serve_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let serve_log = dir.join("serve.log");
+    let dev_ca = dir.join("serve-ca.crt");
+    let policies = common::root().join("tests/e2e/policies");
+    let binary = PathBuf::from(env!("CARGO_BIN_EXE_upgrade-guard"));
+    let args: Vec<String> = [
+        "serve",
+        "--addr",
+        &serve_addr.to_string(),
+        "--kubeconfig",
+        &serve_kubeconfig.display().to_string(),
+        "--self-user",
+        SELF_USER,
+        "--dev-ca",
+        &dev_ca.display().to_string(),
+        "--policies",
+        &policies.display().to_string(),
+        "--log-format",
+        "text",
+    ]
+    .map(String::from)
+    .to_vec();
+    let serve = control_plane::spawn(
+        &binary,
+        &args,
+        &serve_log,
+        &[
+            ("POD_NAMESPACE", "upgrade-guard"),
+            ("HOSTNAME", "serve-0"),
+            ("RUST_LOG", "info"),
+        ],
+    );
+    std::mem::forget(serve);
+    let serve_ca = runtime.block_on(wait_ready(serve_addr, &dev_ca, &serve_log));
+
+    let webhooks = dir.join("webhooks.json");
+    std::fs::write(
+        &webhooks,
+        serde_json::to_vec_pretty(&webhooks_for(serve_addr, &serve_ca)).unwrap(),
+    )
+    .unwrap();
+    kubectl(&["apply", "-f", &webhooks.display().to_string()]);
+    let suite = Suite {
+        dir,
+        admin,
+        serve_log,
+    };
+    runtime.block_on(suite.wait_webhooks_called(&client));
+    suite
+}
+
+/// The shipped webhook configurations with each clientConfig pointing at
+/// `addr` and trusting `ca`; nothing else changed.
+pub fn webhooks_for(addr: SocketAddr, ca: &str) -> Value {
+    let text = std::fs::read_to_string(common::root().join("manifests/webhooks.yaml")).unwrap();
+    let mut items = Vec::new();
+    for document in serde_yaml_ng::Deserializer::from_str(&text) {
+        let mut object: Value = serde::Deserialize::deserialize(document).unwrap();
+        for webhook in object["webhooks"].as_array_mut().unwrap() {
+            let path = webhook["clientConfig"]["service"]["path"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            webhook["clientConfig"] = json!({
+                "url": format!("https://{addr}{path}"),
+                "caBundle": base64::engine::general_purpose::STANDARD.encode(ca),
+            });
+        }
+        items.push(object);
+    }
+    json!({"apiVersion": "v1", "kind": "List", "items": items})
+}
+
+async fn service_account_token(client: &kube::Client) -> String {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "upgrade-guard");
+    eventually("the upgrade-guard service account's token", 60, || async {
+        let list = secrets.list(&Default::default()).await.ok()?;
+        list.items.into_iter().find_map(|s| {
+            let for_us = s.type_.as_deref() == Some("kubernetes.io/service-account-token")
+                && s.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get("kubernetes.io/service-account.name"))
+                    .is_some_and(|n| n == "upgrade-guard");
+            let token = s.data?.get("token")?.0.clone();
+            for_us.then(|| String::from_utf8(token).unwrap())
+        })
+    })
+    .await
+}
+
+async fn wait_ready(addr: SocketAddr, ca_path: &Path, log: &Path) -> String {
+    let start = Instant::now();
+    loop {
+        if let Ok(ca) = std::fs::read_to_string(ca_path)
+            && let Ok(mut client) =
+                tls_client::Client::connect(addr, &[&ca], "http/1.1", None).await
+            && client.get("/readyz").await.0 == 200
+        {
+            return ca;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "serve was not ready in 60 s:\n{}",
+            tail(log)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn client_of(kubeconfig: &Path) -> kube::Client {
+    let config = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(config, &Default::default())
+        .await
+        .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).trim().to_string()
+}
+
+/// What upgrade-guard's validating webhook said in refusing a kubectl
+/// command (kubectl's own wording around it differs between versions).
+pub fn denial(out: &Output) -> String {
+    assert!(!out.status.success(), "not refused: {}", text(&out.stdout));
+    let said = text(&out.stderr);
+    let marker = "admission webhook \"validate.upgradeguard.io\" denied the request: ";
+    match said.find(marker) {
+        Some(at) => said[at + marker.len()..].to_string(),
+        None => panic!("not refused by upgrade-guard: {said}"),
+    }
+}
+
+/// The last lines of a log, for a failure message.
+pub fn tail(path: &Path) -> String {
+    let all = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = all.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+fn kubectl_with(
+    kubeconfig: &Path,
+    user: Option<&str>,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Output {
+    let mut command = Command::new("kubectl");
+    command.arg("--kubeconfig").arg(kubeconfig);
+    if let Some(user) = user {
+        command.args(["--as", user]);
+    }
+    command.args(args);
+    for proxy in ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"] {
+        command.env_remove(proxy);
+    }
+    run_with_input(command, stdin)
+}
+
+fn run_with_input(mut command: Command, stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    command.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    let mut child = command.spawn().expect("the command starts");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Polls `probe` every 100 ms until it gives a value; fails after `seconds`.
+pub async fn eventually<T, F, Fut>(what: &str, seconds: u64, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        if start.elapsed() > Duration::from_secs(seconds) {
+            let serve = match SUITE.get() {
+                Some(Ok(suite)) => tail(&suite.serve_log),
+                _ => String::new(),
+            };
+            panic!("waited {seconds} s for {what}; serve's log ends:\n{serve}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+impl Suite {
+    /// A client for `system:masters`, on the calling test's runtime.
+    pub async fn client(&self) -> kube::Client {
+        client_of(&self.admin).await
+    }
+
+    /// A new namespace for one test.
+    pub async fn namespace(&self, tag: &str) -> String {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let name = format!("e2e-{tag}-{}", N.fetch_add(1, Ordering::Relaxed));
+        let namespaces: Api<Namespace> = Api::all(self.client().await);
+        let object: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        namespaces
+            .create(&PostParams::default(), &object)
+            .await
+            .unwrap();
+        name
+    }
+
+    /// kubectl as the cluster's administrator.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        kubectl_with(&self.admin, None, args, None)
+    }
+
+    /// kubectl as the administrator with `input` on its standard input.
+    pub fn kubectl_in(&self, args: &[&str], input: &str) -> Output {
+        kubectl_with(&self.admin, None, args, Some(input))
+    }
+
+    /// kubectl as `user` (impersonated: the authorizer is real).
+    pub fn kubectl_as(&self, user: &str, args: &[&str]) -> Output {
+        kubectl_with(&self.admin, Some(user), args, None)
+    }
+
+    /// kubectl that must succeed; its standard output.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    /// Applies YAML or JSON given as text, as the administrator.
+    pub fn apply(&self, namespace: &str, manifest: &str) {
+        let out = self.kubectl_in(&["apply", "-n", namespace, "-f", "-"], manifest);
+        assert!(out.status.success(), "kubectl apply: {}", text(&out.stderr));
+    }
+
+    /// The upgrade-guard command line from the operator's laptop: the
+    /// admin kubeconfig, no policy files.
+    pub fn ug(&self, args: &[&str]) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_upgrade-guard"));
+        command
+            .args(args)
+            .env("KUBECONFIG", &self.admin)
+            .env_remove("UPGRADE_GUARD_POLICIES")
+            .current_dir(&self.dir);
+        for proxy in ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"] {
+            command.env_remove(proxy);
+        }
+        run_with_input(command, None)
+    }
+
+    /// Waits until the API server calls the webhooks: a server-side dry-run
+    /// of a StatefulSet carrying a made-up refresh record is refused.
+    async fn wait_webhooks_called(&self, client: &kube::Client) {
+        let _ = client;
+        let probe = r#"{"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"probe","namespace":"default","annotations":{"upgradeguard.io/refresh":"{}"}},"spec":{"serviceName":"probe","selector":{"matchLabels":{"app":"probe"}},"template":{"metadata":{"labels":{"app":"probe"}},"spec":{"containers":[{"name":"c","image":"probe:1.0.0"}]}}}}"#;
+        eventually(
+            "the API server to call upgrade-guard's webhooks",
+            60,
+            || async {
+                let out = self.kubectl_in(&["create", "--dry-run=server", "-f", "-"], probe);
+                (!out.status.success() && text(&out.stderr).contains("upgradeguard.io"))
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+}
