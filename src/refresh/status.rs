@@ -102,6 +102,11 @@ pub fn items(observed: &Observed, record: &RefreshRecord) -> Vec<Item> {
     }
     match (w, w.partition()) {
         (Workload::StatefulSet(_), Some(partition)) if !w.is_on_delete() => {
+            // Paused after the unit at the partition was done: the pause
+            // holds the next unit.
+            let paused_before = (record.state == RefreshState::Paused
+                && record.units.contains_key(&partition))
+            .then_some(partition - 1);
             for unit in (0..w.replicas()).rev() {
                 if has(HookKind::PreUnit) {
                     items.push(hook(HookRun::unit(HookKind::PreUnit, unit)));
@@ -109,7 +114,7 @@ pub fn items(observed: &Observed, record: &RefreshRecord) -> Vec<Item> {
                 let state = if record.units.contains_key(&unit) || partition < unit {
                     ItemState::Completed
                 } else {
-                    held(partition == unit)
+                    held(partition == unit || paused_before == Some(unit))
                 };
                 items.push(Item {
                     name: format!("unit {unit} ({}-{unit})", w.name()),

@@ -4,12 +4,13 @@
 //! Failed when its test said so. Every pod made Ready is noted, in order,
 //! so that a test can see which unit went first.
 
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use serde_json::json;
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -18,6 +19,8 @@ pub enum Behaviour {
     Healthy,
     /// Running, never Ready, `CrashLoopBackOff`; a Job's pod: Failed.
     Broken,
+    /// Left Pending (a Job's pod: running) until its test says otherwise.
+    Waiting,
 }
 
 /// (namespace, image) -> behaviour other than Healthy.
@@ -25,6 +28,9 @@ static BEHAVIOURS: Mutex<Vec<(String, String, Behaviour)>> = Mutex::new(Vec::new
 
 /// (namespace, pod, image) of every pod made Ready or run to its end.
 static STARTED: Mutex<Vec<(String, String, String)>> = Mutex::new(Vec::new());
+
+/// The UIDs of the pods played already: each is played once.
+static PLAYED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
 /// From now on, pods in `namespace` running `image` behave so.
 pub fn set(namespace: &str, image: &str, behaviour: Behaviour) {
@@ -46,27 +52,41 @@ pub fn started(namespace: &str) -> Vec<(String, String)> {
 
 fn behaviour(namespace: &str, images: &[String]) -> Behaviour {
     let all = BEHAVIOURS.lock().unwrap();
-    let broken = all.iter().any(|(ns, image, b)| {
-        ns == namespace && *b == Behaviour::Broken && images.iter().any(|i| i == image)
-    });
-    if broken {
-        Behaviour::Broken
-    } else {
-        Behaviour::Healthy
-    }
+    let of = |wanted: Behaviour| {
+        all.iter().any(|(ns, image, b)| {
+            ns == namespace && *b == wanted && images.iter().any(|i| i == image)
+        })
+    };
+    [Behaviour::Broken, Behaviour::Waiting]
+        .into_iter()
+        .find(|b| of(*b))
+        .unwrap_or(Behaviour::Healthy)
 }
 
-/// Plays the kubelet for every pod of the cluster until the process ends.
+/// Plays the kubelet for every pod of the cluster until the process ends:
+/// on each watch event, and every half second over the cache, so a pod left
+/// waiting is played once its test changes its behaviour.
 pub async fn run(client: kube::Client) {
     let pods: Api<Pod> = Api::all(client.clone());
-    let mut events = watcher(pods, watcher::Config::default())
+    let (cache, writer) = reflector::store();
+    let mut events = reflector(writer, watcher(pods, watcher::Config::default()))
         .default_backoff()
         .applied_objects()
         .boxed();
-    while let Some(event) = events.next().await {
-        let Ok(pod) = event else { continue };
-        if let Err(e) = play(&client, &pod).await {
-            eprintln!("kubelet stand-in: {e}");
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        let pods: Vec<_> = tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(pod)) => vec![std::sync::Arc::new(pod)],
+                Some(Err(_)) => continue,
+                None => return,
+            },
+            _ = tick.tick() => cache.state(),
+        };
+        for pod in pods {
+            if let Err(e) = play(&client, &pod).await {
+                eprintln!("kubelet stand-in: {e}");
+            }
         }
     }
 }
@@ -79,6 +99,10 @@ async fn play(client: &kube::Client, pod: &Pod) -> Result<(), kube::Error> {
         return Ok(());
     };
     let Some(spec) = &pod.spec else { return Ok(()) };
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    if PLAYED.lock().unwrap().contains(&uid) {
+        return Ok(());
+    }
     let status = pod.status.clone().unwrap_or_default();
     let phase = status.phase.as_deref().unwrap_or("Pending");
     let images: Vec<String> = spec
@@ -93,6 +117,9 @@ async fn play(client: &kube::Client, pod: &Pod) -> Result<(), kube::Error> {
         .flatten()
         .any(|o| o.kind == "Job");
     let behaviour = behaviour(namespace, &images);
+    if behaviour == Behaviour::Waiting {
+        return Ok(());
+    }
     let now = jiff::Timestamp::now().to_string();
     let statuses = |state: serde_json::Value, ready: bool, restarts: i32| {
         spec.containers
@@ -111,8 +138,8 @@ async fn play(client: &kube::Client, pod: &Pod) -> Result<(), kube::Error> {
             return Ok(());
         }
         let (phase, code) = match behaviour {
-            Behaviour::Healthy => ("Succeeded", 0),
             Behaviour::Broken => ("Failed", 1),
+            _ => ("Succeeded", 0),
         };
         let ended = json!({"terminated": {"exitCode": code, "startedAt": now, "finishedAt": now,
             "reason": if code == 0 { "Completed" } else { "Error" }}});
@@ -128,13 +155,15 @@ async fn play(client: &kube::Client, pod: &Pod) -> Result<(), kube::Error> {
             return Ok(());
         }
         match behaviour {
-            Behaviour::Healthy => json!({"status": {"phase": "Running", "startTime": now,
+            Behaviour::Healthy | Behaviour::Waiting => {
+                json!({"status": {"phase": "Running", "startTime": now,
                 "conditions": [
                     {"type": "Initialized", "status": "True", "lastTransitionTime": now},
                     {"type": "Ready", "status": "True", "lastTransitionTime": now},
                     {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
                     {"type": "PodScheduled", "status": "True", "lastTransitionTime": now}],
-                "containerStatuses": statuses(json!({"running": {"startedAt": now}}), true, 0)}}),
+                "containerStatuses": statuses(json!({"running": {"startedAt": now}}), true, 0)}})
+            }
             Behaviour::Broken => json!({"status": {"phase": "Running", "startTime": now,
                 "conditions": [
                     {"type": "Ready", "status": "False", "lastTransitionTime": now,
@@ -153,6 +182,7 @@ async fn play(client: &kube::Client, pod: &Pod) -> Result<(), kube::Error> {
         .await
     {
         Ok(_) => {
+            PLAYED.lock().unwrap().insert(uid);
             STARTED.lock().unwrap().push((
                 namespace.clone(),
                 name.clone(),

@@ -14,6 +14,7 @@ mod suite;
 mod workloads;
 
 mod crash;
+mod hooks;
 mod kyuubi;
 mod overrides;
 mod protocol;
