@@ -14,6 +14,7 @@ mod suite;
 mod workloads;
 
 mod crash;
+mod fate;
 mod hooks;
 mod kyuubi;
 mod overrides;

@@ -40,11 +40,12 @@ pub async fn wait_rolled_out(s: &Suite, ns: &str, what: &str) {
     eventually(&format!("{what} to roll out"), 120, || async {
         let out = s.kubectl(&["-n", ns, "rollout", "status", what, "--watch=false"]);
         let said = String::from_utf8_lossy(&out.stdout).to_string();
-        (out.status.success()
-            && (said.contains("complete")
-                || said.contains("roll out complete")
-                || said.contains("rolling update complete")))
-        .then_some(())
+        let done = [
+            "successfully rolled out",
+            "roll out complete",
+            "rolling update complete",
+        ];
+        (out.status.success() && done.iter().any(|d| said.contains(d))).then_some(())
     })
     .await
 }
