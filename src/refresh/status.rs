@@ -335,7 +335,10 @@ fn next_from_record(w: &Workload, record: &RefreshRecord, jobs: &[Job]) -> Next 
     });
     let (text, command) = match record.state {
         RefreshState::Paused => (
-            format!("paused{reason}; check it, then resume"),
+            match record.reason {
+                Some(_) => format!("paused{reason}"),
+                None => "paused; check it, then resume".into(),
+            },
             Some(format!("upgrade-guard resume {id}")),
         ),
         RefreshState::Failed if record.rollback => (
