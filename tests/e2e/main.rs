@@ -17,6 +17,7 @@ mod crash;
 mod fate;
 mod file_policy;
 mod hooks;
+mod install;
 mod kyuubi;
 mod overrides;
 mod protocol;
