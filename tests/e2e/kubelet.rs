@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
+use std::time::Instant;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -26,8 +27,8 @@ pub enum Behaviour {
 /// (namespace, image) -> behaviour other than Healthy.
 static BEHAVIOURS: Mutex<Vec<(String, String, Behaviour)>> = Mutex::new(Vec::new());
 
-/// (namespace, pod, image) of every pod made Ready or run to its end.
-static STARTED: Mutex<Vec<(String, String, String)>> = Mutex::new(Vec::new());
+/// (namespace, pod, image, when) of every pod made Ready or run to its end.
+static STARTED: Mutex<Vec<(String, String, String, Instant)>> = Mutex::new(Vec::new());
 
 /// The UIDs of the pods played already: each is played once.
 static PLAYED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
@@ -41,12 +42,20 @@ pub fn set(namespace: &str, image: &str, behaviour: Behaviour) {
 
 /// (pod, image) of every pod of `namespace` started so far, in order.
 pub fn started(namespace: &str) -> Vec<(String, String)> {
+    started_at(namespace)
+        .into_iter()
+        .map(|(pod, image, _)| (pod, image))
+        .collect()
+}
+
+/// (pod, image, when its Ready status was written) in `namespace`, in order.
+pub fn started_at(namespace: &str) -> Vec<(String, String, Instant)> {
     STARTED
         .lock()
         .unwrap()
         .iter()
-        .filter(|(ns, _, _)| ns == namespace)
-        .map(|(_, pod, image)| (pod.clone(), image.clone()))
+        .filter(|(ns, ..)| ns == namespace)
+        .map(|(_, pod, image, at)| (pod.clone(), image.clone(), *at))
         .collect()
 }
 
@@ -187,6 +196,7 @@ async fn play(client: &kube::Client, pod: &Pod) -> Result<(), kube::Error> {
                 namespace.clone(),
                 name.clone(),
                 images.first().cloned().unwrap_or_default(),
+                Instant::now(),
             ));
             Ok(())
         }

@@ -15,6 +15,7 @@ mod workloads;
 
 mod crash;
 mod fate;
+mod figures;
 mod file_policy;
 mod hooks;
 mod install;

@@ -29,6 +29,7 @@ pub struct Suite {
     /// A kubeconfig for `system:masters`: the operator's laptop.
     pub admin: PathBuf,
     pub serve_log: PathBuf,
+    pub serve_pid: u32,
 }
 
 static SUITE: OnceLock<Result<Suite, String>> = OnceLock::new();
@@ -189,6 +190,7 @@ fn install(plane: &mut ControlPlane, runtime: &tokio::runtime::Runtime) -> Suite
             ("RUST_LOG", "info"),
         ],
     );
+    let serve_pid = serve.id();
     std::mem::forget(serve);
     let serve_ca = runtime.block_on(wait_ready(serve_addr, &dev_ca, &serve_log));
 
@@ -203,6 +205,7 @@ fn install(plane: &mut ControlPlane, runtime: &tokio::runtime::Runtime) -> Suite
         dir,
         admin,
         serve_log,
+        serve_pid,
     };
     runtime.block_on(suite.wait_webhooks_called(&client));
     suite
