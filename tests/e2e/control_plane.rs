@@ -26,6 +26,7 @@ pub const HOW_TO_GET: &str = "set KUBEBUILDER_ASSETS to a directory holding kube
      (there or on the PATH: apt-get install etcd-server)";
 
 /// The three binaries, found or named as missing.
+#[derive(Clone)]
 pub struct Binaries {
     pub etcd: PathBuf,
     pub apiserver: PathBuf,

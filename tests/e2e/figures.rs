@@ -2,17 +2,14 @@
 //! bound: how soon the next partition step follows a unit turning Ready,
 //! and serve's memory with thousands of pods in its caches.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::Api;
-use kube::runtime::{WatchStreamExt, watcher};
 
 use crate::kubelet;
 use crate::suite::{suite, text};
-use crate::workloads::{policy, statefulset, wait_record_state, wait_rolled_out};
+use crate::workloads::{policy, statefulset, wait_record_state, wait_rolled_out, watch_partitions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_next_partition_step_follows_a_ready_unit_promptly() {
@@ -29,35 +26,7 @@ async fn the_next_partition_step_follows_a_ready_unit_promptly() {
     s.apply(&ns, &statefulset("react", 4, "db", "react:1.0.0"));
     wait_rolled_out(s, &ns, "statefulset/react").await;
 
-    // Every partition the StatefulSet is seen at, with when it was seen.
-    let seen: Arc<Mutex<Vec<(i32, Instant)>>> = Arc::default();
-    let watch = {
-        let (seen, api) = (
-            seen.clone(),
-            Api::<StatefulSet>::namespaced(s.client().await, &ns),
-        );
-        tokio::spawn(async move {
-            let mut events = watcher(
-                api,
-                watcher::Config::default().fields("metadata.name=react"),
-            )
-            .default_backoff()
-            .applied_objects()
-            .boxed();
-            while let Some(Ok(sts)) = events.next().await {
-                let partition = sts
-                    .spec
-                    .and_then(|s| s.update_strategy)
-                    .and_then(|u| u.rolling_update)
-                    .and_then(|r| r.partition)
-                    .unwrap_or(0);
-                let mut seen = seen.lock().unwrap();
-                if seen.last().map(|(p, _)| *p) != Some(partition) {
-                    seen.push((partition, Instant::now()));
-                }
-            }
-        })
-    };
+    let (seen, watch) = watch_partitions(&s.client().await, &ns, "react");
     s.kubectl_ok(&[
         "-n",
         &ns,

@@ -20,5 +20,6 @@ mod file_policy;
 mod hooks;
 mod install;
 mod kyuubi;
+mod leadership;
 mod overrides;
 mod protocol;

@@ -30,6 +30,8 @@ pub struct Suite {
     pub admin: PathBuf,
     pub serve_log: PathBuf,
     pub serve_pid: u32,
+    /// For a test that needs a control plane of its own.
+    pub binaries: Binaries,
 }
 
 static SUITE: OnceLock<Result<Suite, String>> = OnceLock::new();
@@ -58,6 +60,7 @@ pub fn suite() -> Option<&'static Suite> {
 /// processes die with it), which then plays the kubelet.
 fn start(assets: PathBuf) -> Result<Suite, String> {
     let bins = Binaries::find(&assets)?;
+
     let (send, receive) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("control-plane".into())
@@ -69,7 +72,18 @@ fn start(assets: PathBuf) -> Result<Suite, String> {
                 .unwrap();
             let dir = suite_dir();
             let mut plane = ControlPlane::start(&bins, &dir);
-            let suite = install(&mut plane, &runtime);
+            let suite = runtime.block_on(async {
+                let kubeconfig = install(&mut plane).await;
+                let serve = start_serve(&dir, &kubeconfig, "serve-0").await;
+                register(&plane.admin, &dir, &serve).await;
+                Suite {
+                    dir: dir.clone(),
+                    admin: plane.admin.clone(),
+                    serve_log: serve.log,
+                    serve_pid: serve.pid,
+                    binaries: bins,
+                }
+            });
             let client = runtime.block_on(client_of(&suite.admin));
             let _ = send.send(suite);
             runtime.block_on(kubelet::run(client));
@@ -111,17 +125,10 @@ fn suite_dir() -> PathBuf {
     dir
 }
 
-fn install(plane: &mut ControlPlane, runtime: &tokio::runtime::Runtime) -> Suite {
-    let dir = plane.dir.clone();
+/// upgrade-guard as `manifests/` installs it (namespace, service account,
+/// RBAC, CRD): returns the kubeconfig of its service account's token.
+pub async fn install(plane: &mut ControlPlane) -> PathBuf {
     let admin = plane.admin.clone();
-    let kubectl = |args: &[&str]| {
-        let out = kubectl_with(&admin, None, args, None);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?}: {}",
-            text(&out.stderr)
-        );
-    };
     // The token controller has run once the default service account has a token.
     plane.wait(
         "the service-account token controller",
@@ -138,37 +145,54 @@ fn install(plane: &mut ControlPlane, runtime: &tokio::runtime::Runtime) -> Suite
         "rbac.yaml",
         "crd.yaml",
     ] {
-        kubectl(&["apply", "-f", &manifests.join(file).display().to_string()]);
+        kubectl_must(
+            &admin,
+            &["apply", "-f", &manifests.join(file).display().to_string()],
+        );
     }
-    kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/upgradepolicies.upgradeguard.io",
-        "--timeout=60s",
-    ]);
-    let client = runtime.block_on(client_of(&admin));
-    let token = runtime.block_on(service_account_token(&client));
-    let ca = dir.join("ca.crt");
-    let serve_kubeconfig = control_plane::kubeconfig(
-        &dir,
+    kubectl_must(
+        &admin,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/upgradepolicies.upgradeguard.io",
+            "--timeout=60s",
+        ],
+    );
+    let token = service_account_token(&client_of(&admin).await).await;
+    control_plane::kubeconfig(
+        &plane.dir,
         "serve.kubeconfig",
         &plane.server,
-        &ca,
+        &plane.dir.join("ca.crt"),
         &format!("    token: {token}"),
-    );
+    )
+}
 
-    let port = control_plane::free_port();
-    let serve_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let serve_log = dir.join("serve.log");
-    let dev_ca = dir.join("serve-ca.crt");
+/// One `serve` process: the real binary, as the chart's Deployment runs it.
+pub struct Replica {
+    pub pid: u32,
+    pub addr: SocketAddr,
+    pub ca: String,
+    pub log: PathBuf,
+}
+
+/// Starts `serve` as replica `name` (its HOSTNAME, the identity it leads
+/// by) and waits until it is ready. It dies with the calling thread.
+pub async fn start_serve(dir: &Path, kubeconfig: &Path, name: &str) -> Replica {
+    let addr: SocketAddr = format!("127.0.0.1:{}", control_plane::free_port())
+        .parse()
+        .unwrap();
+    let log = dir.join(format!("{name}.log"));
+    let dev_ca = dir.join(format!("{name}-ca.crt"));
     let policies = common::root().join("tests/e2e/policies");
     let binary = PathBuf::from(env!("CARGO_BIN_EXE_upgrade-guard"));
     let args: Vec<String> = [
         "serve",
         "--addr",
-        &serve_addr.to_string(),
+        &addr.to_string(),
         "--kubeconfig",
-        &serve_kubeconfig.display().to_string(),
+        &kubeconfig.display().to_string(),
         "--self-user",
         SELF_USER,
         "--dev-ca",
@@ -183,32 +207,56 @@ fn install(plane: &mut ControlPlane, runtime: &tokio::runtime::Runtime) -> Suite
     let serve = control_plane::spawn(
         &binary,
         &args,
-        &serve_log,
+        &log,
         &[
             ("POD_NAMESPACE", "upgrade-guard"),
-            ("HOSTNAME", "serve-0"),
+            ("HOSTNAME", name),
             ("RUST_LOG", "info"),
         ],
     );
-    let serve_pid = serve.id();
+    let pid = serve.id();
+    // Reaped by init when it dies; killed with the thread that started it.
     std::mem::forget(serve);
-    let serve_ca = runtime.block_on(wait_ready(serve_addr, &dev_ca, &serve_log));
+    let ca = wait_ready(addr, &dev_ca, &log).await;
+    Replica { pid, addr, ca, log }
+}
 
+/// Registers `replica` through the shipped webhook configurations and waits
+/// until the API server calls it.
+pub async fn register(admin: &Path, dir: &Path, replica: &Replica) {
     let webhooks = dir.join("webhooks.json");
     std::fs::write(
         &webhooks,
-        serde_json::to_vec_pretty(&webhooks_for(serve_addr, &serve_ca)).unwrap(),
+        serde_json::to_vec_pretty(&webhooks_for(replica.addr, &replica.ca)).unwrap(),
     )
     .unwrap();
-    kubectl(&["apply", "-f", &webhooks.display().to_string()]);
-    let suite = Suite {
-        dir,
-        admin,
-        serve_log,
-        serve_pid,
-    };
-    runtime.block_on(suite.wait_webhooks_called(&client));
-    suite
+    kubectl_must(admin, &["apply", "-f", &webhooks.display().to_string()]);
+    // A server-side dry-run of a StatefulSet carrying a made-up refresh
+    // record is refused once the webhooks are called.
+    let probe = r#"{"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"probe","namespace":"default","annotations":{"upgradeguard.io/refresh":"{}"}},"spec":{"serviceName":"probe","selector":{"matchLabels":{"app":"probe"}},"template":{"metadata":{"labels":{"app":"probe"}},"spec":{"containers":[{"name":"c","image":"probe:1.0.0"}]}}}}"#;
+    eventually(
+        "the API server to call upgrade-guard's webhooks",
+        60,
+        || async {
+            let out = kubectl_with(
+                admin,
+                None,
+                &["create", "--dry-run=server", "-f", "-"],
+                Some(probe),
+            );
+            (!out.status.success() && text(&out.stderr).contains("upgradeguard.io")).then_some(())
+        },
+    )
+    .await;
+}
+
+fn kubectl_must(kubeconfig: &Path, args: &[&str]) {
+    let out = kubectl_with(kubeconfig, None, args, None);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        text(&out.stderr)
+    );
 }
 
 /// The shipped webhook configurations with each clientConfig pointing at
@@ -428,22 +476,5 @@ impl Suite {
             command.env_remove(proxy);
         }
         run_with_input(command, None)
-    }
-
-    /// Waits until the API server calls the webhooks: a server-side dry-run
-    /// of a StatefulSet carrying a made-up refresh record is refused.
-    async fn wait_webhooks_called(&self, client: &kube::Client) {
-        let _ = client;
-        let probe = r#"{"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"probe","namespace":"default","annotations":{"upgradeguard.io/refresh":"{}"}},"spec":{"serviceName":"probe","selector":{"matchLabels":{"app":"probe"}},"template":{"metadata":{"labels":{"app":"probe"}},"spec":{"containers":[{"name":"c","image":"probe:1.0.0"}]}}}}"#;
-        eventually(
-            "the API server to call upgrade-guard's webhooks",
-            60,
-            || async {
-                let out = self.kubectl_in(&["create", "--dry-run=server", "-f", "-"], probe);
-                (!out.status.success() && text(&out.stderr).contains("upgradeguard.io"))
-                    .then_some(())
-            },
-        )
-        .await;
     }
 }

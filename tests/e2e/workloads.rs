@@ -1,5 +1,13 @@
 //! Manifests the scenarios apply, and waits on what they become.
 
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use kube::api::Api;
+use kube::runtime::{WatchStreamExt, watcher};
+
 use crate::suite::{Suite, eventually};
 
 /// An UpgradePolicy selecting `selector` (a YAML flow map of labels), with
@@ -79,4 +87,41 @@ pub async fn wait_record_state(s: &Suite, ns: &str, kind: &str, name: &str, stat
         || async { (record_state(s, ns, kind, name).as_deref() == Some(state)).then_some(()) },
     )
     .await
+}
+
+/// Each partition a StatefulSet was seen at, with when, in order.
+pub type Partitions = Arc<Mutex<Vec<(i32, Instant)>>>;
+
+/// Every partition the StatefulSet `name` is seen at, with when it was
+/// first seen, as a watch tells it; abort the task when done.
+pub fn watch_partitions(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> (Partitions, tokio::task::JoinHandle<()>) {
+    let seen: Partitions = Arc::default();
+    let api = Api::<StatefulSet>::namespaced(client.clone(), ns);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let task = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            let mut events = watcher(api, config)
+                .default_backoff()
+                .applied_objects()
+                .boxed();
+            while let Some(Ok(sts)) = events.next().await {
+                let partition = sts
+                    .spec
+                    .and_then(|s| s.update_strategy)
+                    .and_then(|u| u.rolling_update)
+                    .and_then(|r| r.partition)
+                    .unwrap_or(0);
+                let mut seen = seen.lock().unwrap();
+                if seen.last().map(|(p, _)| *p) != Some(partition) {
+                    seen.push((partition, Instant::now()));
+                }
+            }
+        })
+    };
+    (seen, task)
 }

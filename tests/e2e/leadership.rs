@@ -1,0 +1,122 @@
+//! Two `serve` replicas sharing the refresh controller's Lease, on a control
+//! plane of their own (the suite's serve would step the refresh too): the
+//! leader is killed mid-refresh, the other takes over within the lease
+//! time, and no step runs twice.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams};
+
+use crate::control_plane::ControlPlane;
+use crate::kubelet;
+use crate::suite::{Suite, client_of, eventually, install, register, start_serve, suite};
+use crate::workloads::{policy, statefulset, wait_record_state, wait_rolled_out, watch_partitions};
+
+async fn holder(leases: &Api<Lease>) -> Option<String> {
+    leases
+        .get_opt("upgrade-guard-refresh")
+        .await
+        .ok()??
+        .spec?
+        .holder_identity
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_other_replica_takes_over_when_the_leader_dies_mid_refresh_and_no_step_runs_twice() {
+    let Some(shared) = suite() else { return };
+    let dir = shared.dir.join("leadership");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Started from this test's thread: they die with it.
+    let mut plane = ControlPlane::start(&shared.binaries, &dir);
+    let kubeconfig = install(&mut plane).await;
+    let client = client_of(&plane.admin).await;
+    let kubelet = tokio::spawn(kubelet::run(client.clone()));
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "upgrade-guard");
+
+    let a = start_serve(&dir, &kubeconfig, "serve-a").await;
+    eventually("serve-a to lead", 60, || async {
+        (holder(&leases).await.as_deref() == Some("serve-a")).then_some(())
+    })
+    .await;
+    let b = start_serve(&dir, &kubeconfig, "serve-b").await;
+    register(&plane.admin, &dir, &b).await;
+    let s = Suite {
+        dir: dir.clone(),
+        admin: plane.admin.clone(),
+        serve_log: b.log.clone(),
+        serve_pid: b.pid,
+        binaries: shared.binaries.clone(),
+    };
+
+    let ns = s.namespace("lease").await;
+    s.apply(
+        &ns,
+        &policy(
+            "ha",
+            "{app.kubernetes.io/name: ha}",
+            "track: major\n  step: none\n  refresh: {pauseAfter: none}",
+        ),
+    );
+    s.apply(&ns, &statefulset("ha", 3, "db", "ha:1.0.0"));
+    wait_rolled_out(&s, &ns, "statefulset/ha").await;
+    let (seen, watch) = watch_partitions(&client, &ns, "ha");
+    s.kubectl_ok(&["-n", &ns, "set", "image", "statefulset/ha", "db=ha:1.0.1"]);
+
+    // The leader has taken the first step: it dies.
+    eventually("the first step", 60, || async {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|(p, _)| *p == 1)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(holder(&leases).await.as_deref(), Some("serve-a"));
+    // SAFETY: kill has no preconditions; the pid is our child's.
+    assert_eq!(unsafe { libc::kill(a.pid as i32, libc::SIGKILL) }, 0);
+    let killed = Instant::now();
+
+    wait_record_state(&s, &ns, "statefulset", "ha", "Completed").await;
+    watch.abort();
+    assert_eq!(holder(&leases).await.as_deref(), Some("serve-b"));
+    let seen = seen.lock().unwrap().clone();
+    let partitions: Vec<i32> = seen.iter().map(|(p, _)| *p).collect();
+    assert_eq!(partitions, [0, 2, 1, 0], "each step written once");
+    let (_, next_step) = seen[3];
+    let takeover = next_step.duration_since(killed);
+    eprintln!(
+        "figure: the next step {} ms after the leader was killed (lease 15 s)",
+        takeover.as_millis()
+    );
+    assert!(takeover < Duration::from_secs(30), "{takeover:?}");
+
+    // Every Event the refresh made, each once: no step was taken twice.
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let events = events.list(&ListParams::default()).await.unwrap().items;
+    let mut said: Vec<(String, String)> = events
+        .iter()
+        .filter(|e| e.reporting_controller.as_deref() == Some("upgrade-guard"))
+        .map(|e| {
+            assert!(e.series.is_none(), "repeated: {e:?}");
+            (
+                e.reason.clone().unwrap_or_default(),
+                e.reporting_instance.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    said.sort();
+    let pair = |reason: &str, by: &str| (reason.to_string(), by.to_string());
+    assert_eq!(
+        said,
+        [
+            pair("RefreshCompleted", "serve-b"),
+            pair("RefreshStarted", "serve-a"),
+            pair("UnitRefreshed", "serve-a"), // unit 2
+            pair("UnitRefreshed", "serve-b"), // unit 1
+        ]
+    );
+    kubelet.abort();
+    drop(plane);
+}
