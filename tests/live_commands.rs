@@ -442,7 +442,7 @@ async fn nothing_to_do_sends_nothing() {
 #[tokio::test]
 async fn the_first_replica_creates_the_lease_and_a_lost_race_is_not_leading() {
     use k8s_openapi::api::coordination::v1::Lease;
-    use upgrade_guard::refresh::controller;
+    use upgrade_guard::refresh::lease;
     const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/upgrade-guard/leases";
     let (client, handle) = mock();
     let api: kube::Api<Lease> = kube::Api::namespaced(client.client, "upgrade-guard");
@@ -470,12 +470,12 @@ async fn the_first_replica_creates_the_lease_and_a_lost_race_is_not_leading() {
         ],
     ));
     assert!(
-        controller::try_lead(&api, "pod-a", "upgrade-guard")
+        lease::try_lead(&api, "pod-a", "upgrade-guard")
             .await
             .unwrap()
     );
     assert!(
-        !controller::try_lead(&api, "pod-b", "upgrade-guard")
+        !lease::try_lead(&api, "pod-b", "upgrade-guard")
             .await
             .unwrap(),
         "lost the race"
@@ -486,7 +486,7 @@ async fn the_first_replica_creates_the_lease_and_a_lost_race_is_not_leading() {
 #[tokio::test]
 async fn a_current_holders_lease_is_left_alone() {
     use k8s_openapi::api::coordination::v1::Lease;
-    use upgrade_guard::refresh::controller;
+    use upgrade_guard::refresh::lease;
     let (client, handle) = mock();
     let api: kube::Api<Lease> = kube::Api::namespaced(client.client, "upgrade-guard");
     let held = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
@@ -502,10 +502,120 @@ async fn a_current_holders_lease_is_left_alone() {
         )],
     ));
     assert!(
-        !controller::try_lead(&api, "pod-b", "upgrade-guard")
+        !lease::try_lead(&api, "pod-b", "upgrade-guard")
             .await
             .unwrap()
     );
+    server.await.unwrap();
+}
+
+const LEASE: &str =
+    "/apis/coordination.k8s.io/v1/namespaces/upgrade-guard/leases/upgrade-guard-refresh";
+
+fn lease_held_by(holder: Option<&str>) -> Value {
+    let mut lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "upgrade-guard-refresh", "namespace": "upgrade-guard", "resourceVersion": "1"},
+        "spec": {"leaseDurationSeconds": 15}});
+    if let Some(holder) = holder {
+        lease["spec"]["holderIdentity"] = json!(holder);
+    }
+    lease
+}
+
+#[tokio::test]
+async fn the_lease_holder_publishes_until_when_it_may_write_and_gives_the_lease_up_when_stopped() {
+    use tokio::sync::watch;
+    use upgrade_guard::refresh::lease;
+    let (client, handle) = mock();
+    let api: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(client.client, "upgrade-guard");
+    let server = tokio::spawn(scenario(
+        handle,
+        vec![
+            call("GET", LEASE, 404, not_found()),
+            call(
+                "POST",
+                "/apis/coordination.k8s.io/v1/namespaces/upgrade-guard/leases?",
+                201,
+                lease_held_by(Some("pod-a")),
+            ),
+            // Stopped: read, and written back without a holder, guarded by
+            // the resourceVersion read.
+            call("GET", LEASE, 200, lease_held_by(Some("pod-a"))),
+            call("PUT", &format!("{LEASE}?"), 200, lease_held_by(None))
+                .with_body(lease_held_by(None)),
+        ],
+    ));
+    let (leading_tx, mut leading) = watch::channel(None);
+    let (stop, stopped) = watch::channel(false);
+    let asked = tokio::time::Instant::now();
+    let holder = tokio::spawn(lease::hold(
+        api,
+        "pod-a".into(),
+        "upgrade-guard".into(),
+        leading_tx,
+        stopped,
+    ));
+    leading.changed().await.unwrap();
+    assert!(lease::may_write(&leading));
+    let until = leading.borrow().unwrap();
+    let budget = lease::LEASE_SECONDS_DURATION - lease::MARGIN;
+    assert!(
+        asked + budget <= until && until <= tokio::time::Instant::now() + budget,
+        "it stops writing before its lease, counted from when it asked, runs out"
+    );
+    stop.send(true).unwrap();
+    holder.await.unwrap();
+    server.await.unwrap();
+    assert!(!lease::may_write(&leading));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_that_cannot_renew_stops_writing_before_its_lease_runs_out() {
+    use std::time::Duration;
+    use tokio::sync::watch;
+    use upgrade_guard::refresh::lease;
+    let (client, handle) = mock();
+    let api: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(client.client, "upgrade-guard");
+    let unavailable = status(503, "ServiceUnavailable", "etcd is down");
+    let mut calls = vec![
+        call("GET", LEASE, 404, not_found()),
+        call(
+            "POST",
+            "/apis/coordination.k8s.io/v1/namespaces/upgrade-guard/leases?",
+            201,
+            lease_held_by(Some("pod-a")),
+        ),
+    ];
+    // Every renewal after it fails (one each RENEW, 2 s), and so does the
+    // release when it is stopped at 13 s.
+    for _ in 0..7 {
+        calls.push(call("GET", LEASE, 503, unavailable.clone()));
+    }
+    let server = tokio::spawn(scenario(handle, calls));
+    let (leading_tx, mut leading) = watch::channel(None);
+    let (stop, stopped) = watch::channel(false);
+    let holder = tokio::spawn(lease::hold(
+        api,
+        "pod-a".into(),
+        "upgrade-guard".into(),
+        leading_tx,
+        stopped,
+    ));
+    leading.changed().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert!(
+        lease::may_write(&leading),
+        "12 s of the 15 s lease are its to use"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !lease::may_write(&leading),
+        "not renewed since: it must not write, 2 s before another replica may take over"
+    );
+    stop.send(true).unwrap();
+    holder.await.unwrap();
     server.await.unwrap();
 }
 

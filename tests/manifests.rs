@@ -441,7 +441,7 @@ fn rbac_grants_exactly_the_calls_the_server_makes() {
             grant(
                 &["coordination.k8s.io"],
                 &["leases"],
-                &[upgrade_guard::refresh::controller::LEASE_NAME],
+                &[upgrade_guard::refresh::lease::LEASE_NAME],
                 &["get", "update"]
             ),
         ]

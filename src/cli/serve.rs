@@ -154,6 +154,8 @@ async fn serve(args: &Args, common: &Common) -> Result<ExitCode, Error> {
             "no --self-user and no service account token: every change to a refresh record is refused, the refresh controller's too"
         ),
     }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut controller = None;
     let cluster: Arc<dyn ClusterView + Send + Sync> = match cluster_client(
         args.kubeconfig.as_deref(),
     )
@@ -180,13 +182,14 @@ async fn serve(args: &Args, common: &Common) -> Result<ExitCode, Error> {
             let namespace =
                 std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "upgrade-guard".into());
             let me = instance.clone();
-            tokio::spawn(crate::refresh::controller::run(
+            controller = Some(tokio::spawn(crate::refresh::controller::run(
                 client,
                 view.clone(),
                 policies.clone(),
                 namespace,
                 me,
-            ));
+                stopped.clone(),
+            )));
             Arc::new(view)
         }
         None => {
@@ -229,7 +232,6 @@ async fn serve(args: &Args, common: &Common) -> Result<ExitCode, Error> {
     let listener = TcpListener::bind(args.addr)
         .await
         .map_err(|e| Error::Io(format!("cannot listen on {}: {e}", args.addr)))?;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down: finishing requests in flight");
@@ -260,6 +262,10 @@ async fn serve(args: &Args, common: &Common) -> Result<ExitCode, Error> {
         until(stopped),
     )
     .await;
+    // The controller gives its Lease up, so another replica takes over now.
+    if let Some(controller) = controller {
+        let _ = tokio::time::timeout(Duration::from_secs(5), controller).await;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -6,6 +6,7 @@
 pub mod controller;
 pub mod executor;
 pub mod hooks;
+pub mod lease;
 pub mod status;
 
 use std::collections::BTreeMap;

@@ -2,8 +2,9 @@
 //! never the API per request. Thin: the stores are filled by kube-runtime
 //! and read through [`ClusterView`].
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use futures::StreamExt;
@@ -16,6 +17,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use prometheus_client::metrics::gauge::Gauge;
 use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
 
 use crate::decide::ClusterView;
 use crate::policy::{Policy, PolicyError, PolicySet};
@@ -29,6 +31,114 @@ pub fn policy_resource() -> ApiResource {
     )
 }
 
+/// One workload, as the refresh controller steps it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WorkloadKey {
+    pub kind: WorkloadKind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl WorkloadKey {
+    pub fn of(w: &Workload) -> WorkloadKey {
+        WorkloadKey {
+            kind: w.kind(),
+            namespace: w.namespace().into(),
+            name: w.name().into(),
+        }
+    }
+}
+
+/// The workloads watch events concerned since the refresh controller last
+/// took them: a set (a flood of pod events is one entry per workload, and
+/// nothing is lost or unbounded) and a wake-up.
+#[derive(Clone, Default)]
+pub struct Changed {
+    keys: Arc<Mutex<BTreeSet<WorkloadKey>>>,
+    wake: Arc<Notify>,
+}
+
+impl Changed {
+    pub fn mark(&self, key: WorkloadKey) {
+        if let Ok(mut keys) = self.keys.lock() {
+            keys.insert(key);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Every workload marked since the last call.
+    pub fn take(&self) -> BTreeSet<WorkloadKey> {
+        self.keys
+            .lock()
+            .map(|mut k| std::mem::take(&mut *k))
+            .unwrap_or_default()
+    }
+
+    /// Until something is marked (at once if something was since the last wait).
+    pub async fn wait(&self) {
+        self.wake.notified().await;
+    }
+}
+
+/// The workload a pod belongs to: its StatefulSet, or the Deployment of its
+/// ReplicaSet (named after it, plus `-` and the pod-template hash).
+fn pod_owner(pod: &Pod) -> Option<WorkloadKey> {
+    let owner = pod
+        .metadata
+        .owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.controller == Some(true))?;
+    let namespace = pod.metadata.namespace.clone()?;
+    let (kind, name) = match owner.kind.as_str() {
+        "StatefulSet" => (WorkloadKind::StatefulSet, owner.name.clone()),
+        "ReplicaSet" => {
+            let hash = pod.metadata.labels.as_ref()?.get("pod-template-hash")?;
+            let name = owner.name.strip_suffix(hash.as_str())?.strip_suffix('-')?;
+            (WorkloadKind::Deployment, name.to_string())
+        }
+        _ => return None,
+    };
+    Some(WorkloadKey {
+        kind,
+        namespace,
+        name,
+    })
+}
+
+/// The workload a hook Job was made for (its owner).
+fn job_owner(job: &Job) -> Option<WorkloadKey> {
+    let owner = job
+        .metadata
+        .owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.controller == Some(true))?;
+    let kind = match owner.kind.as_str() {
+        "StatefulSet" => WorkloadKind::StatefulSet,
+        "Deployment" => WorkloadKind::Deployment,
+        _ => return None,
+    };
+    Some(WorkloadKey {
+        kind,
+        namespace: job.metadata.namespace.clone()?,
+        name: owner.name.clone(),
+    })
+}
+
+/// A workload concerns the controller while it carries a refresh record.
+fn recorded<K: Resource>(kind: WorkloadKind) -> impl Fn(&K) -> Option<WorkloadKey> {
+    move |object: &K| {
+        let meta = object.meta();
+        meta.annotations.as_ref()?.get(crate::workload::REFRESH)?;
+        Some(WorkloadKey {
+            kind,
+            namespace: meta.namespace.clone()?,
+            name: meta.name.clone()?,
+        })
+    }
+}
+
 #[derive(Clone)]
 pub struct LiveCluster {
     statefulsets: Store<StatefulSet>,
@@ -39,9 +149,15 @@ pub struct LiveCluster {
     /// Job is upgrade-guard's is judged on it. Read by the refresh
     /// controller, not by decisions.
     jobs: Store<Job>,
+    changed: Changed,
 }
 
 impl LiveCluster {
+    /// What the watches mark for the refresh controller.
+    pub fn changed(&self) -> &Changed {
+        &self.changed
+    }
+
     /// The cached pods a workload's selector (matchLabels) picks.
     pub fn pods_of(&self, w: &Workload) -> Vec<Pod> {
         let selector = match w {
@@ -125,20 +241,24 @@ impl ClusterView for LiveCluster {
     }
 
     fn with_records(&self) -> Vec<Workload> {
+        let has_record = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+            meta.annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(crate::workload::REFRESH))
+        };
         let statefulsets = self
             .statefulsets
             .state()
             .into_iter()
+            .filter(|s| has_record(&s.metadata))
             .map(|s| Workload::StatefulSet(Box::new((*s).clone())));
         let deployments = self
             .deployments
             .state()
             .into_iter()
+            .filter(|d| has_record(&d.metadata))
             .map(|d| Workload::Deployment(Box::new((*d).clone())));
-        statefulsets
-            .chain(deployments)
-            .filter(|w| w.refresh_record().is_some())
-            .collect()
+        statefulsets.chain(deployments).collect()
     }
 }
 
@@ -157,16 +277,38 @@ pub fn start(
     crd_missing: Gauge<i64, AtomicI64>,
 ) -> LiveCluster {
     let all = watcher::Config::default;
-    let statefulsets = watch(Api::<StatefulSet>::all(client.clone()), all(), |_| {});
-    let deployments = watch(Api::<Deployment>::all(client.clone()), all(), |_| {});
+    let changed = Changed::default();
+    let statefulsets = watch(
+        Api::<StatefulSet>::all(client.clone()),
+        all(),
+        |_| {},
+        (changed.clone(), recorded(WorkloadKind::StatefulSet)),
+    );
+    let deployments = watch(
+        Api::<Deployment>::all(client.clone()),
+        all(),
+        |_| {},
+        (changed.clone(), recorded(WorkloadKind::Deployment)),
+    );
     let claims = watch(
         Api::<PersistentVolumeClaim>::all(client.clone()),
         all(),
         |_| {},
+        (changed.clone(), |_: &PersistentVolumeClaim| None),
     );
-    let pods = watch(Api::<Pod>::all(client.clone()), all(), trim_pod);
+    let pods = watch(
+        Api::<Pod>::all(client.clone()),
+        all(),
+        trim_pod,
+        (changed.clone(), pod_owner),
+    );
     let hooks = all().labels(crate::refresh::hooks::WORKLOAD_LABEL);
-    let jobs = watch(Api::<Job>::all(client.clone()), hooks, |_| {});
+    let jobs = watch(
+        Api::<Job>::all(client.clone()),
+        hooks,
+        |_| {},
+        (changed.clone(), job_owner),
+    );
 
     let resource = policy_resource();
     let writer = reflector::store::Writer::<DynamicObject>::new(resource.clone());
@@ -218,6 +360,7 @@ pub fn start(
         claims,
         pods,
         jobs,
+        changed,
     };
     let waiting = view.clone();
     tokio::spawn(async move {
@@ -256,11 +399,18 @@ pub fn trim_pod(pod: &mut Pod) {
 }
 
 /// A reflector whose store drops managedFields (often half an object) and
-/// whatever `trim` drops.
-fn watch<K>(api: Api<K>, config: watcher::Config, trim: fn(&mut K)) -> Store<K>
+/// whatever `trim` drops; each object changed or deleted marks the workload
+/// it `concerns` (after the store has it).
+fn watch<K, F>(
+    api: Api<K>,
+    config: watcher::Config,
+    trim: fn(&mut K),
+    (changed, concerns): (Changed, F),
+) -> Store<K>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    F: Fn(&K) -> Option<WorkloadKey> + Send + 'static,
 {
     let (reader, writer) = reflector::store();
     let stream = watcher(api, config)
@@ -270,13 +420,20 @@ where
             trim(o);
         })
         .reflect(writer)
-        .applied_objects();
+        .touched_objects();
     tokio::spawn(async move {
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
-            // A watch error is retried with backoff; one bad object is skipped.
-            if let Err(e) = event {
-                tracing::warn!(error = %e, kind = %K::kind(&Default::default()), "watch");
+            match event {
+                Ok(object) => {
+                    if let Some(key) = concerns(&object) {
+                        changed.mark(key);
+                    }
+                }
+                // A watch error is retried with backoff; one bad object is skipped.
+                Err(e) => {
+                    tracing::warn!(error = %e, kind = %K::kind(&Default::default()), "watch")
+                }
             }
         }
     });

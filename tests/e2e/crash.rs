@@ -15,7 +15,7 @@ async fn a_crash_looping_unit_holds_the_refresh_and_rollout_undo_rolls_it_back()
         &policy(
             "crashdb",
             "{app.kubernetes.io/name: crashdb}",
-            "track: major\n  step: none\n  refresh: {pauseAfter: none, health: {readyTimeoutSeconds: 60}}",
+            "track: major\n  step: none\n  refresh: {pauseAfter: none, health: {readyTimeoutSeconds: 600}}",
         ),
     );
     s.apply(&ns, &statefulset("crashdb", 3, "db", "crashdb:2.0.0"));

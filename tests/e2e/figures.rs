@@ -8,7 +8,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::Api;
 
 use crate::kubelet;
-use crate::suite::{suite, text};
+use crate::suite::{OwnPlane, suite, text};
 use crate::workloads::{policy, statefulset, wait_record_state, wait_rolled_out, watch_partitions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,7 +67,8 @@ async fn the_next_partition_step_follows_a_ready_unit_promptly() {
             .collect::<Vec<_>>()
     );
     for reaction in &reactions {
-        assert!(*reaction < Duration::from_secs(12), "{reactions:?}");
+        // Under a second alone; generous for a loaded CI machine.
+        assert!(*reaction < Duration::from_secs(3), "{reactions:?}");
     }
     let _ = text;
 }
@@ -105,9 +106,14 @@ async fn serve_holds_5000_pods_and_500_statefulsets_in_its_caches_in_bounded_mem
     use k8s_openapi::api::core::v1::Pod;
     use kube::api::PostParams;
 
-    let Some(s) = suite() else { return };
+    let Some(shared) = suite() else { return };
+    // A control plane of its own: the load stays off the other tests, and
+    // serve's caches hold this test's objects alone.
+    let own = OwnPlane::start(shared, "scale").await;
+    let serve = own.serve("serve-0").await;
+    let s = &own.suite(&serve).await;
     let ns = s.namespace("scale").await;
-    let client = s.client().await;
+    let client = own.client.clone();
     let (before, _) = memory_mib(s.serve_pid);
     let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
@@ -158,11 +164,10 @@ async fn serve_holds_5000_pods_and_500_statefulsets_in_its_caches_in_bounded_mem
     tokio::time::sleep(Duration::from_secs(10)).await;
     let idle = cpu(s.serve_pid) - cpu_before;
     eprintln!(
-        "figure: serve with 5000 more pods and 500 more StatefulSets cached (created in {:.1} s): {rss:.1} MiB resident ({before:.1} before), peak {peak:.1} MiB; CPU over the next 10 s: {} ms",
+        "figure: serve with 5000 pods and 500 StatefulSets cached (created in {:.1} s): {rss:.1} MiB resident ({before:.1} before), peak {peak:.1} MiB; CPU over the next 10 s: {} ms",
         created_in.as_secs_f64(),
         idle.as_millis()
     );
     assert!(rss < 256.0, "{rss} MiB");
-    // Generous: other tests' requests may run meanwhile.
-    assert!(idle < Duration::from_secs(5), "{idle:?} in 10 s");
+    assert!(idle < Duration::from_secs(2), "{idle:?} in 10 s");
 }

@@ -33,6 +33,9 @@ static STARTED: Mutex<Vec<(String, String, String, Instant)>> = Mutex::new(Vec::
 /// The UIDs of the pods played already: each is played once.
 static PLAYED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
+/// The UIDs of the pods being played now.
+static PLAYING: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
 /// From now on, pods in `namespace` running `image` behave so.
 pub fn set(namespace: &str, image: &str, behaviour: Behaviour) {
     let mut all = BEHAVIOURS.lock().unwrap();
@@ -83,6 +86,7 @@ pub async fn run(client: kube::Client) {
         .applied_objects()
         .boxed();
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    let concurrent = std::sync::Arc::new(tokio::sync::Semaphore::new(16));
     loop {
         let pods: Vec<_> = tokio::select! {
             event = events.next() => match event {
@@ -92,10 +96,19 @@ pub async fn run(client: kube::Client) {
             },
             _ = tick.tick() => cache.state(),
         };
+        // Many pods at once, as many kubelets would: a test that creates
+        // thousands must not hold up another test's one.
         for pod in pods {
-            if let Err(e) = play(&client, &pod).await {
-                eprintln!("kubelet stand-in: {e}");
-            }
+            let Ok(permit) = concurrent.clone().acquire_owned().await else {
+                return;
+            };
+            let client = client.clone();
+            tokio::spawn(async move {
+                if let Err(e) = play(&client, &pod).await {
+                    eprintln!("kubelet stand-in: {e}");
+                }
+                drop(permit);
+            });
         }
     }
 }
@@ -109,9 +122,22 @@ async fn play(client: &kube::Client, pod: &Pod) -> Result<(), kube::Error> {
     };
     let Some(spec) = &pod.spec else { return Ok(()) };
     let uid = pod.metadata.uid.clone().unwrap_or_default();
-    if PLAYED.lock().unwrap().contains(&uid) {
+    if PLAYED.lock().unwrap().contains(&uid) || !PLAYING.lock().unwrap().insert(uid.clone()) {
         return Ok(());
     }
+    let played = play_once(client, pod, namespace, name, spec, &uid).await;
+    PLAYING.lock().unwrap().remove(&uid);
+    played
+}
+
+async fn play_once(
+    client: &kube::Client,
+    pod: &Pod,
+    namespace: &str,
+    name: &str,
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+    uid: &str,
+) -> Result<(), kube::Error> {
     let status = pod.status.clone().unwrap_or_default();
     let phase = status.phase.as_deref().unwrap_or("Pending");
     let images: Vec<String> = spec
@@ -191,10 +217,10 @@ async fn play(client: &kube::Client, pod: &Pod) -> Result<(), kube::Error> {
         .await
     {
         Ok(_) => {
-            PLAYED.lock().unwrap().insert(uid);
+            PLAYED.lock().unwrap().insert(uid.to_string());
             STARTED.lock().unwrap().push((
-                namespace.clone(),
-                name.clone(),
+                namespace.to_string(),
+                name.to_string(),
                 images.first().cloned().unwrap_or_default(),
                 Instant::now(),
             ));

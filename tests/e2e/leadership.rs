@@ -9,9 +9,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
 
-use crate::control_plane::ControlPlane;
-use crate::kubelet;
-use crate::suite::{Suite, client_of, eventually, install, register, start_serve, suite};
+use crate::suite::{OwnPlane, eventually, suite};
 use crate::workloads::{policy, statefulset, wait_record_state, wait_rolled_out, watch_partitions};
 
 async fn holder(leases: &Api<Lease>) -> Option<String> {
@@ -26,29 +24,16 @@ async fn holder(leases: &Api<Lease>) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_other_replica_takes_over_when_the_leader_dies_mid_refresh_and_no_step_runs_twice() {
     let Some(shared) = suite() else { return };
-    let dir = shared.dir.join("leadership");
-    std::fs::create_dir_all(&dir).unwrap();
-    // Started from this test's thread: they die with it.
-    let mut plane = ControlPlane::start(&shared.binaries, &dir);
-    let kubeconfig = install(&mut plane).await;
-    let client = client_of(&plane.admin).await;
-    let kubelet = tokio::spawn(kubelet::run(client.clone()));
-    let leases: Api<Lease> = Api::namespaced(client.clone(), "upgrade-guard");
-
-    let a = start_serve(&dir, &kubeconfig, "serve-a").await;
+    let own = OwnPlane::start(shared, "leadership").await;
+    let leases: Api<Lease> = Api::namespaced(own.client.clone(), "upgrade-guard");
+    let a = own.serve("serve-a").await;
     eventually("serve-a to lead", 60, || async {
         (holder(&leases).await.as_deref() == Some("serve-a")).then_some(())
     })
     .await;
-    let b = start_serve(&dir, &kubeconfig, "serve-b").await;
-    register(&plane.admin, &dir, &b).await;
-    let s = Suite {
-        dir: dir.clone(),
-        admin: plane.admin.clone(),
-        serve_log: b.log.clone(),
-        serve_pid: b.pid,
-        binaries: shared.binaries.clone(),
-    };
+    let b = own.serve("serve-b").await;
+    let s = own.suite(&b).await;
+    let client = own.client.clone();
 
     let ns = s.namespace("lease").await;
     s.apply(
@@ -117,6 +102,23 @@ async fn the_other_replica_takes_over_when_the_leader_dies_mid_refresh_and_no_st
             pair("UnitRefreshed", "serve-b"), // unit 1
         ]
     );
-    kubelet.abort();
-    drop(plane);
+
+    // Stopped with SIGTERM, as a rollout or a drain stops it, the leader
+    // gives the Lease up: a third replica takes over at its next try, not
+    // after the lease time.
+    let c = own.serve("serve-c").await;
+    // SAFETY: kill has no preconditions; the pid is our child's.
+    assert_eq!(unsafe { libc::kill(b.pid as i32, libc::SIGTERM) }, 0);
+    let stopped = Instant::now();
+    eventually("serve-c to lead", 30, || async {
+        (holder(&leases).await.as_deref() == Some("serve-c")).then_some(())
+    })
+    .await;
+    let handed_over = stopped.elapsed();
+    eprintln!(
+        "figure: serve-c leads {} ms after the leader got SIGTERM",
+        handed_over.as_millis()
+    );
+    assert!(handed_over < Duration::from_secs(8), "{handed_over:?}");
+    let _ = c;
 }

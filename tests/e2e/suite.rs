@@ -259,6 +259,60 @@ fn kubectl_must(kubeconfig: &Path, args: &[&str]) {
     );
 }
 
+/// A control plane of a test's own, with upgrade-guard installed and a
+/// kubelet stand-in, for a test whose load or whose `serve` processes must
+/// not meet the suite's. Its processes die with the thread that made it.
+pub struct OwnPlane {
+    pub plane: ControlPlane,
+    /// `serve`'s kubeconfig.
+    pub kubeconfig: PathBuf,
+    pub client: kube::Client,
+    binaries: Binaries,
+    kubelet: tokio::task::JoinHandle<()>,
+}
+
+impl OwnPlane {
+    pub async fn start(shared: &Suite, tag: &str) -> OwnPlane {
+        let dir = shared.dir.join(tag);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut plane = ControlPlane::start(&shared.binaries, &dir);
+        let kubeconfig = install(&mut plane).await;
+        let client = client_of(&plane.admin).await;
+        let kubelet = tokio::spawn(kubelet::run(client.clone()));
+        OwnPlane {
+            plane,
+            kubeconfig,
+            client,
+            binaries: shared.binaries.clone(),
+            kubelet,
+        }
+    }
+
+    /// Starts a `serve` replica on it.
+    pub async fn serve(&self, name: &str) -> Replica {
+        start_serve(&self.plane.dir, &self.kubeconfig, name).await
+    }
+
+    /// The suite's helpers (kubectl, upgrade-guard, namespaces) on this
+    /// plane, with `serve` the replica the webhooks call.
+    pub async fn suite(&self, serve: &Replica) -> Suite {
+        register(&self.plane.admin, &self.plane.dir, serve).await;
+        Suite {
+            dir: self.plane.dir.clone(),
+            admin: self.plane.admin.clone(),
+            serve_log: serve.log.clone(),
+            serve_pid: serve.pid,
+            binaries: self.binaries.clone(),
+        }
+    }
+}
+
+impl Drop for OwnPlane {
+    fn drop(&mut self) {
+        self.kubelet.abort();
+    }
+}
+
 /// The shipped webhook configurations with each clientConfig pointing at
 /// `addr` and trusting `ca`; nothing else changed.
 pub fn webhooks_for(addr: SocketAddr, ca: &str) -> Value {
