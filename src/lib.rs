@@ -1,11 +1,26 @@
-//! upgrade-guard: admission webhooks and an offline validator that make
-//! in-place upgrades of StatefulSets and Deployments safe.
+//! upgrade-guard: admission webhooks, a refresh controller and an offline
+//! validator that make in-place upgrades of StatefulSets and Deployments safe.
 //!
-//! Everything that decides is pure ([`policy`], [`workload`], [`decide`]);
-//! [`webhook`] and [`cli`] only translate to and from it.
+//! Everything that decides is pure ([`policy`], [`workload`], [`decide`],
+//! the refresh step in [`refresh`]); [`webhook`], the refresh executor and
+//! [`cli`] only translate to and from it.
+//!
+//! The layers, each importing only from the ones below it:
+//!
+//! 1. [`workload`] (one view over StatefulSet and Deployment, the
+//!    annotations' contract), [`yaml`] (the YAML reader and the file walk),
+//!    [`echo`] (bounded echoes);
+//! 2. [`policy`]: the policy model and version arithmetic;
+//! 3. [`cluster`]: what decisions may look up, and the live caches behind it;
+//! 4. [`decide`] (the verdict on one change) and [`manifest`] (object sets
+//!    read from files);
+//! 5. [`webhook`] (the HTTP server) and [`refresh`] (the controller);
+//! 6. [`convert`] (Deployment → StatefulSet) and [`certs`];
+//! 7. [`cli`]: one file per command.
 
 pub mod certs;
 pub mod cli;
+pub mod cluster;
 pub mod convert;
 pub mod decide;
 pub mod echo;

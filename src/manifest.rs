@@ -2,12 +2,12 @@
 //! files or directories of multi-document YAML or JSON, `List`s unwrapped.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use serde::Deserialize;
 
-use crate::decide::Snapshot;
+use crate::cluster::Snapshot;
 use crate::workload::{Workload, WorkloadKind};
 
 /// One object and where it was read.
@@ -204,44 +204,12 @@ fn read_each(path: &str, each: &mut Each) -> Result<(), InputError> {
             .map_err(|e| InputError::new("standard input", e))?;
         return parse_each(&text, "standard input", each);
     }
-    for file in files(Path::new(path))? {
+    for file in crate::yaml::files(Path::new(path))
+        .map_err(|e| InputError::new(e.path, e.source))?
+    {
         let shown = file.display().to_string();
         let text = std::fs::read_to_string(&file).map_err(|e| InputError::new(&shown, e))?;
         parse_each(&text, &shown, each)?;
-    }
-    Ok(())
-}
-
-/// The file itself, or every `.yaml`/`.yml`/`.json` file below a
-/// directory, subdirectories included, in path order.
-pub fn files(path: &Path) -> Result<Vec<PathBuf>, InputError> {
-    let mut files = Vec::new();
-    collect(path, &mut files)?;
-    Ok(files)
-}
-
-fn collect(path: &Path, files: &mut Vec<PathBuf>) -> Result<(), InputError> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| InputError::new(path.display().to_string(), e))?;
-    if !meta.is_dir() {
-        files.push(path.to_path_buf());
-        return Ok(());
-    }
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-        .map_err(|e| InputError::new(path.display().to_string(), e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    entries.sort();
-    for entry in entries {
-        if entry.is_dir() {
-            collect(&entry, files)?;
-        } else if entry
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
-        {
-            files.push(entry);
-        }
     }
     Ok(())
 }

@@ -17,6 +17,9 @@ pub const FORCE_REASON: &str = "upgradeguard.io/force-reason";
 pub const PAUSE_AFTER: &str = "upgradeguard.io/pause-after";
 pub const RESUME: &str = "upgradeguard.io/resume";
 pub const REFRESH: &str = "upgradeguard.io/refresh";
+/// On every hook Job and its pods: the workload's name (bounded to a label
+/// value's 63 characters).
+pub const WORKLOAD_LABEL: &str = "upgradeguard.io/workload";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum WorkloadKind {

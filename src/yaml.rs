@@ -1,7 +1,10 @@
 //! The one way into the YAML parser. libyaml's scanner re-checks every open
 //! flow collection (`[`, `{`) on each token, so 100,000 nested `[` cost
 //! seconds of depth² work before serde_yaml_ng's recursion limit refuses them.
-//! A linear pre-scan refuses them first, with the same limit.
+//! A linear pre-scan refuses them first, with the same limit. And the walk
+//! of files and directories of YAML and JSON, for manifests and policies.
+
+use std::path::{Path, PathBuf};
 
 /// serde_yaml_ng's own recursion limit: nothing deeper parses anyway.
 pub const MAX_DEPTH: usize = 128;
@@ -199,3 +202,56 @@ mod tests {
         assert_eq!(depth_error(&after), Some((3, 4 + MAX_DEPTH)));
     }
 }
+
+/// A file or directory that cannot be read, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}")]
+pub struct Unreadable {
+    pub path: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl Unreadable {
+    fn at(path: &Path, source: std::io::Error) -> Unreadable {
+        Unreadable {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+/// The file itself, or every `.yaml`/`.yml`/`.json` file below a
+/// directory, subdirectories included, in path order.
+pub fn files(path: &Path) -> Result<Vec<PathBuf>, Unreadable> {
+    let mut files = Vec::new();
+    collect(path, &mut files)?;
+    Ok(files)
+}
+
+fn collect(path: &Path, files: &mut Vec<PathBuf>) -> Result<(), Unreadable> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| Unreadable::at(path, e))?;
+    if !meta.is_dir() {
+        files.push(path.to_path_buf());
+        return Ok(());
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| Unreadable::at(path, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for entry in entries {
+        if entry.is_dir() {
+            collect(&entry, files)?;
+        } else if entry
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+        {
+            files.push(entry);
+        }
+    }
+    Ok(())
+}
+

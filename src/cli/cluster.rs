@@ -17,7 +17,7 @@ use super::Error;
 use crate::policy::PolicySet;
 use crate::refresh::executor::{self, Outcome, annotation_path};
 use crate::refresh::hooks;
-use crate::webhook::live::{cluster_policy, policy_resource};
+use crate::cluster::live::{cluster_policy, policy_resource};
 use crate::workload::{REFRESH, Workload};
 
 /// How a live command reaches the cluster.

@@ -16,7 +16,8 @@ use super::{Common, Error};
 use crate::decide::{ClusterView, NoCluster};
 use crate::webhook::metrics::Metrics;
 use crate::webhook::server::{self, App, Limits};
-use crate::webhook::{live, tls};
+use crate::cluster::live;
+use crate::webhook::tls;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -2,7 +2,6 @@
 //! Pure and synchronous; the webhook, `review`, `check` and the refresh
 //! controller all call [`decide`], so they cannot drift apart.
 
-mod cluster;
 pub mod mutation;
 
 use std::borrow::Cow;
@@ -14,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 
-pub use cluster::{ClusterView, NoCluster, Snapshot};
+pub use crate::cluster::{ClusterView, NoCluster, Snapshot};
 pub use mutation::Edit;
 
 use crate::policy::{Downgrade, GovernedVersion, PathOutcome, Policy, PolicySet, Refusal, Version};

@@ -488,10 +488,10 @@ impl PolicySet {
             field: None,
             message: format!("cannot read policies: {e}"),
         };
-        let files = crate::manifest::files(path).map_err(|e| PolicyError {
-            location: e.location,
+        let files = crate::yaml::files(path).map_err(|e| PolicyError {
+            location: e.path,
             field: None,
-            message: format!("cannot read policies: {}", e.message),
+            message: format!("cannot read policies: {}", e.source),
         })?;
         let mut policies = Vec::new();
         for file in files {

@@ -15,8 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use crate::policy::{Hooks, Version};
 use crate::workload::{RefreshRecord, Workload};
 
-/// On every hook Job and its pods: which workload it belongs to.
-pub const WORKLOAD_LABEL: &str = "upgradeguard.io/workload";
+pub use crate::workload::WORKLOAD_LABEL;
 /// On every hook Job and its pods: `preRefresh`, `preUnit`, `postUnit` or `postRefresh`.
 pub const HOOK_LABEL: &str = "upgradeguard.io/hook";
 

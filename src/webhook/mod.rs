@@ -4,7 +4,6 @@
 pub mod events;
 mod fast;
 pub mod lean;
-pub mod live;
 pub mod metrics;
 pub mod rbac;
 pub mod review;

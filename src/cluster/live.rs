@@ -19,9 +19,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
-use crate::decide::ClusterView;
+use super::ClusterView;
 use crate::policy::{Policy, PolicyError, PolicySet};
-use crate::workload::{Workload, WorkloadKind};
+use crate::workload::{WORKLOAD_LABEL, Workload, WorkloadKind};
 
 /// The `UpgradePolicy` custom resource.
 pub fn policy_resource() -> ApiResource {
@@ -187,9 +187,9 @@ impl LiveCluster {
 }
 
 impl LiveCluster {
-    /// The cached hook Jobs of a workload.
-    pub fn jobs_of(&self, w: &Workload) -> Vec<Job> {
-        let label = crate::refresh::hooks::bounded_name(w.name());
+    /// The cached hook Jobs of a workload: those labelled
+    /// [`WORKLOAD_LABEL`]` = label` in its namespace.
+    pub fn jobs_of(&self, w: &Workload, label: &str) -> Vec<Job> {
         self.jobs
             .state()
             .into_iter()
@@ -198,8 +198,8 @@ impl LiveCluster {
                 j.metadata
                     .labels
                     .as_ref()
-                    .and_then(|l| l.get(crate::refresh::hooks::WORKLOAD_LABEL))
-                    == Some(&label)
+                    .and_then(|l| l.get(WORKLOAD_LABEL))
+                    .is_some_and(|v| v == label)
             })
             .map(|j| (*j).clone())
             .collect()
@@ -302,7 +302,7 @@ pub fn start(
         trim_pod,
         (changed.clone(), pod_owner),
     );
-    let hooks = all().labels(crate::refresh::hooks::WORKLOAD_LABEL);
+    let hooks = all().labels(WORKLOAD_LABEL);
     let jobs = watch(
         Api::<Job>::all(client.clone()),
         hooks,
