@@ -204,8 +204,8 @@ fn read_each(path: &str, each: &mut Each) -> Result<(), InputError> {
             .map_err(|e| InputError::new("standard input", e))?;
         return parse_each(&text, "standard input", each);
     }
-    for file in crate::yaml::files(Path::new(path))
-        .map_err(|e| InputError::new(e.path, e.source))?
+    for file in
+        crate::yaml::files(Path::new(path)).map_err(|e| InputError::new(e.path, e.source))?
     {
         let shown = file.display().to_string();
         let text = std::fs::read_to_string(&file).map_err(|e| InputError::new(&shown, e))?;

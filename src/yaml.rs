@@ -230,8 +230,7 @@ pub fn files(path: &Path) -> Result<Vec<PathBuf>, Unreadable> {
 }
 
 fn collect(path: &Path, files: &mut Vec<PathBuf>) -> Result<(), Unreadable> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| Unreadable::at(path, e))?;
+    let meta = std::fs::metadata(path).map_err(|e| Unreadable::at(path, e))?;
     if !meta.is_dir() {
         files.push(path.to_path_buf());
         return Ok(());
@@ -254,4 +253,3 @@ fn collect(path: &Path, files: &mut Vec<PathBuf>) -> Result<(), Unreadable> {
     }
     Ok(())
 }
-

@@ -15,9 +15,9 @@ use http::{Request, Response};
 use kube::client::Body;
 use prometheus_client::metrics::gauge::Gauge;
 use serde_json::{Value, json};
+use upgrade_guard::cluster::live;
 use upgrade_guard::decide::{Change, ClusterView, Rule};
 use upgrade_guard::policy::PolicySet;
-use upgrade_guard::cluster::live;
 use upgrade_guard::workload::WorkloadKind;
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;

@@ -14,10 +14,10 @@ use kube::api::{Api, DynamicObject, ListParams};
 use serde_json::json;
 
 use super::Error;
+use crate::cluster::live::{cluster_policy, policy_resource};
 use crate::policy::PolicySet;
 use crate::refresh::executor::{self, Outcome, annotation_path};
 use crate::refresh::hooks;
-use crate::cluster::live::{cluster_policy, policy_resource};
 use crate::workload::{REFRESH, Workload};
 
 /// How a live command reaches the cluster.

@@ -13,10 +13,10 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use super::{Common, Error};
+use crate::cluster::live;
 use crate::decide::{ClusterView, NoCluster};
 use crate::webhook::metrics::Metrics;
 use crate::webhook::server::{self, App, Limits};
-use crate::cluster::live;
 use crate::webhook::tls;
 
 #[derive(Debug, clap::Args)]

@@ -24,9 +24,9 @@ use tokio::time::Instant;
 use super::executor::{self, Outcome};
 use super::lease::{self, may_write};
 use super::{Observed, Settings, step};
+use crate::cluster::{LiveCluster, WorkloadKey};
 use crate::decide::ClusterView;
 use crate::policy::PolicySet;
-use crate::cluster::{LiveCluster, WorkloadKey};
 
 /// Every recorded workload is stepped at least this often, whatever the
 /// watches said (a step that asked for no recheck is looked at again then).
@@ -132,7 +132,10 @@ async fn step_one(
         tracing::debug!(name = w.name(), "hook Jobs not listed yet");
         return Some(Duration::from_secs(1));
     }
-    let (pods, jobs) = (view.pods_of(&w), view.jobs_of(&w, &super::hooks::bounded_name(w.name())));
+    let (pods, jobs) = (
+        view.pods_of(&w),
+        view.jobs_of(&w, &super::hooks::bounded_name(w.name())),
+    );
     let settings = Settings::of(policy, &w);
     let action = step(&Observed {
         workload: &w,

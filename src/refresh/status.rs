@@ -504,11 +504,8 @@ pub fn text(reports: &[Report]) -> String {
             ));
         }
         if !r.items.is_empty() {
-            out.push_str(&format!(
-                "  ITEM ({} of {} done)                    STATE           JOB\n",
-                r.items_done,
-                r.items.len()
-            ));
+            let title = format!("ITEM ({} of {} done)", r.items_done, r.items.len());
+            out.push_str(&format!("  {title:<40} {:<15} JOB\n", "STATE"));
             for item in &r.items {
                 out.push_str(&format!(
                     "  {:<40} {:<15} {}\n",

@@ -60,6 +60,15 @@ async fn a_cross_track_upgrade_is_refused_and_a_refresh_goes_highest_first_holdi
         "{status}"
     );
 
+    // As the README's walk-through shows it.
+    let items = [
+        "  ITEM (1 of 3 done)                       STATE           JOB",
+        "  unit 2 (kyuubi-2)                        COMPLETED       -",
+        "  unit 1 (kyuubi-1)                        HOLDING         -",
+        "  unit 0 (kyuubi-0)                        PENDING         -",
+    ];
+    assert!(status.contains(&items.join("\n")), "{status}");
+
     let scale = s.kubectl(&["-n", &ns, "scale", "statefulset/kyuubi", "--replicas=4"]);
     assert_eq!(
         denial(&scale),
