@@ -54,7 +54,7 @@ async fn hooks_run_as_jobs_in_order_a_failed_one_holds_and_retry_runs_it_again()
             "hooked",
             "{app.kubernetes.io/name: hooked}",
             &format!(
-                "step: none\n  releases: [1.0.0, 1.0.1, 1.0.2]\n  refresh:\n    pauseAfter: first\n    hooks:\n      preRefresh: {}\n      preUnit: {}\n      postUnit: {}\n      postRefresh: {}\n      timeoutSeconds: 300",
+                "step: none\n  releases: [1.0.0, 1.0.1, 1.0.2]\n  refresh:\n    pauseAfter: first\n    health: {{minReadySeconds: 0}}\n    hooks:\n      preRefresh: {}\n      preUnit: {}\n      postUnit: {}\n      postRefresh: {}\n      timeoutSeconds: 300",
                 hook("hooks/backup:1"),
                 hook("hooks/pre-unit:1"),
                 hook("hooks/post-unit:1"),

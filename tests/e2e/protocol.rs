@@ -15,7 +15,7 @@ async fn skipping_v2_is_refused_and_v1_to_v2_to_v3_goes_through_the_min_availabl
         &policy(
             "clusterdb",
             "{app.kubernetes.io/name: clusterdb}",
-            "track: none\n  step: major\n  releases: [v1, v2, v3]\n  refresh: {pauseAfter: first, health: {minAvailable: 3}}",
+            "track: none\n  step: major\n  releases: [v1, v2, v3]\n  refresh: {pauseAfter: first, health: {minAvailable: 3, minReadySeconds: 0}}",
         ),
     );
     s.apply(&ns, &statefulset("clusterdb", 3, "node", "clusterdb:v1"));
