@@ -6,7 +6,6 @@ pub mod mutation;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::fmt;
 
 use k8s_openapi::api::apps::v1::StatefulSetSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -14,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 
 pub use crate::cluster::{ClusterView, NoCluster, Snapshot};
+pub use crate::policy::Rule;
 pub use mutation::Edit;
 
 use crate::policy::{Downgrade, GovernedVersion, PathOutcome, Policy, PolicySet, Refusal, Version};
@@ -21,64 +21,6 @@ use crate::workload::{
     FORCE_REASON, FORCE_TO, REFRESH, RefreshRecord, VersionStep, Workload, WorkloadKind,
     claim_volumes, images_changed,
 };
-
-/// Stable rule ids, as they appear in refusals, audit annotations and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Rule {
-    SkipVersion,
-    CrossTrack,
-    Downgrade,
-    FrozenDuringRefresh,
-    UnknownVersion,
-    Matrix,
-    RequireStatefulset,
-    /// Every container the policy names is gone from the new template.
-    GovernedContainerRemoved,
-    /// The refresh record changed by someone other than upgrade-guard.
-    RecordIntegrity,
-    /// A governed workload relabelled out of its policy.
-    LeftPolicy,
-    Forced,
-}
-
-impl Rule {
-    pub const ALL: [Rule; 11] = [
-        Rule::SkipVersion,
-        Rule::CrossTrack,
-        Rule::Downgrade,
-        Rule::FrozenDuringRefresh,
-        Rule::UnknownVersion,
-        Rule::Matrix,
-        Rule::RequireStatefulset,
-        Rule::GovernedContainerRemoved,
-        Rule::RecordIntegrity,
-        Rule::LeftPolicy,
-        Rule::Forced,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Rule::SkipVersion => "skip-version",
-            Rule::CrossTrack => "cross-track",
-            Rule::Downgrade => "downgrade",
-            Rule::FrozenDuringRefresh => "frozen-during-refresh",
-            Rule::UnknownVersion => "unknown-version",
-            Rule::Matrix => "matrix",
-            Rule::RequireStatefulset => "require-statefulset",
-            Rule::GovernedContainerRemoved => "governed-container-removed",
-            Rule::RecordIntegrity => "record-integrity",
-            Rule::LeftPolicy => "left-policy",
-            Rule::Forced => "forced",
-        }
-    }
-}
-
-impl fmt::Display for Rule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// What the API server is asked to do.
 #[derive(Debug, Clone)]

@@ -3,6 +3,7 @@
 //! directory is the only I/O, and it lives in [`PolicySet::load`].
 
 mod path;
+mod rule;
 pub mod spec;
 pub mod version;
 
@@ -14,6 +15,7 @@ use regex::Regex;
 use serde::Deserialize;
 
 pub use path::{PathOutcome, Refusal};
+pub use rule::Rule;
 pub use spec::{
     Downgrade, Health, Hooks, OnFailure, Operator, Override, PauseAfter, Selector, Step, Track,
 };

@@ -1,8 +1,8 @@
 //! The upgrade path of one container: rollback, matrix, track, downgrade and
 //! "no skipped versions", in that order.
 
+use super::Rule;
 use super::{Downgrade, Override, Policy, Step, Track, Version};
-use crate::decide::Rule;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum PathOutcome {

@@ -20,7 +20,8 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 
-use super::review::{Endpoint, Reviewed};
+use super::review::Reviewed;
+use super::wire::Endpoint;
 use crate::decide::Rule;
 
 /// Who writes the Events (`reportingController`).

@@ -41,8 +41,8 @@ use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::lean::{Meta, checked};
-use super::review::{API_VERSION, Asked, KIND, workload_kind};
 use super::shape::{AnyString, Seed, Shape, Token};
+use super::wire::{API_VERSION, Asked, KIND, workload_kind};
 use crate::decide::Change;
 use crate::workload::{Workload, WorkloadKind};
 

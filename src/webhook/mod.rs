@@ -10,5 +10,7 @@ pub mod review;
 pub mod server;
 mod shape;
 pub mod tls;
+mod wire;
 
-pub use review::{Caller, Endpoint, ReviewError, Reviewed, review, review_in_full, review_quick};
+pub use review::{Caller, ReviewError, Reviewed, review, review_in_full, review_quick};
+pub use wire::Endpoint;

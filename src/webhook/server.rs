@@ -27,7 +27,8 @@ use tower_http::timeout::TimeoutLayer;
 use super::events::{self, EventSink};
 use super::metrics::{Metrics, RejectionLabels, RequestLabels, RuleLabels};
 use super::rbac::Rbac;
-use super::review::{Caller, Endpoint, Reviewed, review};
+use super::review::{Caller, Reviewed, review};
+use super::wire::Endpoint;
 use crate::decide::{ClusterView, Overrides, Rule};
 use crate::policy::PolicySet;
 

@@ -1,6 +1,7 @@
 //! A unit that crash-loops: the refresh holds, `status` names the rollback
-//! command, and `kubectl rollout undo` goes through, the stuck pod replaced
-//! by upgrade-guard (the StatefulSet controller never does it itself).
+//! command, and `kubectl rollout undo` goes through, highest first, the
+//! stuck pod replaced by upgrade-guard (the StatefulSet controller never
+//! does it itself).
 
 use crate::kubelet::{self, Behaviour};
 use crate::suite::{suite, text};
@@ -20,7 +21,8 @@ async fn a_crash_looping_unit_holds_the_refresh_and_rollout_undo_rolls_it_back()
     );
     s.apply(&ns, &statefulset("crashdb", 3, "db", "crashdb:2.0.0"));
     wait_rolled_out(s, &ns, "statefulset/crashdb").await;
-    kubelet::set(&ns, "crashdb:2.0.1", Behaviour::Broken);
+    // The lowest unit crash-loops on the new version; the others run it.
+    kubelet::set_for_pod(&ns, "crashdb-0", "crashdb:2.0.1", Behaviour::Broken);
 
     s.kubectl_ok(&[
         "-n",
@@ -34,7 +36,7 @@ async fn a_crash_looping_unit_holds_the_refresh_and_rollout_undo_rolls_it_back()
     let status = text(&s.ug(&["status", &format!("{ns}/crashdb")]).stdout);
     assert!(
         status.contains(&format!(
-            "  next: unit 2 (crashdb-2) is crash-looping: roll back to 2.0.0 (`kubectl -n {ns} rollout undo statefulset/crashdb`) or go on anyway"
+            "  next: unit 0 (crashdb-0) is crash-looping: roll back to 2.0.0 (`kubectl -n {ns} rollout undo statefulset/crashdb`) or go on anyway"
         )),
         "{status}"
     );
@@ -50,14 +52,22 @@ async fn a_crash_looping_unit_holds_the_refresh_and_rollout_undo_rolls_it_back()
         ),
         (Some("2.0.1"), Some("2.0.0"), Some(true))
     );
-    let after_rollout: Vec<_> = kubelet::started(&ns).into_iter().skip(3).collect();
+    let (new, old) = ("crashdb:2.0.1".to_string(), "crashdb:2.0.0".to_string());
+    let pod = |name: &str, image: &String| (name.to_string(), image.clone());
     assert_eq!(
-        after_rollout,
+        kubelet::started(&ns)[3..],
         [
-            ("crashdb-2".to_string(), "crashdb:2.0.1".to_string()),
-            ("crashdb-2".to_string(), "crashdb:2.0.0".to_string()),
-        ],
-        "only the highest unit was refreshed, then put back; the others never restarted"
+            // The refresh, highest first, until unit 0 crash-loops.
+            pod("crashdb-2", &new),
+            pod("crashdb-1", &new),
+            pod("crashdb-0", &new),
+            // The rollback: the stuck unit first (deleted by upgrade-guard:
+            // the StatefulSet controller replaces nothing while it is not
+            // Ready), then the refreshed units, highest first.
+            pod("crashdb-0", &old),
+            pod("crashdb-2", &old),
+            pod("crashdb-1", &old),
+        ]
     );
     wait_rolled_out(s, &ns, "statefulset/crashdb").await;
 }

@@ -62,16 +62,21 @@ pub fn started_at(namespace: &str) -> Vec<(String, String, Instant)> {
         .collect()
 }
 
-fn behaviour(namespace: &str, images: &[String]) -> Behaviour {
+/// Pod `pod` of `namespace` running `image` behaves so, whatever its
+/// namespace's setting for the image says.
+pub fn set_for_pod(namespace: &str, pod: &str, image: &str, behaviour: Behaviour) {
+    set(&format!("{namespace}/{pod}"), image, behaviour);
+}
+
+fn behaviour(namespace: &str, pod: &str, images: &[String]) -> Behaviour {
     let all = BEHAVIOURS.lock().unwrap();
-    let of = |wanted: Behaviour| {
-        all.iter().any(|(ns, image, b)| {
-            ns == namespace && *b == wanted && images.iter().any(|i| i == image)
-        })
+    let of = |scope: &str| {
+        all.iter()
+            .find(|(s, image, _)| s == scope && images.iter().any(|i| i == image))
+            .map(|(_, _, b)| *b)
     };
-    [Behaviour::Broken, Behaviour::Waiting]
-        .into_iter()
-        .find(|b| of(*b))
+    of(&format!("{namespace}/{pod}"))
+        .or_else(|| of(namespace))
         .unwrap_or(Behaviour::Healthy)
 }
 
@@ -151,7 +156,7 @@ async fn play_once(
         .iter()
         .flatten()
         .any(|o| o.kind == "Job");
-    let behaviour = behaviour(namespace, &images);
+    let behaviour = behaviour(namespace, name, &images);
     if behaviour == Behaviour::Waiting {
         return Ok(());
     }
