@@ -85,6 +85,9 @@ pub async fn run(
             due.insert(key, now);
         }
         if !may_write(&leading) {
+            // Nothing is due for a follower: it looks at everything when it
+            // leads (and must not wake again for what is already past).
+            due.clear();
             continue;
         }
         let ready: Vec<WorkloadKey> = due

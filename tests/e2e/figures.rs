@@ -8,7 +8,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::Api;
 
 use crate::kubelet;
-use crate::suite::{OwnPlane, suite, text};
+use crate::suite::{OwnPlane, cpu, suite, text};
 use crate::workloads::{policy, statefulset, wait_record_state, wait_rolled_out, watch_partitions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,19 +85,6 @@ fn memory_mib(pid: u32) -> (f64, f64) {
             / 1024.0
     };
     (field("VmRSS:"), field("VmHWM:"))
-}
-
-/// CPU time (user + system) of a process so far.
-fn cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // After the command name's closing parenthesis: utime and stime are the
-    // 12th and 13th fields.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_millis(ticks * 1000 / per_second)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

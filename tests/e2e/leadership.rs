@@ -9,7 +9,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
 
-use crate::suite::{OwnPlane, eventually, suite};
+use crate::suite::{OwnPlane, cpu, eventually, suite};
 use crate::workloads::{policy, statefulset, wait_record_state, wait_rolled_out, watch_partitions};
 
 async fn holder(leases: &Api<Lease>) -> Option<String> {
@@ -47,6 +47,7 @@ async fn the_other_replica_takes_over_when_the_leader_dies_mid_refresh_and_no_st
     s.apply(&ns, &statefulset("ha", 3, "db", "ha:1.0.0"));
     wait_rolled_out(&s, &ns, "statefulset/ha").await;
     let (seen, watch) = watch_partitions(&client, &ns, "ha");
+    let follower_before = cpu(b.pid);
     s.kubectl_ok(&["-n", &ns, "set", "image", "statefulset/ha", "db=ha:1.0.1"]);
 
     // The leader has taken the first step: it dies.
@@ -59,6 +60,12 @@ async fn the_other_replica_takes_over_when_the_leader_dies_mid_refresh_and_no_st
     })
     .await;
     assert_eq!(holder(&leases).await.as_deref(), Some("serve-a"));
+    // The follower saw every event of the refresh so far and stepped none.
+    let follower = cpu(b.pid) - follower_before;
+    assert!(
+        follower < Duration::from_secs(1),
+        "the follower spent {follower:?}"
+    );
     // SAFETY: kill has no preconditions; the pid is our child's.
     assert_eq!(unsafe { libc::kill(a.pid as i32, libc::SIGKILL) }, 0);
     let killed = Instant::now();

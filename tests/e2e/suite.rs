@@ -396,6 +396,19 @@ pub fn denial(out: &Output) -> String {
     }
 }
 
+/// CPU time (user + system) of a process so far.
+pub fn cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // After the command name's closing parenthesis: utime and stime are the
+    // 12th and 13th fields.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / per_second)
+}
+
 /// The last lines of a log, for a failure message.
 pub fn tail(path: &Path) -> String {
     let all = std::fs::read_to_string(path).unwrap_or_default();
