@@ -860,13 +860,11 @@ fn an_object_created_with_a_record_is_refused() {
     refused(&v, Rule::RecordIntegrity);
 }
 
-#[test]
-fn an_override_rbac_denied_is_refused_with_the_rule_that_would_grant_it() {
-    let (old, new) = (
-        workload("manifests/db.yaml"),
-        workload("generated/db-1.9.0-forced.yaml"),
-    );
-    assert_eq!(update(&old, &new, &policies()).rule, Some(Rule::Forced));
+/// The sentence a refusal ends with for a user RBAC does not let force.
+const DEV_MAY_NOT_FORCE: &str = "; upgradeguard.io/force-to is set, but dev@example.com may not force: an override needs the RBAC verb `force` on upgradepolicies.upgradeguard.io in namespace shop, which the ClusterRole upgrade-guard-force grants (`kubectl -n shop create rolebinding upgrade-guard-force --clusterrole=upgrade-guard-force --user=USER`)";
+
+/// `change` decided for dev@example.com, whom RBAC does not let force.
+fn as_dev_who_may_not_force(change: Change) -> upgrade_guard::decide::Verdict {
     let denied = Requester {
         is_self: false,
         overrides: upgrade_guard::decide::Overrides::Denied {
@@ -874,14 +872,19 @@ fn an_override_rbac_denied_is_refused_with_the_rule_that_would_grant_it() {
             namespace: "shop".into(),
         },
     };
-    let change = Change::Update { old, new };
-    let v = upgrade_guard::decide::decide_as(&change, &policies(), &NoCluster, now(), &denied);
-    refused(&v, Rule::SkipVersion);
-    assert!(
-        v.reason.ends_with("; upgradeguard.io/force-to is set, but dev@example.com may not force: an override needs the RBAC verb `force` on upgradepolicies.upgradeguard.io in namespace shop, which the ClusterRole upgrade-guard-force grants (`kubectl -n shop create rolebinding upgrade-guard-force --clusterrole=upgrade-guard-force --user=USER`)"),
-        "{}",
-        v.reason
+    upgrade_guard::decide::decide_as(&change, &policies(), &NoCluster, now(), &denied)
+}
+
+#[test]
+fn an_override_rbac_denied_is_refused_with_the_rule_that_would_grant_it() {
+    let (old, new) = (
+        workload("manifests/db.yaml"),
+        workload("generated/db-1.9.0-forced.yaml"),
     );
+    assert_eq!(update(&old, &new, &policies()).rule, Some(Rule::Forced));
+    let v = as_dev_who_may_not_force(Change::Update { old, new });
+    refused(&v, Rule::SkipVersion);
+    assert!(v.reason.ends_with(DEV_MAY_NOT_FORCE), "{}", v.reason);
 }
 
 #[test]
@@ -894,21 +897,9 @@ fn a_user_who_may_not_force_sees_the_rbac_sentence_not_the_record_the_mutation_w
     // forced change; the validating webhook then judges it as this user.
     let mutated = patched(&new, &update(&old, &new, &policies()));
     assert!(mutated.annotation(REFRESH).is_some());
-    let denied = Requester {
-        is_self: false,
-        overrides: upgrade_guard::decide::Overrides::Denied {
-            user: "dev@example.com".into(),
-            namespace: "shop".into(),
-        },
-    };
-    let change = Change::Update { old, new: mutated };
-    let v = upgrade_guard::decide::decide_as(&change, &policies(), &NoCluster, now(), &denied);
+    let v = as_dev_who_may_not_force(Change::Update { old, new: mutated });
     refused(&v, Rule::SkipVersion);
-    assert!(
-        v.reason.ends_with("; upgradeguard.io/force-to is set, but dev@example.com may not force: an override needs the RBAC verb `force` on upgradepolicies.upgradeguard.io in namespace shop, which the ClusterRole upgrade-guard-force grants (`kubectl -n shop create rolebinding upgrade-guard-force --clusterrole=upgrade-guard-force --user=USER`)"),
-        "{}",
-        v.reason
-    );
+    assert!(v.reason.ends_with(DEV_MAY_NOT_FORCE), "{}", v.reason);
 }
 
 #[test]

@@ -5,22 +5,19 @@
 
 use crate::kubelet::{self, Behaviour};
 use crate::suite::{suite, text};
-use crate::workloads::{policy, statefulset, wait_record_state, wait_rolled_out};
+use crate::workloads::{governed, wait_record_state, wait_rolled_out};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_looping_unit_holds_the_refresh_and_rollout_undo_rolls_it_back() {
     let Some(s) = suite() else { return };
     let ns = s.namespace("crash").await;
-    s.apply(
+    governed(
+        s,
         &ns,
-        &policy(
-            "crashdb",
-            "{app.kubernetes.io/name: crashdb}",
-            "track: major\n  step: none\n  refresh: {pauseAfter: none, health: {readyTimeoutSeconds: 600}}",
-        ),
-    );
-    s.apply(&ns, &statefulset("crashdb", 3, "db", "crashdb:2.0.0"));
-    wait_rolled_out(s, &ns, "statefulset/crashdb").await;
+        ("crashdb", 3, "db", "crashdb:2.0.0"),
+        "track: major\n  step: none\n  refresh: {pauseAfter: none, health: {readyTimeoutSeconds: 600}}",
+    )
+    .await;
     // The lowest unit crash-loops on the new version; the others run it.
     kubelet::set_for_pod(&ns, "crashdb-0", "crashdb:2.0.1", Behaviour::Broken);
 

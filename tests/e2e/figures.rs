@@ -9,22 +9,19 @@ use kube::api::Api;
 
 use crate::kubelet;
 use crate::suite::{OwnPlane, cpu, suite, text};
-use crate::workloads::{policy, statefulset, wait_record_state, wait_rolled_out, watch_partitions};
+use crate::workloads::{governed, statefulset, wait_record_state, watch_partitions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_next_partition_step_follows_a_ready_unit_promptly() {
     let Some(s) = suite() else { return };
     let ns = s.namespace("reaction").await;
-    s.apply(
+    governed(
+        s,
         &ns,
-        &policy(
-            "react",
-            "{app.kubernetes.io/name: react}",
-            "track: major\n  step: none\n  refresh: {pauseAfter: none, health: {minReadySeconds: 0}}",
-        ),
-    );
-    s.apply(&ns, &statefulset("react", 4, "db", "react:1.0.0"));
-    wait_rolled_out(s, &ns, "statefulset/react").await;
+        ("react", 4, "db", "react:1.0.0"),
+        "track: major\n  step: none\n  refresh: {pauseAfter: none, health: {minReadySeconds: 0}}",
+    )
+    .await;
 
     let (seen, watch) = watch_partitions(&s.client().await, &ns, "react");
     s.kubectl_ok(&[

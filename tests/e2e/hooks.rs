@@ -8,7 +8,7 @@ use kube::api::{Api, ListParams};
 
 use crate::kubelet::{self, Behaviour};
 use crate::suite::{Suite, eventually, suite, text};
-use crate::workloads::{policy, statefulset, wait_record_state, wait_rolled_out};
+use crate::workloads::{governed, wait_record_state, wait_rolled_out};
 
 fn hook(image: &str) -> String {
     format!(
@@ -48,22 +48,19 @@ async fn hooks_run_as_jobs_in_order_a_failed_one_holds_and_retry_runs_it_again()
     let Some(s) = suite() else { return };
     let ns = s.namespace("hooks").await;
     let target = format!("{ns}/hooked");
-    s.apply(
+    governed(
+        s,
         &ns,
-        &policy(
-            "hooked",
-            "{app.kubernetes.io/name: hooked}",
-            &format!(
+        ("hooked", 2, "db", "hooked:1.0.0"),
+        &format!(
                 "step: none\n  releases: [1.0.0, 1.0.1, 1.0.2]\n  refresh:\n    pauseAfter: first\n    health: {{minReadySeconds: 0}}\n    hooks:\n      preRefresh: {}\n      preUnit: {}\n      postUnit: {}\n      postRefresh: {}\n      timeoutSeconds: 300",
                 hook("hooks/backup:1"),
                 hook("hooks/pre-unit:1"),
                 hook("hooks/post-unit:1"),
                 hook("hooks/migrate:1")
             ),
-        ),
-    );
-    s.apply(&ns, &statefulset("hooked", 2, "db", "hooked:1.0.0"));
-    wait_rolled_out(s, &ns, "statefulset/hooked").await;
+    )
+    .await;
 
     // The backup runs first, and nothing restarts while it runs.
     kubelet::set(&ns, "hooks/backup:1", Behaviour::Waiting);
@@ -204,16 +201,13 @@ async fn hooks_run_as_jobs_in_order_a_failed_one_holds_and_retry_runs_it_again()
 async fn on_failure_rollback_rolls_a_crash_looping_unit_back_by_itself_with_the_event() {
     let Some(s) = suite() else { return };
     let ns = s.namespace("autoback").await;
-    s.apply(
+    governed(
+        s,
         &ns,
-        &policy(
-            "autoback",
-            "{app.kubernetes.io/name: autoback}",
-            "track: major\n  step: none\n  refresh: {pauseAfter: none, onFailure: rollback}",
-        ),
-    );
-    s.apply(&ns, &statefulset("autoback", 2, "db", "autoback:4.1.0"));
-    wait_rolled_out(s, &ns, "statefulset/autoback").await;
+        ("autoback", 2, "db", "autoback:4.1.0"),
+        "track: major\n  step: none\n  refresh: {pauseAfter: none, onFailure: rollback}",
+    )
+    .await;
     kubelet::set(&ns, "autoback:4.2.0", Behaviour::Broken);
 
     s.kubectl_ok(&[

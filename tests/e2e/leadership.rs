@@ -10,7 +10,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
 
 use crate::suite::{OwnPlane, cpu, eventually, suite};
-use crate::workloads::{policy, statefulset, wait_record_state, wait_rolled_out, watch_partitions};
+use crate::workloads::{governed, wait_record_state, watch_partitions};
 
 async fn holder(leases: &Api<Lease>) -> Option<String> {
     leases
@@ -36,16 +36,13 @@ async fn the_other_replica_takes_over_when_the_leader_dies_mid_refresh_and_no_st
     let client = own.client.clone();
 
     let ns = s.namespace("lease").await;
-    s.apply(
+    governed(
+        &s,
         &ns,
-        &policy(
-            "ha",
-            "{app.kubernetes.io/name: ha}",
-            "track: major\n  step: none\n  refresh: {pauseAfter: none}",
-        ),
-    );
-    s.apply(&ns, &statefulset("ha", 3, "db", "ha:1.0.0"));
-    wait_rolled_out(&s, &ns, "statefulset/ha").await;
+        ("ha", 3, "db", "ha:1.0.0"),
+        "track: major\n  step: none\n  refresh: {pauseAfter: none}",
+    )
+    .await;
     let (seen, watch) = watch_partitions(&client, &ns, "ha");
     let follower_before = cpu(b.pid);
     s.kubectl_ok(&["-n", &ns, "set", "image", "statefulset/ha", "db=ha:1.0.1"]);

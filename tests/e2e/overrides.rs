@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::suite::{denial, suite, text};
-use crate::workloads::{policy, statefulset, wait_record_state, wait_rolled_out};
+use crate::workloads::{governed, wait_record_state};
 
 fn forcing_patch(version: &str, reason: &str) -> String {
     format!(
@@ -18,16 +18,13 @@ fn forcing_patch(version: &str, reason: &str) -> String {
 async fn an_override_needs_the_force_right_counts_once_and_the_record_is_upgrade_guards() {
     let Some(s) = suite() else { return };
     let ns = s.namespace("overrides").await;
-    s.apply(
+    governed(
+        s,
         &ns,
-        &policy(
-            "sqlgw",
-            "{app.kubernetes.io/name: sqlgw}",
-            "track: major.minor\n  step: none\n  crossTrack: force\n  refresh: {pauseAfter: none}",
-        ),
-    );
-    s.apply(&ns, &statefulset("sqlgw", 2, "sqlgw", "sqlgw:3.4.0"));
-    wait_rolled_out(s, &ns, "statefulset/sqlgw").await;
+        ("sqlgw", 2, "sqlgw", "sqlgw:3.4.0"),
+        "track: major.minor\n  step: none\n  crossTrack: force\n  refresh: {pauseAfter: none}",
+    )
+    .await;
     s.kubectl_ok(&[
         "-n",
         &ns,

@@ -4,22 +4,19 @@
 
 use crate::kubelet;
 use crate::suite::{denial, eventually, suite, text};
-use crate::workloads::{policy, statefulset, wait_record_state, wait_rolled_out};
+use crate::workloads::{governed, wait_record_state};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skipping_v2_is_refused_and_v1_to_v2_to_v3_goes_through_the_min_available_gate() {
     let Some(s) = suite() else { return };
     let ns = s.namespace("protocol").await;
-    s.apply(
+    governed(
+        s,
         &ns,
-        &policy(
-            "clusterdb",
-            "{app.kubernetes.io/name: clusterdb}",
-            "track: none\n  step: major\n  releases: [v1, v2, v3]\n  refresh: {pauseAfter: first, health: {minAvailable: 3, minReadySeconds: 0}}",
-        ),
-    );
-    s.apply(&ns, &statefulset("clusterdb", 3, "node", "clusterdb:v1"));
-    wait_rolled_out(s, &ns, "statefulset/clusterdb").await;
+        ("clusterdb", 3, "node", "clusterdb:v1"),
+        "track: none\n  step: major\n  releases: [v1, v2, v3]\n  refresh: {pauseAfter: first, health: {minAvailable: 3, minReadySeconds: 0}}",
+    )
+    .await;
 
     let skip = s.kubectl(&[
         "-n",

@@ -43,6 +43,21 @@ spec:
     )
 }
 
+/// A StatefulSet `name` of `replicas` at `image` (container `container`),
+/// governed by a policy of the same name with `spec`, applied in `ns`;
+/// returns once it has rolled out.
+pub async fn governed(
+    s: &Suite,
+    ns: &str,
+    (name, replicas, container, image): (&str, i32, &str, &str),
+    spec: &str,
+) {
+    let selector = format!("{{app.kubernetes.io/name: {name}}}");
+    s.apply(ns, &policy(name, &selector, spec));
+    s.apply(ns, &statefulset(name, replicas, container, image));
+    wait_rolled_out(s, ns, &format!("statefulset/{name}")).await;
+}
+
 /// Waits until `kubectl rollout status` says the rollout is complete.
 pub async fn wait_rolled_out(s: &Suite, ns: &str, what: &str) {
     eventually(&format!("{what} to roll out"), 120, || async {
