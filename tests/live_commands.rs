@@ -522,40 +522,52 @@ fn lease_held_by(holder: Option<&str>) -> Value {
     lease
 }
 
-#[tokio::test]
-async fn the_lease_holder_publishes_until_when_it_may_write_and_gives_the_lease_up_when_stopped() {
-    use tokio::sync::watch;
+type Holder = (
+    upgrade_guard::refresh::lease::Leading,
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+    tokio::task::JoinHandle<()>,
+);
+
+/// `lease::hold` as pod-a against the mock API server, which finds no Lease,
+/// creates it, then answers `then`: until when pod-a may write, the stop,
+/// and the holder's and the server's tasks.
+fn hold_as_pod_a(then: Vec<Call>) -> Holder {
     use upgrade_guard::refresh::lease;
     let (client, handle) = mock();
-    let api: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
-        kube::Api::namespaced(client.client, "upgrade-guard");
-    let server = tokio::spawn(scenario(
-        handle,
-        vec![
-            call("GET", LEASE, 404, not_found()),
-            call(
-                "POST",
-                "/apis/coordination.k8s.io/v1/namespaces/upgrade-guard/leases?",
-                201,
-                lease_held_by(Some("pod-a")),
-            ),
-            // Stopped: read, and written back without a holder, guarded by
-            // the resourceVersion read.
-            call("GET", LEASE, 200, lease_held_by(Some("pod-a"))),
-            call("PUT", &format!("{LEASE}?"), 200, lease_held_by(None))
-                .with_body(lease_held_by(None)),
-        ],
-    ));
-    let (leading_tx, mut leading) = watch::channel(None);
-    let (stop, stopped) = watch::channel(false);
-    let asked = tokio::time::Instant::now();
+    let mut calls = vec![
+        call("GET", LEASE, 404, not_found()),
+        call(
+            "POST",
+            "/apis/coordination.k8s.io/v1/namespaces/upgrade-guard/leases?",
+            201,
+            lease_held_by(Some("pod-a")),
+        ),
+    ];
+    calls.extend(then);
+    let server = tokio::spawn(scenario(handle, calls));
+    let (leading_tx, leading) = tokio::sync::watch::channel(None);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     let holder = tokio::spawn(lease::hold(
-        api,
+        kube::Api::namespaced(client.client, "upgrade-guard"),
         "pod-a".into(),
         "upgrade-guard".into(),
         leading_tx,
         stopped,
     ));
+    (leading, stop, holder, server)
+}
+
+#[tokio::test]
+async fn the_lease_holder_publishes_until_when_it_may_write_and_gives_the_lease_up_when_stopped() {
+    use upgrade_guard::refresh::lease;
+    let asked = tokio::time::Instant::now();
+    let (mut leading, stop, holder, server) = hold_as_pod_a(vec![
+        // Stopped: read, and written back without a holder, guarded by
+        // the resourceVersion read.
+        call("GET", LEASE, 200, lease_held_by(Some("pod-a"))),
+        call("PUT", &format!("{LEASE}?"), 200, lease_held_by(None)).with_body(lease_held_by(None)),
+    ]);
     leading.changed().await.unwrap();
     assert!(lease::may_write(&leading));
     let until = leading.borrow().unwrap();
@@ -573,36 +585,15 @@ async fn the_lease_holder_publishes_until_when_it_may_write_and_gives_the_lease_
 #[tokio::test(start_paused = true)]
 async fn a_leader_that_cannot_renew_stops_writing_before_its_lease_runs_out() {
     use std::time::Duration;
-    use tokio::sync::watch;
     use upgrade_guard::refresh::lease;
-    let (client, handle) = mock();
-    let api: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
-        kube::Api::namespaced(client.client, "upgrade-guard");
     let unavailable = status(503, "ServiceUnavailable", "etcd is down");
-    let mut calls = vec![
-        call("GET", LEASE, 404, not_found()),
-        call(
-            "POST",
-            "/apis/coordination.k8s.io/v1/namespaces/upgrade-guard/leases?",
-            201,
-            lease_held_by(Some("pod-a")),
-        ),
-    ];
     // Every renewal after it fails (one each RENEW, 2 s), and so does the
     // release when it is stopped at 13 s.
-    for _ in 0..7 {
-        calls.push(call("GET", LEASE, 503, unavailable.clone()));
-    }
-    let server = tokio::spawn(scenario(handle, calls));
-    let (leading_tx, mut leading) = watch::channel(None);
-    let (stop, stopped) = watch::channel(false);
-    let holder = tokio::spawn(lease::hold(
-        api,
-        "pod-a".into(),
-        "upgrade-guard".into(),
-        leading_tx,
-        stopped,
-    ));
+    let (mut leading, stop, holder, server) = hold_as_pod_a(
+        (0..7)
+            .map(|_| call("GET", LEASE, 503, unavailable.clone()))
+            .collect(),
+    );
     leading.changed().await.unwrap();
     tokio::time::sleep(Duration::from_secs(11)).await;
     assert!(

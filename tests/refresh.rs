@@ -536,3 +536,44 @@ fn an_on_delete_statefulset_is_never_partitioned_and_completes_when_every_pod_is
     assert_eq!(written(&done).state, RefreshState::Completed);
     assert_eq!(done.partition, None);
 }
+
+#[test]
+fn without_a_visible_policy_the_record_alone_names_the_next_command() {
+    use upgrade_guard::refresh::status::report;
+    let next = |state: &str, extra: Value, jobs: &[k8s_openapi::api::batch::v1::Job]| {
+        let w = sts(3, 2, &record(2, state, extra), json!({}));
+        let r = report(&w, &pods(3, 3, 0), jobs, None, at(60)).unwrap();
+        (r.next.command, r.next.text)
+    };
+    let (command, text) = next(
+        "Failed",
+        json!({"reason": "unit 2 (db-2) is crash-looping"}),
+        &[],
+    );
+    assert_eq!(
+        command.as_deref(),
+        Some("kubectl -n shop rollout undo statefulset/db")
+    );
+    assert!(
+        text.starts_with("held: unit 2 (db-2) is crash-looping: roll back to 1.7.0 (`kubectl -n shop rollout undo statefulset/db`)"),
+        "{text}"
+    );
+    let failed_hook: k8s_openapi::api::batch::v1::Job = serde_json::from_value(json!({
+        "metadata": {"name": "db-post-unit-2-1f9c03ab"},
+        "status": {"conditions": [{"type": "Failed", "status": "True"}]}}))
+    .unwrap();
+    let (command, _) = next("Failed", json!({}), &[failed_hook]);
+    assert_eq!(command.as_deref(), Some("upgrade-guard retry shop/db"));
+    let (command, text) = next("Failed", json!({"rollback": true}), &[]);
+    assert_eq!(
+        command.as_deref(),
+        Some("upgrade-guard resume --force --reason TEXT shop/db")
+    );
+    assert!(text.starts_with("the rollback to 1.8.0 is held"), "{text}");
+    let (command, text) = next("RollingOut", json!({}), &[]);
+    assert_eq!(command, None);
+    assert!(
+        text.starts_with("rolling out 1.7.0 → 1.8.0: the refresh controller moves it on"),
+        "{text}"
+    );
+}

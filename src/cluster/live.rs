@@ -11,6 +11,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -126,11 +127,20 @@ fn job_owner(job: &Job) -> Option<WorkloadKey> {
     })
 }
 
+/// Whether an object carries a refresh record.
+fn has_record(meta: &ObjectMeta) -> bool {
+    meta.annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(crate::workload::REFRESH))
+}
+
 /// A workload concerns the controller while it carries a refresh record.
 fn recorded<K: Resource>(kind: WorkloadKind) -> impl Fn(&K) -> Option<WorkloadKey> {
     move |object: &K| {
         let meta = object.meta();
-        meta.annotations.as_ref()?.get(crate::workload::REFRESH)?;
+        if !has_record(meta) {
+            return None;
+        }
         Some(WorkloadKey {
             kind,
             namespace: meta.namespace.clone()?,
@@ -241,11 +251,6 @@ impl ClusterView for LiveCluster {
     }
 
     fn with_records(&self) -> Vec<Workload> {
-        let has_record = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
-            meta.annotations
-                .as_ref()
-                .is_some_and(|a| a.contains_key(crate::workload::REFRESH))
-        };
         let statefulsets = self
             .statefulsets
             .state()

@@ -613,15 +613,25 @@ fn first_closed(
     runs.iter().find_map(|run| gate(run, observed, record, id))
 }
 
-/// What to do about a failed unit. A failed refresh offers the rollback
-/// (`from` is where it started); a failed rollback never offers its own
-/// `from`, the version that failed.
-fn unhealthy(w: &Workload, record: RefreshRecord, reason: String, id: &str) -> Action {
-    let (ns, name) = (w.namespace(), w.name());
+/// The command that puts `w`'s pod template back, as its operator types it.
+pub(crate) fn rollout_undo(w: &Workload) -> String {
     let resource = match w {
         Workload::StatefulSet(_) => "statefulset",
         Workload::Deployment(_) => "deployment",
     };
+    format!(
+        "kubectl -n {} rollout undo {resource}/{}",
+        w.namespace(),
+        w.name()
+    )
+}
+
+/// What to do about a failed unit. A failed refresh offers the rollback
+/// (`from` is where it started); a failed rollback never offers its own
+/// `from`, the version that failed.
+fn unhealthy(w: &Workload, record: RefreshRecord, reason: String, id: &str) -> Action {
+    let ns = w.namespace();
+    let undo = rollout_undo(w);
     let text = if record.rollback {
         format!(
             "{reason}: the rollback to {} is held; look at the pods (`kubectl -n {ns} get pods`) or go on anyway",
@@ -629,7 +639,7 @@ fn unhealthy(w: &Workload, record: RefreshRecord, reason: String, id: &str) -> A
         )
     } else {
         format!(
-            "{reason}: roll back to {} (`kubectl -n {ns} rollout undo {resource}/{name}`) or go on anyway",
+            "{reason}: roll back to {} (`{undo}`) or go on anyway",
             record.from
         )
     };

@@ -321,10 +321,7 @@ fn next_from_record(w: &Workload, record: &RefreshRecord, jobs: &[Job]) -> Next 
         .reason
         .as_deref()
         .map_or(String::new(), |r| format!(": {}", crate::echo::bounded(r)));
-    let resource = match w {
-        Workload::StatefulSet(_) => "statefulset",
-        Workload::Deployment(_) => "deployment",
-    };
+    let undo = super::rollout_undo(w);
     let hook_failed = jobs.iter().any(|job| {
         job.status
             .as_ref()
@@ -350,17 +347,17 @@ fn next_from_record(w: &Workload, record: &RefreshRecord, jobs: &[Job]) -> Next 
         ),
         RefreshState::Failed if hook_failed => (
             format!(
-                "held{reason}: run the failed hook again (`upgrade-guard retry {id}`), skip it (`upgrade-guard resume --force --reason TEXT {id}`) or roll back to {} (`kubectl -n {ns} rollout undo {resource}/{name}`)",
+                "held{reason}: run the failed hook again (`upgrade-guard retry {id}`), skip it (`upgrade-guard resume --force --reason TEXT {id}`) or roll back to {} (`{undo}`)",
                 record.from
             ),
             Some(format!("upgrade-guard retry {id}")),
         ),
         RefreshState::Failed => (
             format!(
-                "held{reason}: roll back to {} (`kubectl -n {ns} rollout undo {resource}/{name}`) or go on anyway (`upgrade-guard resume --force --reason TEXT {id}`)",
+                "held{reason}: roll back to {} (`{undo}`) or go on anyway (`upgrade-guard resume --force --reason TEXT {id}`)",
                 record.from
             ),
-            Some(format!("kubectl -n {ns} rollout undo {resource}/{name}")),
+            Some(undo.clone()),
         ),
         RefreshState::RollingOut | RefreshState::RollingBack => (
             format!(
