@@ -8,7 +8,7 @@
 //! The layers, each importing only from the ones below it:
 //!
 //! 1. [`workload`] (one view over StatefulSet and Deployment, the
-//!    annotations' contract), [`yaml`] (the YAML reader and the file walk),
+//!    annotations' contract), [`claim`] (the version a claim last served), [`yaml`] (the YAML reader and the file walk),
 //!    [`echo`] (bounded echoes);
 //! 2. [`policy`]: the policy model and version arithmetic;
 //! 3. [`cluster`]: what decisions may look up, and the live caches behind it;
@@ -19,6 +19,7 @@
 //! 7. [`cli`]: one file per command.
 
 pub mod certs;
+pub mod claim;
 pub mod cli;
 pub mod cluster;
 pub mod convert;

@@ -7,7 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::api::core::v1::{Pod, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
@@ -279,6 +279,60 @@ pub fn claim_volumes(template: Option<&PodTemplateSpec>) -> Vec<(&str, &str)> {
         .collect()
 }
 
+/// The workload a pod belongs to, by its controlling owner: its
+/// StatefulSet, or the Deployment of its ReplicaSet (named after it, plus
+/// `-` and the pod-template hash).
+pub fn owner_of(pod: &Pod) -> Option<(WorkloadKind, String)> {
+    let owner = pod
+        .metadata
+        .owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.controller == Some(true))?;
+    match owner.kind.as_str() {
+        "StatefulSet" => Some((WorkloadKind::StatefulSet, owner.name.clone())),
+        "ReplicaSet" => {
+            let hash = pod.metadata.labels.as_ref()?.get("pod-template-hash")?;
+            let name = owner.name.strip_suffix(hash.as_str())?.strip_suffix('-')?;
+            Some((WorkloadKind::Deployment, name.to_string()))
+        }
+        _ => None,
+    }
+}
+
+/// Since when the pod is Ready (its Ready condition True); `None`: not Ready.
+pub fn is_ready(pod: &Pod) -> Option<jiff::Timestamp> {
+    let condition = pod
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == "True")?;
+    Some(
+        condition
+            .last_transition_time
+            .as_ref()
+            .map_or(jiff::Timestamp::UNIX_EPOCH, |t| t.0),
+    )
+}
+
+/// Every container a pod spec runs, as (name, image): containers, init
+/// containers (native sidecars among them) and ephemeral containers.
+pub fn pod_images(spec: &PodSpec) -> impl Iterator<Item = (&str, Option<&String>)> {
+    let init = spec.init_containers.iter().flatten();
+    let ephemeral = spec
+        .ephemeral_containers
+        .iter()
+        .flatten()
+        .map(|c| (c.name.as_str(), c.image.as_ref()));
+    spec.containers
+        .iter()
+        .chain(init)
+        .map(|c| (c.name.as_str(), c.image.as_ref()))
+        .chain(ephemeral)
+}
+
 /// Per container whose image differs between two pod templates, its image
 /// in `old`.
 pub fn images_changed(old: &PodTemplateSpec, new: &PodTemplateSpec) -> BTreeMap<String, String> {
@@ -286,8 +340,8 @@ pub fn images_changed(old: &PodTemplateSpec, new: &PodTemplateSpec) -> BTreeMap<
     fn images(t: &PodTemplateSpec) -> BTreeMap<&str, &str> {
         t.spec
             .iter()
-            .flat_map(|s| &s.containers)
-            .filter_map(|c| Some((c.name.as_str(), c.image.as_deref()?)))
+            .flat_map(pod_images)
+            .filter_map(|(name, image)| Some((name, image?.as_str())))
             .collect()
     }
     let after = images(new);

@@ -707,10 +707,29 @@ fn all_containers_governed() -> upgrade_guard::policy::PolicySet {
 }
 
 #[test]
-fn renaming_the_named_container_in_a_major_upgrade_is_refused_by_a_rule_of_its_own() {
+fn a_renamed_container_that_runs_the_governed_repository_is_still_governed() {
     let (old, new) = (
         workload("manifests/db.yaml"),
         workload("generated/db-2.0.0-renamed.yaml"),
+    );
+    let v = update(&old, &new, &policies());
+    refused(&v, Rule::CrossTrack);
+    assert_eq!(
+        v.reason,
+        "StatefulSet shop/db: 1.7.0 → 2.0.0 leaves release track 1.x: an in-place refresh stays within it; stay within 1.x (rule cross-track, policy semver-db)"
+    );
+    // Renamed at the same version: nothing to judge, a plain refresh.
+    let v = update(&old, &workload("generated/db-renamed.yaml"), &policies());
+    assert!(v.allowed, "{}", v.reason);
+}
+
+#[test]
+fn renaming_the_named_container_away_from_its_image_is_refused_by_a_rule_of_its_own() {
+    let old = workload("manifests/db.yaml");
+    let new = with(
+        &workload("generated/db-renamed.yaml"),
+        "/spec/template/spec/containers/0/image",
+        json!("registry.example.com/shop/other:2.0.0"),
     );
     let v = update(&old, &new, &policies());
     refused(&v, Rule::GovernedContainerRemoved);
@@ -718,9 +737,25 @@ fn renaming_the_named_container_in_a_major_upgrade_is_refused_by_a_rule_of_its_o
         v.reason,
         "StatefulSet shop/db: the new pod template runs none of the containers the policy names (db), which ran db 1.7.0: its version could no longer be checked; keep the container names, or change the policy first (rule governed-container-removed, policy semver-db); to accept the risk, set upgradeguard.io/force-to: \"none\" and upgradeguard.io/force-reason"
     );
-    // A rename alone is refused the same way: the policy can no longer see it.
-    let v = update(&old, &workload("generated/db-renamed.yaml"), &policies());
-    refused(&v, Rule::GovernedContainerRemoved);
+}
+
+#[test]
+fn a_decoy_under_the_governed_name_does_not_hide_the_image_that_runs() {
+    let old = workload("manifests/db.yaml");
+    let mut value = json(&old);
+    let containers = &mut value["spec"]["template"]["spec"]["containers"];
+    let mut real = containers[0].clone();
+    real["name"] = json!("engine");
+    real["image"] = json!("registry.example.com/shop/db:1.9.0");
+    containers[0]["image"] = json!("registry.example.com/shop/decoy:1.7.0");
+    containers.as_array_mut().unwrap().push(real);
+    let v = update(&old, &of(value.clone()), &policies());
+    refused(&v, Rule::SkipVersion);
+    // The same in an init container.
+    let mut init = json(&old);
+    init["spec"]["template"]["spec"]["initContainers"] =
+        json!([{"name": "migrate", "image": "registry.example.com/shop/db:1.9.0"}]);
+    refused(&update(&old, &of(init), &policies()), Rule::SkipVersion);
 }
 
 #[test]
@@ -768,7 +803,11 @@ fn an_added_container_is_judged_against_the_workloads_version() {
 fn removing_every_named_container_can_be_forced_as_none() {
     let old = workload("manifests/db.yaml");
     let new = with(
-        &workload("generated/db-2.0.0-renamed.yaml"),
+        &with(
+            &workload("generated/db-renamed.yaml"),
+            "/spec/template/spec/containers/0/image",
+            json!("registry.example.com/shop/other:2.0.0"),
+        ),
         "/metadata/annotations",
         json!({"upgradeguard.io/force-to": "none", "upgradeguard.io/force-reason": "the chart renamed the container"}),
     );

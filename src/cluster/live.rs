@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 
 use super::ClusterView;
 use crate::policy::{Policy, PolicyError, PolicySet};
-use crate::workload::{WORKLOAD_LABEL, Workload, WorkloadKind};
+use crate::workload::{WORKLOAD_LABEL, Workload, WorkloadKind, owner_of};
 
 /// The `UpgradePolicy` custom resource.
 pub fn policy_resource() -> ApiResource {
@@ -81,28 +81,12 @@ impl Changed {
     }
 }
 
-/// The workload a pod belongs to: its StatefulSet, or the Deployment of its
-/// ReplicaSet (named after it, plus `-` and the pod-template hash).
+/// The workload a pod belongs to.
 fn pod_owner(pod: &Pod) -> Option<WorkloadKey> {
-    let owner = pod
-        .metadata
-        .owner_references
-        .as_ref()?
-        .iter()
-        .find(|o| o.controller == Some(true))?;
-    let namespace = pod.metadata.namespace.clone()?;
-    let (kind, name) = match owner.kind.as_str() {
-        "StatefulSet" => (WorkloadKind::StatefulSet, owner.name.clone()),
-        "ReplicaSet" => {
-            let hash = pod.metadata.labels.as_ref()?.get("pod-template-hash")?;
-            let name = owner.name.strip_suffix(hash.as_str())?.strip_suffix('-')?;
-            (WorkloadKind::Deployment, name.to_string())
-        }
-        _ => return None,
-    };
+    let (kind, name) = owner_of(pod)?;
     Some(WorkloadKey {
         kind,
-        namespace,
+        namespace: pod.metadata.namespace.clone()?,
         name,
     })
 }
@@ -242,6 +226,11 @@ impl ClusterView for LiveCluster {
     fn claim_access_modes(&self, namespace: &str, name: &str) -> Option<Vec<String>> {
         let claim = self.claims.get(&ObjectRef::new(name).within(namespace))?;
         claim.spec.as_ref().and_then(|s| s.access_modes.clone())
+    }
+
+    fn claim_served(&self, namespace: &str, name: &str) -> Option<String> {
+        let claim = self.claims.get(&ObjectRef::new(name).within(namespace))?;
+        crate::claim::served_annotation(&claim).map(str::to_string)
     }
 
     fn pod(&self, namespace: &str, name: &str) -> Option<Pod> {

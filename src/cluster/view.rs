@@ -15,6 +15,9 @@ pub trait ClusterView {
     /// `None`: the claim is not known.
     fn claim_access_modes(&self, namespace: &str, name: &str) -> Option<Vec<String>>;
     fn pod(&self, namespace: &str, name: &str) -> Option<Pod>;
+    /// The claim's [`crate::claim::SERVED`] annotation, as written; `None`:
+    /// the claim is not known or never served.
+    fn claim_served(&self, namespace: &str, name: &str) -> Option<String>;
     /// Every known workload that carries a refresh record (for the
     /// refresh gauges; no decision reads it).
     fn with_records(&self) -> Vec<Workload> {
@@ -36,13 +39,17 @@ impl ClusterView for NoCluster {
     fn pod(&self, _: &str, _: &str) -> Option<Pod> {
         None
     }
+    fn claim_served(&self, _: &str, _: &str) -> Option<String> {
+        None
+    }
 }
 
 /// A fixed set of objects.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     workloads: HashMap<(WorkloadKind, String, String), Workload>,
-    claims: HashMap<(String, String), Vec<String>>,
+    /// Access modes and the served record, per claim.
+    claims: HashMap<(String, String), (Vec<String>, Option<String>)>,
     pods: HashMap<(String, String), Pod>,
 }
 
@@ -66,7 +73,8 @@ impl Snapshot {
             .as_ref()
             .and_then(|s| s.access_modes.clone())
             .unwrap_or_default();
-        self.claims.insert(key, modes);
+        let served = crate::claim::served_annotation(claim).map(str::to_string);
+        self.claims.insert(key, (modes, served));
     }
 
     pub fn insert_pod(&mut self, pod: Pod) {
@@ -94,7 +102,12 @@ impl ClusterView for Snapshot {
     fn claim_access_modes(&self, namespace: &str, name: &str) -> Option<Vec<String>> {
         self.claims
             .get(&(namespace.to_string(), name.to_string()))
-            .cloned()
+            .map(|(modes, _)| modes.clone())
+    }
+    fn claim_served(&self, namespace: &str, name: &str) -> Option<String> {
+        self.claims
+            .get(&(namespace.to_string(), name.to_string()))
+            .and_then(|(_, served)| served.clone())
     }
     fn pod(&self, namespace: &str, name: &str) -> Option<Pod> {
         self.pods

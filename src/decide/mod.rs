@@ -2,6 +2,7 @@
 //! Pure and synchronous; the webhook, `review`, `check` and the refresh
 //! controller all call [`decide`], so they cannot drift apart.
 
+pub mod data;
 pub mod mutation;
 
 use std::borrow::Cow;
@@ -501,8 +502,7 @@ fn decide_update(
     let (Some(old_template), Some(new_template)) = (old.template(), new.template()) else {
         return verdict;
     };
-    let old_versions = policy.versions(old_template);
-    let new_versions = policy.versions(new_template);
+    let (old_versions, new_versions) = policy.versions_of_change(old_template, new_template);
     if new_versions.is_empty() && old_versions.is_empty() {
         verdict.warnings.push(format!(
             "upgrade-guard: {} names containers {:?}, and {} {}/{} has none of them: not checked",

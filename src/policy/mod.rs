@@ -7,7 +7,7 @@ mod rule;
 pub mod spec;
 pub mod version;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
@@ -19,9 +19,9 @@ pub use rule::Rule;
 pub use spec::{
     Downgrade, Health, Hooks, OnFailure, Operator, Override, PauseAfter, Selector, Step, Track,
 };
-pub use version::{ImageRef, Version, VersionError};
+pub use version::{ImageRef, Version, VersionError, repository};
 
-use crate::workload::{Workload, WorkloadKind};
+use crate::workload::{Workload, WorkloadKind, pod_images};
 
 /// A policy ready to decide with: patterns compiled, versions parsed.
 #[derive(Debug, Clone)]
@@ -304,6 +304,51 @@ impl Policy {
 
     /// The versions of the governed containers, in pod-template order.
     pub fn versions(&self, template: &PodTemplateSpec) -> Vec<GovernedVersion> {
+        self.versions_with(template, &BTreeSet::new())
+    }
+
+    /// The governed versions of both sides of a change: a container that
+    /// runs the repository of a container the policy names, on either
+    /// side, is governed too, whatever its name (a decoy cannot keep the
+    /// name while another container runs the data's image).
+    pub fn versions_of_change(
+        &self,
+        old: &PodTemplateSpec,
+        new: &PodTemplateSpec,
+    ) -> (Vec<GovernedVersion>, Vec<GovernedVersion>) {
+        let mut repositories = self.repositories(&self.versions(old));
+        repositories.extend(self.repositories(&self.versions(new)));
+        (
+            self.versions_with(old, &repositories),
+            self.versions_with(new, &repositories),
+        )
+    }
+
+    /// What carries a governed version, as a claim's served record keys it:
+    /// the image's repository, or `label KEY`.
+    pub fn carrier(&self, version: &GovernedVersion) -> String {
+        match self.version_source {
+            VersionSource::Label(_) => version.container.clone(),
+            VersionSource::Tag { .. } => repository(&version.image),
+        }
+    }
+
+    /// The repositories the governed containers run (none for `source: label`).
+    pub fn repositories(&self, versions: &[GovernedVersion]) -> BTreeSet<String> {
+        if let VersionSource::Label(_) = self.version_source {
+            return BTreeSet::new();
+        }
+        versions.iter().map(|v| repository(&v.image)).collect()
+    }
+
+    /// The governed versions of a pod template: every container it runs
+    /// (init containers, native sidecars and ephemeral containers too) that
+    /// the policy names, or whose image is of one of `repositories`.
+    pub fn versions_with(
+        &self,
+        template: &PodTemplateSpec,
+        repositories: &BTreeSet<String>,
+    ) -> Vec<GovernedVersion> {
         if let VersionSource::Label(label) = &self.version_source {
             let value = template
                 .metadata
@@ -319,19 +364,21 @@ impl Policy {
                 },
             }];
         }
-        let containers = template
-            .spec
-            .as_ref()
-            .map(|s| s.containers.as_slice())
-            .unwrap_or_default();
-        containers
-            .iter()
-            .filter(|c| self.containers.is_empty() || self.containers.contains(&c.name))
-            .map(|c| {
-                let image = c.image.clone().unwrap_or_default();
+        let Some(spec) = template.spec.as_ref() else {
+            return Vec::new();
+        };
+        let named =
+            |name: &str| self.containers.is_empty() || self.containers.iter().any(|c| c == name);
+        let of_repository = |image: Option<&String>| {
+            !repositories.is_empty() && image.is_some_and(|i| repositories.contains(&repository(i)))
+        };
+        pod_images(spec)
+            .filter(|(name, image)| named(name) || of_repository(*image))
+            .map(|(name, image)| {
+                let image = image.cloned().unwrap_or_default();
                 let version = self.version_of_image(&image);
                 GovernedVersion {
-                    container: c.name.clone(),
+                    container: name.to_string(),
                     image,
                     version,
                 }
@@ -506,6 +553,11 @@ impl PolicySet {
     /// The policy that governs this workload, if any.
     pub fn select(&self, workload: &Workload) -> Option<&Policy> {
         self.policies.iter().find(|p| p.governs(workload))
+    }
+
+    /// The policy whose [`Policy::id`] is `id`.
+    pub fn by_id(&self, id: &str) -> Option<&Policy> {
+        self.policies.iter().find(|p| p.id() == id)
     }
 
     pub fn may_govern(&self, kind: WorkloadKind, namespace: &str) -> bool {

@@ -161,12 +161,41 @@ impl<'a> ImageRef<'a> {
     }
 }
 
+/// The repository an image is of, as the data guard compares them: its
+/// name without registry host, and Docker Hub's `library/` dropped, so
+/// `docker.io/library/postgres:16`, `postgres:15` and a mirror's
+/// `mirror.example:5000/postgres` are all `postgres`.
+pub fn repository(image: &str) -> String {
+    let name = ImageRef::parse(image).name;
+    let path = match name.split_once('/') {
+        Some((host, rest)) if host.contains(['.', ':']) || host == "localhost" => rest,
+        _ => name,
+    };
+    path.strip_prefix("library/")
+        .unwrap_or(path)
+        .to_ascii_lowercase()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn v(s: &str) -> Version {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_repository_is_the_image_name_without_registry_or_library() {
+        for (image, expect) in [
+            ("postgres:16", "postgres"),
+            ("docker.io/library/postgres:16@sha256:ab", "postgres"),
+            ("mirror.example:5000/postgres", "postgres"),
+            ("localhost/acme/db:1", "acme/db"),
+            ("ghcr.io/Acme/DB:1.2", "acme/db"),
+            ("acme/db", "acme/db"),
+        ] {
+            assert_eq!(repository(image), expect, "{image}");
+        }
     }
 
     #[test]

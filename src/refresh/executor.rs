@@ -94,16 +94,23 @@ pub fn patch_ops(w: &Workload, action: &Action) -> Vec<Value> {
         {
             ops.push(json!({"op": "test", "path": annotation_path(REFRESH), "value": seen}));
         }
-        let containers = w
-            .template()
-            .and_then(|t| t.spec.as_ref())
-            .map(|s| s.containers.as_slice())
-            .unwrap_or_default();
-        for (i, c) in containers.iter().enumerate() {
-            if let Some(image) = action.restore_images.get(&c.name) {
-                let at = format!("/spec/template/spec/containers/{i}");
-                ops.push(json!({"op": "test", "path": format!("{at}/name"), "value": c.name}));
-                ops.push(json!({"op": "replace", "path": format!("{at}/image"), "value": image}));
+        let spec = w.template().and_then(|t| t.spec.as_ref());
+        let lists = [
+            ("containers", spec.map(|s| s.containers.as_slice())),
+            (
+                "initContainers",
+                spec.and_then(|s| s.init_containers.as_deref()),
+            ),
+        ];
+        for (list, containers) in lists {
+            for (i, c) in containers.unwrap_or_default().iter().enumerate() {
+                if let Some(image) = action.restore_images.get(&c.name) {
+                    let at = format!("/spec/template/spec/{list}/{i}");
+                    ops.push(json!({"op": "test", "path": format!("{at}/name"), "value": c.name}));
+                    ops.push(
+                        json!({"op": "replace", "path": format!("{at}/image"), "value": image}),
+                    );
+                }
             }
         }
     }

@@ -17,7 +17,10 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::policy::{Hooks, OnFailure, PauseAfter, Policy, Version};
-use crate::workload::{HookMark, PAUSE_AFTER, RESUME, RefreshRecord, RefreshState, Workload};
+pub use crate::workload::is_ready;
+use crate::workload::{
+    HookMark, PAUSE_AFTER, RESUME, RefreshRecord, RefreshState, Workload, pod_images,
+};
 use hooks::{HookKind, HookRun, JobState};
 
 /// How a refresh of one workload is paced.
@@ -175,22 +178,6 @@ pub enum UnitHealth {
     },
     /// Ready for minReadySeconds on the update revision.
     Done,
-}
-
-pub fn is_ready(pod: &Pod) -> Option<jiff::Timestamp> {
-    let condition = pod
-        .status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Ready" && c.status == "True")?;
-    Some(
-        condition
-            .last_transition_time
-            .as_ref()
-            .map_or(jiff::Timestamp::UNIX_EPOCH, |t| t.0),
-    )
 }
 
 pub fn restarts(pod: &Pod) -> i32 {
@@ -412,11 +399,7 @@ fn failed(observed: &Observed, record: RefreshRecord, reason: String, id: &str) 
         .workload
         .template()
         .and_then(|t| t.spec.as_ref())
-        .is_some_and(|s| {
-            s.containers
-                .iter()
-                .any(|c| record.images.contains_key(&c.name))
-        });
+        .is_some_and(|s| pod_images(s).any(|(name, _)| record.images.contains_key(name)));
     if observed.settings.on_failure == OnFailure::Rollback && !record.rollback && restorable {
         return roll_back(record, reason);
     }

@@ -4,6 +4,7 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v1::Scale;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation};
 use kube::core::{DynamicObject, GroupVersionResource, Resource};
 use serde::de::DeserializeOwned;
@@ -247,7 +248,11 @@ impl<'a> Context<'a> {
         }
         let request = peek.request.ok_or(ReviewError::NoRequest)?;
         let kind = workload_kind(&request.resource);
-        match (kind, request.sub_resource.as_deref().unwrap_or("")) {
+        let sub_resource = request.sub_resource.as_deref().unwrap_or("");
+        if let Some(data) = data_resource(&request.resource, sub_resource) {
+            return self.answer_data(body, data);
+        }
+        match (kind, sub_resource) {
             (Some(WorkloadKind::StatefulSet), "") => self.answer::<StatefulSet>(body),
             (Some(WorkloadKind::Deployment), "") => self.answer::<Deployment>(body),
             (Some(kind), "scale") => {
@@ -316,12 +321,63 @@ impl<'a> Context<'a> {
         Ok(self.finish(asked, change))
     }
 
-    fn finish(&self, asked: Asked, change: Option<Change>) -> Reviewed {
-        let requester = Requester {
+    /// A pod or a claim: judged by the data guard.
+    fn answer_data(&self, body: &[u8], data: DataResource) -> Result<Reviewed, ReviewError> {
+        match data {
+            DataResource::Pod => {
+                // Most pods mount no claim: answered before the pod is read.
+                let claims: ClaimsOnly =
+                    serde_json::from_slice(body).map_err(|e| explain::<DynamicObject>(body, e))?;
+                if !claims.mounts_a_claim() {
+                    let request = parse::<DynamicObject>(body)?;
+                    return Ok(self.finish(Asked::from(&request), None));
+                }
+                let request = parse::<Pod>(body)?;
+                let verdict = match (&request.operation, &request.object) {
+                    (Operation::Create | Operation::Update, Some(new)) => decide::data::judge_pod(
+                        request.old_object.as_ref(),
+                        new,
+                        self.policies,
+                        self.cluster,
+                    ),
+                    _ => Verdict {
+                        allowed: true,
+                        ..Default::default()
+                    },
+                };
+                Ok(self.finish_with(Asked::from(&request), verdict))
+            }
+            DataResource::Claim => {
+                let request = parse::<PersistentVolumeClaim>(body)?;
+                let asked = Asked::from(&request);
+                let verdict = match (&request.operation, &request.object) {
+                    (Operation::Create | Operation::Update, Some(new)) => {
+                        decide::data::judge_claim(
+                            request.old_object.as_ref(),
+                            new,
+                            &self.requester(&asked),
+                        )
+                    }
+                    _ => Verdict {
+                        allowed: true,
+                        ..Default::default()
+                    },
+                };
+                Ok(self.finish_with(asked, verdict))
+            }
+        }
+    }
+
+    fn requester(&self, asked: &Asked) -> Requester {
+        Requester {
             is_self: self.caller.self_user.is_some()
                 && asked.user_info.username == self.caller.self_user,
             overrides: self.caller.overrides.clone(),
-        };
+        }
+    }
+
+    fn finish(&self, asked: Asked, change: Option<Change>) -> Reviewed {
+        let requester = self.requester(&asked);
         let verdict = match &change {
             Some(change) => {
                 decide::decide_as(change, self.policies, self.cluster, self.now, &requester)
@@ -350,6 +406,72 @@ impl<'a> Context<'a> {
             uid: asked.uid,
             verdict,
         }
+    }
+}
+
+/// The core resources the data guard reviews.
+#[derive(Clone, Copy)]
+enum DataResource {
+    /// A pod, or its ephemeral containers.
+    Pod,
+    Claim,
+}
+
+fn data_resource(resource: &GroupVersionResource, sub_resource: &str) -> Option<DataResource> {
+    if !resource.group.is_empty() || resource.version != "v1" {
+        return None;
+    }
+    match (resource.resource.as_str(), sub_resource) {
+        ("pods", "" | "ephemeralcontainers") => Some(DataResource::Pod),
+        ("persistentvolumeclaims", "") => Some(DataResource::Claim),
+        _ => None,
+    }
+}
+
+/// Of a pod review, only whether the new pod mounts a claim.
+#[derive(serde::Deserialize)]
+struct ClaimsOnly {
+    #[serde(default)]
+    request: Option<ClaimsRequest>,
+}
+
+#[derive(serde::Deserialize)]
+struct ClaimsRequest {
+    #[serde(default)]
+    object: Option<ClaimsObject>,
+}
+
+#[derive(serde::Deserialize)]
+struct ClaimsObject {
+    #[serde(default)]
+    spec: Option<ClaimsSpec>,
+}
+
+#[derive(serde::Deserialize)]
+struct ClaimsSpec {
+    #[serde(default)]
+    volumes: Option<Vec<ClaimsVolume>>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ClaimsVolume {
+    #[serde(default)]
+    persistent_volume_claim: Option<serde::de::IgnoredAny>,
+}
+
+impl ClaimsOnly {
+    fn mounts_a_claim(&self) -> bool {
+        let volumes = self
+            .request
+            .as_ref()
+            .and_then(|r| r.object.as_ref())
+            .and_then(|o| o.spec.as_ref())
+            .and_then(|s| s.volumes.as_ref());
+        volumes
+            .into_iter()
+            .flatten()
+            .any(|v| v.persistent_volume_claim.is_some())
     }
 }
 
