@@ -476,7 +476,6 @@ impl RefreshRecord {
     pub fn same_start(&self, other: &RefreshRecord) -> bool {
         let stamped = RefreshRecord {
             started: other.started,
-            unit_started: other.unit_started,
             ..self.clone()
         };
         stamped == *other

@@ -1109,15 +1109,24 @@ fn changed_values_show_in_the_server_and_the_webhooks() {
         arg_after(&args, "--days"),
         changed("/certificates/job/days").to_string()
     );
-    // Both webhooks: failure policy, timeout, and the namespaces they judge.
+    // Every webhook: failure policy, timeout, and the namespaces they judge.
     let selector = changed("/webhooks/namespaceSelector");
     let excluded = json!({"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", RELEASE]});
-    for kind in [
-        "MutatingWebhookConfiguration",
-        "ValidatingWebhookConfiguration",
+    for (kind, at, failure) in [
+        ("MutatingWebhookConfiguration", 0, "/webhooks/failurePolicy"),
+        (
+            "ValidatingWebhookConfiguration",
+            0,
+            "/webhooks/failurePolicy",
+        ),
+        (
+            "ValidatingWebhookConfiguration",
+            1,
+            "/webhooks/data/failurePolicy",
+        ),
     ] {
-        let webhook = &one(&objects, kind)["webhooks"][0];
-        assert_eq!(webhook["failurePolicy"], changed("/webhooks/failurePolicy"));
+        let webhook = &one(&objects, kind)["webhooks"][at];
+        assert_eq!(webhook["failurePolicy"], changed(failure));
         assert_eq!(
             webhook["timeoutSeconds"],
             changed("/webhooks/timeoutSeconds")

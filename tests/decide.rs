@@ -875,6 +875,40 @@ fn a_record_removed_or_rewritten_by_a_user_is_refused_and_upgrade_guard_may_writ
 }
 
 #[test]
+fn every_field_of_the_record_is_upgrade_guards_times_included() {
+    let live = refreshing_with_record();
+    let edit = |change: &dyn Fn(&mut RefreshRecord)| {
+        let mut r = record(&live);
+        change(&mut r);
+        with_record(&live, &serde_json::to_string(&r).unwrap())
+    };
+    let future: jiff::Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
+    let past: jiff::Timestamp = "2020-01-01T00:00:00Z".parse().unwrap();
+    // A unit that never times out, a refresh that started long ago, a hook
+    // marked done: each is refused.
+    for (what, forged) in [
+        ("unitStarted", edit(&|r| r.unit_started = Some(future))),
+        ("started", edit(&|r| r.started = past)),
+        ("resumed", edit(&|r| r.resumed = true)),
+        (
+            "hooks",
+            edit(&|r| {
+                r.hooks.insert(
+                    "preRefresh".into(),
+                    upgrade_guard::workload::HookMark::Completed,
+                );
+            }),
+        ),
+    ] {
+        let v = update(&live, &forged, &policies());
+        assert_eq!(v.rule, Some(Rule::RecordIntegrity), "{what}: {}", v.reason);
+    }
+    // The same record, written again as it was, is no change.
+    let same = edit(&|_| {});
+    assert!(update(&live, &same, &policies()).allowed);
+}
+
+#[test]
 fn the_record_the_mutating_webhook_wrote_into_the_same_request_is_accepted() {
     let (old, new) = (
         workload("manifests/db.yaml"),

@@ -413,6 +413,7 @@ fn rbac_grants_exactly_the_calls_the_server_makes() {
         vec![
             grant(&["apps"], &["statefulsets", "deployments"], &[], &["patch"]),
             grant(&[""], &["pods"], &[], &["delete"]),
+            grant(&[""], &["persistentvolumeclaims"], &[], &["patch"]),
             grant(&["events.k8s.io"], &["events"], &[], &["create", "patch"]),
             grant(
                 &["batch"],

@@ -335,7 +335,7 @@ async fn certs_makes_a_serving_pair_for_the_service_and_patches_the_webhooks() {
     assert_eq!(mode & 0o077, 0, "the key is private: {mode:o}");
 
     let patched = std::fs::read_to_string(&webhooks).unwrap();
-    assert_eq!(patched.matches("caBundle:").count(), 2, "{patched}");
+    assert_eq!(patched.matches("caBundle:").count(), 3, "{patched}");
     assert!(
         patched.contains("# caBundle is deliberately absent"),
         "comments kept"
@@ -345,9 +345,11 @@ async fn certs_makes_a_serving_pair_for_the_service_and_patches_the_webhooks() {
         serde_json::from_value(docs[0].value.clone()).unwrap();
     let validating: ValidatingWebhookConfiguration =
         serde_json::from_value(docs[1].value.clone()).unwrap();
+    let validating = validating.webhooks.unwrap();
     for bundle in [
         &mutating.webhooks.unwrap()[0].client_config.ca_bundle,
-        &validating.webhooks.unwrap()[0].client_config.ca_bundle,
+        &validating[0].client_config.ca_bundle,
+        &validating[1].client_config.ca_bundle,
     ] {
         assert_eq!(bundle.as_ref().unwrap().0, ca.as_bytes());
     }

@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Volume};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -21,8 +21,9 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
 use super::ClusterView;
+use crate::claim::pod_claims;
 use crate::policy::{Policy, PolicyError, PolicySet};
-use crate::workload::{WORKLOAD_LABEL, Workload, WorkloadKind, owner_of};
+use crate::workload::{WORKLOAD_LABEL, Workload, WorkloadKind, is_ready, owner_of};
 
 /// The `UpgradePolicy` custom resource.
 pub fn policy_resource() -> ApiResource {
@@ -50,12 +51,15 @@ impl WorkloadKey {
     }
 }
 
-/// The workloads watch events concerned since the refresh controller last
-/// took them: a set (a flood of pod events is one entry per workload, and
-/// nothing is lost or unbounded) and a wake-up.
+/// What watch events concerned since the refresh controller last took
+/// them: sets (a flood of pod events is one entry per workload, and nothing
+/// is lost or unbounded) and a wake-up.
 #[derive(Clone, Default)]
 pub struct Changed {
     keys: Arc<Mutex<BTreeSet<WorkloadKey>>>,
+    /// Ready pods that mount a claim, as (namespace, name): what they serve
+    /// is recorded on their claims.
+    serving: Arc<Mutex<BTreeSet<(String, String)>>>,
     wake: Arc<Notify>,
 }
 
@@ -75,10 +79,34 @@ impl Changed {
             .unwrap_or_default()
     }
 
+    pub fn mark_serving(&self, namespace: String, pod: String) {
+        if let Ok(mut pods) = self.serving.lock() {
+            pods.insert((namespace, pod));
+        }
+        self.wake.notify_one();
+    }
+
+    /// Every serving pod marked since the last call.
+    pub fn take_serving(&self) -> BTreeSet<(String, String)> {
+        self.serving
+            .lock()
+            .map(|mut k| std::mem::take(&mut *k))
+            .unwrap_or_default()
+    }
+
     /// Until something is marked (at once if something was since the last wait).
     pub async fn wait(&self) {
         self.wake.notified().await;
     }
+}
+
+/// A Ready pod that mounts a claim serves its data.
+fn serves_a_claim(pod: &Pod) -> bool {
+    is_ready(pod).is_some()
+        && pod
+            .spec
+            .as_ref()
+            .is_some_and(|s| pod_claims(s).next().is_some())
 }
 
 /// The workload a pod belongs to.
@@ -181,6 +209,21 @@ impl LiveCluster {
 }
 
 impl LiveCluster {
+    /// A cached claim.
+    pub fn claim(&self, namespace: &str, name: &str) -> Option<Arc<PersistentVolumeClaim>> {
+        self.claims.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// Every cached Ready pod that mounts a claim, as (namespace, name).
+    pub fn serving_pods(&self) -> Vec<(String, String)> {
+        self.pods
+            .state()
+            .into_iter()
+            .filter(|p| serves_a_claim(p))
+            .filter_map(|p| Some((p.metadata.namespace.clone()?, p.metadata.name.clone()?)))
+            .collect()
+    }
+
     /// The cached hook Jobs of a workload: those labelled
     /// [`WORKLOAD_LABEL`]` = label` in its namespace.
     pub fn jobs_of(&self, w: &Workload, label: &str) -> Vec<Job> {
@@ -290,11 +333,19 @@ pub fn start(
         |_| {},
         (changed.clone(), |_: &PersistentVolumeClaim| None),
     );
+    let serving = changed.clone();
     let pods = watch(
         Api::<Pod>::all(client.clone()),
         all(),
         trim_pod,
-        (changed.clone(), pod_owner),
+        (changed.clone(), move |pod: &Pod| {
+            if serves_a_claim(pod)
+                && let (Some(ns), Some(name)) = (&pod.metadata.namespace, &pod.metadata.name)
+            {
+                serving.mark_serving(ns.clone(), name.clone());
+            }
+            pod_owner(pod)
+        }),
     );
     let hooks = all().labels(WORKLOAD_LABEL);
     let jobs = watch(
@@ -374,13 +425,24 @@ pub fn start(
 }
 
 /// What the cache keeps of a pod: labels, owners, container names and
-/// images, and status. Env values (secrets written inline, too), commands
-/// and volumes are read by no decision, so they are not kept in memory.
+/// images, the claims it mounts, and status. Env values (secrets written
+/// inline, too), commands and other volumes are read by no decision, so they
+/// are not kept in memory.
 pub fn trim_pod(pod: &mut Pod) {
     let Some(spec) = pod.spec.as_mut() else {
         return;
     };
-    spec.volumes = None;
+    if let Some(volumes) = spec.volumes.as_mut() {
+        volumes.retain(|v| v.persistent_volume_claim.is_some());
+        for v in volumes.iter_mut() {
+            *v = Volume {
+                name: std::mem::take(&mut v.name),
+                persistent_volume_claim: v.persistent_volume_claim.take(),
+                ..Default::default()
+            };
+        }
+    }
+    // A debugging container serves no data.
     spec.ephemeral_containers = None;
     let init = spec.init_containers.iter_mut().flatten();
     for c in spec.containers.iter_mut().chain(init) {
@@ -475,7 +537,9 @@ mod tests {
                     "env": [{"name": "PASSWORD", "value": "hunter2"}], "envFrom": [{"secretRef": {"name": "s"}}],
                     "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
                 "initContainers": [{"name": "init", "image": "init:1", "env": [{"name": "TOKEN", "value": "t"}]}],
-                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data-db-0"}}],
+                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data-db-0", "readOnly": true}},
+                    {"name": "token", "secret": {"secretName": "db-token"}}],
+                "ephemeralContainers": [{"name": "debugger", "image": "busybox:1.36"}],
             },
             "status": {"phase": "Running", "containerStatuses": [{"name": "db", "image": "db:1.6.2", "imageID": "", "ready": true, "restartCount": 0}]},
         }))
@@ -485,7 +549,8 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&pod.spec).unwrap(),
             json!({"containers": [{"name": "db", "image": "db:1.6.2"}],
-                   "initContainers": [{"name": "init", "image": "init:1"}]})
+                   "initContainers": [{"name": "init", "image": "init:1"}],
+                   "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data-db-0", "readOnly": true}}]})
         );
         assert_eq!(pod.status, status);
         assert!(!serde_json::to_string(&pod).unwrap().contains("hunter2"));

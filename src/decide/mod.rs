@@ -1262,11 +1262,19 @@ fn forged_record(
     let recomputed = mutation::patched(&candidate, &verdict.patch)
         .and_then(|w| w.refresh_record().and_then(Result::ok));
     let claimed = new.refresh_record().and_then(Result::ok);
-    // `started` is the mutation's own clock (kept on reinvocation), so it
-    // may be earlier than now, never later.
+    // `started` is the mutation's own clock (kept on reinvocation), so a
+    // record the mutation starts may be stamped earlier than now, never
+    // later; a record it did not write must stay exactly as it was, every
+    // field (`started`, `unitStarted`) included.
     let not_ahead = |r: &RefreshRecord| r.started.as_second() <= now.as_second() + 60;
+    let kept = old.and_then(|o| o.refresh_record()).and_then(Result::ok);
     match (recomputed, claimed) {
-        (Some(ours), Some(theirs)) if ours.same_start(&theirs) && not_ahead(&theirs) => None,
+        (Some(ours), Some(theirs)) if kept.as_ref() == Some(&ours) && ours == theirs => None,
+        (Some(ours), Some(theirs))
+            if kept.as_ref() != Some(&ours) && ours.same_start(&theirs) && not_ahead(&theirs) =>
+        {
+            None
+        }
         _ => {
             let mut refused = Verdict {
                 allowed: false,

@@ -3,7 +3,8 @@
 //! concerns a workload with a refresh record (the workload, its pods, its
 //! hook Jobs), at the soonest recheck a step asked for, and every
 //! [`RESYNC`] for every recorded workload; it steps only the workloads that
-//! are due, and writes only while this replica's Lease is current.
+//! are due, and writes only while this replica's Lease is current. It also
+//! records on each claim the version its Ready pods serve (the data guard).
 //!
 //! Why not kube-runtime's `Controller`: sharing the webhook's reflectors
 //! with it needs the `unstable-runtime-subscribe` feature, and its one
@@ -11,7 +12,7 @@
 //! over the same pods and Jobs. The loop is Linkerd's status controller's
 //! shape: the step decides, the executor writes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,9 +25,12 @@ use tokio::time::Instant;
 use super::executor::{self, Outcome};
 use super::lease::{self, may_write};
 use super::{Observed, Settings, step};
+use crate::claim::{pod_claims, served_annotation};
 use crate::cluster::{LiveCluster, WorkloadKey};
 use crate::decide::ClusterView;
+use crate::decide::data::served_after;
 use crate::policy::PolicySet;
+use crate::workload::{is_ready, owner_of};
 
 /// Every recorded workload is stepped at least this often, whatever the
 /// watches said (a step that asked for no recheck is looked at again then).
@@ -58,6 +62,7 @@ pub async fn run(
     );
     let changed = view.changed().clone();
     let mut due: BTreeMap<WorkloadKey, Instant> = BTreeMap::new();
+    let mut serving: BTreeSet<(String, String)> = BTreeSet::new();
     let mut resync = tokio::time::interval(RESYNC);
     loop {
         let soonest = due.values().min().copied();
@@ -80,15 +85,24 @@ pub async fn run(
             for w in view.with_records() {
                 due.insert(WorkloadKey::of(&w), now);
             }
+            serving.extend(view.serving_pods());
         }
         for key in changed.take() {
             due.insert(key, now);
         }
+        serving.extend(changed.take_serving());
         if !may_write(&leading) {
             // Nothing is due for a follower: it looks at everything when it
             // leads (and must not wake again for what is already past).
             due.clear();
+            serving.clear();
             continue;
+        }
+        for (namespace, pod) in std::mem::take(&mut serving) {
+            if !may_write(&leading) {
+                break;
+            }
+            record_served(&client, &view, &policies, &namespace, &pod).await;
         }
         let ready: Vec<WorkloadKey> = due
             .iter()
@@ -112,6 +126,50 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Records on each claim a Ready pod mounts the version it serves (the
+/// data guard's anchor), when the claim's record does not say so yet.
+async fn record_served(
+    client: &kube::Client,
+    view: &LiveCluster,
+    policies: &ArcSwap<PolicySet>,
+    namespace: &str,
+    name: &str,
+) {
+    let Some(pod) = view.pod(namespace, name) else {
+        return;
+    };
+    let Some(spec) = pod.spec.as_ref().filter(|_| is_ready(&pod).is_some()) else {
+        return;
+    };
+    let owner = owner_of(&pod).and_then(|(kind, owner)| view.workload(kind, namespace, &owner));
+    let policies = policies.load();
+    for claim_name in pod_claims(spec) {
+        let Some(claim) = view.claim(namespace, claim_name) else {
+            continue;
+        };
+        let recorded = served_annotation(&claim);
+        let Some(served) = served_after(&pod, recorded, &policies, owner.as_ref()) else {
+            continue;
+        };
+        match executor::record_served(client, &claim, &served).await {
+            Ok(Outcome::Applied) => tracing::info!(
+                namespace,
+                claim = claim_name,
+                pod = name,
+                served = %served.text(),
+                "claim served"
+            ),
+            Ok(_) => tracing::debug!(
+                claim = claim_name,
+                "claim changed meanwhile; recorded on the next event"
+            ),
+            Err(e) => {
+                tracing::warn!(namespace, claim = claim_name, error = %e, "claim's served version not recorded")
+            }
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim, Pod};
 use kube::api::{
     Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy,
 };
@@ -23,6 +23,7 @@ use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use serde_json::{Value, json};
 
 use super::{Action, PodRef};
+use crate::claim::{SERVED, Served};
 use crate::workload::{REFRESH, RESUME, Workload};
 
 pub const FIELD_MANAGER: &str = "upgrade-guard";
@@ -199,6 +200,38 @@ pub async fn json_patch(
             guarded(&api, w.name(), ops).await
         }
     }
+}
+
+/// The JSON Patch that writes `served` on a claim, guarded by a `test` of
+/// the record it replaces (or, when the claim has no annotations at all, of
+/// its resourceVersion: there is no absence to test).
+pub fn served_ops(claim: &PersistentVolumeClaim, served: &Served) -> Vec<Value> {
+    let path = annotation_path(SERVED);
+    let text = served.text();
+    let annotations = claim.metadata.annotations.as_ref();
+    match annotations.and_then(|a| a.get(SERVED)) {
+        Some(seen) => vec![
+            json!({"op": "test", "path": path, "value": seen}),
+            json!({"op": "replace", "path": path, "value": text}),
+        ],
+        None if annotations.is_some() => vec![json!({"op": "add", "path": path, "value": text})],
+        None => vec![
+            json!({"op": "test", "path": "/metadata/resourceVersion", "value": claim.metadata.resource_version}),
+            json!({"op": "add", "path": "/metadata/annotations", "value": {SERVED: text}}),
+        ],
+    }
+}
+
+/// Writes on a claim the version that last served it.
+pub async fn record_served(
+    client: &kube::Client,
+    claim: &PersistentVolumeClaim,
+    served: &Served,
+) -> Result<Outcome, kube::Error> {
+    let namespace = claim.metadata.namespace.as_deref().unwrap_or("default");
+    let name = claim.metadata.name.as_deref().unwrap_or_default();
+    let api = Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace);
+    guarded(&api, name, served_ops(claim, served)).await
 }
 
 /// A JSON Patch as upgrade-guard's field manager whose `test` operations

@@ -14,6 +14,7 @@ mod suite;
 mod workloads;
 
 mod crash;
+mod data;
 mod fate;
 mod figures;
 mod file_policy;

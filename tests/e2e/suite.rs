@@ -387,12 +387,17 @@ pub fn text(bytes: &[u8]) -> String {
 /// What upgrade-guard's validating webhook said in refusing a kubectl
 /// command (kubectl's own wording around it differs between versions).
 pub fn denial(out: &Output) -> String {
+    denial_by(out, "validate.upgradeguard.io")
+}
+
+/// What upgrade-guard's webhook `webhook` said in refusing a kubectl command.
+pub fn denial_by(out: &Output, webhook: &str) -> String {
     assert!(!out.status.success(), "not refused: {}", text(&out.stdout));
     let said = text(&out.stderr);
-    let marker = "admission webhook \"validate.upgradeguard.io\" denied the request: ";
-    match said.find(marker) {
+    let marker = format!("admission webhook \"{webhook}\" denied the request: ");
+    match said.find(&marker) {
         Some(at) => said[at + marker.len()..].to_string(),
-        None => panic!("not refused by upgrade-guard: {said}"),
+        None => panic!("not refused by {webhook}: {said}"),
     }
 }
 

@@ -80,12 +80,22 @@ clientConfig:
   caBundle: {{ $root.Values.certificates.secret.caBundle }}
   {{- end }}
 rules:
+  {{- if .data }}
+  - apiGroups: [""]
+    apiVersions: [v1]
+    operations: [CREATE, UPDATE]
+    # `kubectl set image pod/…` edits an image in place; `kubectl debug`
+    # adds an ephemeral container through its subresource.
+    resources: [pods, pods/ephemeralcontainers, persistentvolumeclaims]
+    scope: Namespaced
+  {{- else }}
   - apiGroups: [apps]
     apiVersions: [v1]
     operations: [CREATE, UPDATE]
     # The scale subresources too: `kubectl scale` and autoscalers use them.
     resources: [statefulsets, deployments, statefulsets/scale, deployments/scale]
     scope: Namespaced
+  {{- end }}
 matchPolicy: Equivalent
 # Never guard the control plane or the webhook's own rollout (it would
 # deadlock with failurePolicy Fail).
@@ -101,9 +111,15 @@ namespaceSelector:
     {{- with $values.namespaceSelector.matchExpressions }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
+{{- if .data }}
+sideEffects: None
+admissionReviewVersions: [v1]
+failurePolicy: {{ $values.data.failurePolicy }}
+{{- else }}
 sideEffects: NoneOnDryRun
 admissionReviewVersions: [v1]
 failurePolicy: {{ $values.failurePolicy }}
+{{- end }}
 timeoutSeconds: {{ $values.timeoutSeconds | int }}
 {{- end -}}
 
