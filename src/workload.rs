@@ -279,6 +279,23 @@ pub fn claim_volumes(template: Option<&PodTemplateSpec>) -> Vec<(&str, &str)> {
         .collect()
 }
 
+/// The user's `upgradeguard.io/resume`: plain, or `force: <reason>`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resume {
+    Plain,
+    Force(String),
+}
+
+/// What a workload's `upgradeguard.io/resume` asks for.
+pub fn resume_of(w: &Workload) -> Option<Resume> {
+    let value = w.annotation(RESUME)?.trim();
+    match value.strip_prefix("force:") {
+        Some(reason) => Some(Resume::Force(reason.trim().to_string())),
+        None if value.is_empty() => None,
+        None => Some(Resume::Plain),
+    }
+}
+
 /// The workload a pod belongs to, by its controlling owner: its
 /// StatefulSet, or the Deployment of its ReplicaSet (named after it, plus
 /// `-` and the pod-template hash).

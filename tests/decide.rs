@@ -446,6 +446,106 @@ fn a_second_new_version_during_our_refresh_is_refused_but_rollback_is_allowed() 
 }
 
 #[test]
+fn a_rollback_puts_back_everything_the_refresh_changed_or_is_frozen() {
+    let live = refreshing_with_record();
+    // A container added at the old version, the refreshed one left new.
+    let mut added = json(&live);
+    let mut old_one = added["spec"]["template"]["spec"]["containers"][0].clone();
+    old_one["name"] = json!("db-old");
+    old_one["image"] = json!("registry.example.com/shop/db:1.7.0");
+    added["spec"]["template"]["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(old_one);
+    let v = update(&live, &of(added), &policies());
+    refused(&v, Rule::FrozenDuringRefresh);
+    assert!(
+        v.reason.contains("only a rollback to 1.7.0 is allowed"),
+        "{}",
+        v.reason
+    );
+
+    // With the images the refresh changed in the record, the rollback must
+    // be the template as it was: the old image and nothing else.
+    let mut r = record(&live);
+    r.images = [(
+        "db".to_string(),
+        "registry.example.com/shop/db:1.7.0".to_string(),
+    )]
+    .into();
+    let live = with(
+        &live,
+        &format!("/metadata/annotations/{}", REFRESH.replace('/', "~1")),
+        json!(serde_json::to_string(&r).unwrap()),
+    );
+    let back = with(
+        &live,
+        "/spec/template/spec/containers/0/image",
+        json!("registry.example.com/shop/db:1.7.0"),
+    );
+    assert!(update(&live, &back, &policies()).allowed);
+    let back_and_more = with(
+        &back,
+        "/spec/template/metadata/labels/extra",
+        json!("smuggled"),
+    );
+    refused(
+        &update(&live, &back_and_more, &policies()),
+        Rule::FrozenDuringRefresh,
+    );
+}
+
+#[test]
+fn the_freeze_is_an_allowlist_every_other_spec_field_is_frozen() {
+    let live = refreshing_with_record();
+    for (pointer, value, field) in [
+        ("/spec/minReadySeconds", json!(30), "spec.minReadySeconds"),
+        ("/spec/ordinals", json!({"start": 5}), "spec.ordinals"),
+        (
+            "/spec/persistentVolumeClaimRetentionPolicy",
+            json!({"whenDeleted": "Delete", "whenScaled": "Delete"}),
+            "spec.persistentVolumeClaimRetentionPolicy",
+        ),
+        (
+            "/spec/revisionHistoryLimit",
+            json!(1),
+            "spec.revisionHistoryLimit",
+        ),
+    ] {
+        let v = update(&live, &with(&live, pointer, value), &policies());
+        refused(&v, Rule::FrozenDuringRefresh);
+        assert_eq!(
+            v.reason,
+            format!(
+                "StatefulSet shop/db: changing {field} is refused while the refresh 1.7.0 → 1.8.0 is in progress (RollingOut); finish or roll back the refresh first (rule frozen-during-refresh, policy semver-db)"
+            )
+        );
+    }
+    // Raising the partition (holding units back) and labels that keep the
+    // policy's selection are not frozen.
+    assert!(
+        update(
+            &live,
+            &with(
+                &live,
+                "/spec/updateStrategy/rollingUpdate/partition",
+                json!(5)
+            ),
+            &policies()
+        )
+        .allowed
+    );
+    assert!(
+        update(
+            &live,
+            &with(&live, "/metadata/labels/team", json!("storage")),
+            &policies()
+        )
+        .allowed
+    );
+}
+
+#[test]
 fn a_rollback_without_our_record_can_be_forced_but_not_assumed() {
     let live = workload("generated/live-db-refreshing.json");
     let back = with(
@@ -658,6 +758,38 @@ fn versions_can_come_from_a_pod_template_label_or_a_digest() {
         &update(&pinned("sha256:aaa"), &pinned("sha256:zzz"), &by_digest),
         Rule::UnknownVersion,
     );
+}
+
+#[test]
+fn a_new_digest_under_an_unchanged_tag_is_an_unknown_version_unless_mapped() {
+    let image = |i: &str| {
+        with(
+            &workload("manifests/db.yaml"),
+            "/spec/template/spec/containers/0/image",
+            json!(format!("registry.example.com/shop/db:{i}")),
+        )
+    };
+    let (a, b) = ("1.7.0@sha256:aaa", "1.7.0@sha256:bbb");
+    let v = update(&image(a), &image(b), &policies());
+    refused(&v, Rule::UnknownVersion);
+    assert_eq!(
+        v.reason,
+        "StatefulSet shop/db: registry.example.com/shop/db:1.7.0@sha256:aaa → registry.example.com/shop/db:1.7.0@sha256:bbb: the digest changed under the same tag, and the digest is what runs; spec.version.digests does not map sha256:bbb, so the version it runs is unknown (rule unknown-version, policy semver-db)"
+    );
+    // Pinning a digest for the first time is such a change too.
+    refused(
+        &update(&image("1.7.0"), &image(a), &policies()),
+        Rule::UnknownVersion,
+    );
+    // Mapped, the digest's version is judged.
+    let text = std::fs::read_to_string(root().join("policies/semver-db.yaml")).unwrap();
+    let mapped = policy_text(&text.replace(
+        "  track: major\n",
+        "  version: {digests: {\"sha256:bbb\": 1.7.0}}\n  track: major\n",
+    ));
+    assert!(update(&image(a), &image(b), &mapped).allowed);
+    // A new tag with its digest is read by the tag.
+    assert!(update(&image(a), &image("1.8.0@sha256:ddd"), &policies()).allowed);
 }
 
 #[test]
@@ -958,6 +1090,46 @@ fn an_override_rbac_denied_is_refused_with_the_rule_that_would_grant_it() {
     let v = as_dev_who_may_not_force(Change::Update { old, new });
     refused(&v, Rule::SkipVersion);
     assert!(v.reason.ends_with(DEV_MAY_NOT_FORCE), "{}", v.reason);
+}
+
+#[test]
+fn going_on_past_a_failed_step_is_an_override_rbac_must_allow() {
+    let live = refreshing_with_record();
+    let forced = with(
+        &live,
+        "/metadata/annotations/upgradeguard.io~1resume",
+        json!("force: the backup ran by hand"),
+    );
+    // Allowed unasked (offline), as an audited override.
+    let v = update(&live, &forced, &policies());
+    assert!(v.allowed, "{}", v.reason);
+    assert_eq!(v.rule, Some(Rule::Forced));
+    assert!(v.is_audited());
+    assert_eq!(
+        v.reason,
+        "StatefulSet shop/db: forced past a failed step of the refresh (resume --force): the backup ran by hand"
+    );
+    // RBAC says no: refused, naming the right it takes.
+    let v = as_dev_who_may_not_force(Change::Update {
+        old: live.clone(),
+        new: forced,
+    });
+    refused(&v, Rule::FrozenDuringRefresh);
+    assert_eq!(
+        v.reason,
+        "StatefulSet shop/db: going on past a failed step (upgradeguard.io/resume: force) is an override, and dev@example.com may not force: it needs the RBAC verb `force` on upgradepolicies.upgradeguard.io in namespace shop, which the ClusterRole upgrade-guard-force grants (rule frozen-during-refresh, policy semver-db)"
+    );
+    // A plain resume is nobody's override.
+    let plain = with(
+        &live,
+        "/metadata/annotations/upgradeguard.io~1resume",
+        json!("true"),
+    );
+    let v = as_dev_who_may_not_force(Change::Update {
+        old: live,
+        new: plain,
+    });
+    assert!(v.allowed && v.rule.is_none(), "{v:?}");
 }
 
 #[test]

@@ -14,7 +14,7 @@ use common::*;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
-use upgrade_guard::decide::{Change, NoCluster, Requester, decide_as};
+use upgrade_guard::decide::{Change, NoCluster, Requester, Rule, decide_as};
 use upgrade_guard::policy::{Policy, PolicySet};
 use upgrade_guard::refresh::hooks::{self, HookKind, HookRun};
 use upgrade_guard::refresh::status::{ItemState, report};
@@ -771,6 +771,20 @@ fn a_deployment_waits_paused_for_its_pre_refresh_hook_and_runs_post_refresh_at_t
     let stored = patched(&new, &v);
     let d = json(&stored);
     assert_eq!(d["spec"]["paused"], true, "held for the preRefresh hook");
+    // `kubectl rollout resume` while the backup runs is refused.
+    let resumed = with(&stored, "/spec/paused", json!(false));
+    let refused = update(&stored, &resumed, &set);
+    assert_eq!(
+        refused.rule,
+        Some(Rule::FrozenDuringRefresh),
+        "{}",
+        refused.reason
+    );
+    assert!(
+        refused.reason.contains("resuming the rollout (spec.paused) is refused while the refresh 1.7.0 → 1.8.0 is in progress (RollingOut): upgrade-guard paused it until the preRefresh hook completes"),
+        "{}",
+        refused.reason
+    );
     let mut world = World {
         object: d,
         pods: Vec::new(),

@@ -19,8 +19,8 @@ pub use mutation::Edit;
 
 use crate::policy::{Downgrade, GovernedVersion, PathOutcome, Policy, PolicySet, Refusal, Version};
 use crate::workload::{
-    FORCE_REASON, FORCE_TO, REFRESH, RefreshRecord, VersionStep, Workload, WorkloadKind,
-    claim_volumes, images_changed,
+    FORCE_REASON, FORCE_TO, REFRESH, RESUME, RefreshRecord, Resume, VersionStep, Workload,
+    WorkloadKind, claim_volumes, images_changed, resume_of,
 };
 
 /// What the API server is asked to do.
@@ -179,13 +179,69 @@ pub fn decide_as(
     if is_ungoverned(change, policies) {
         return Verdict::allow();
     }
+    let asked = requester;
     let requester = &*requester.for_change(change);
     if !requester.is_self
         && let Some(refused) = forged_record(change, policies, cluster, now, requester)
     {
         return refused;
     }
-    decide_record_trusted(change, policies, cluster, now, requester)
+    let verdict = decide_record_trusted(change, policies, cluster, now, requester);
+    match change {
+        Change::Update { old, new } if verdict.allowed && !asked.is_self => {
+            forced_resume(old, new, policies, &asked.overrides, verdict)
+        }
+        _ => verdict,
+    }
+}
+
+/// `upgrade-guard resume --force` (`upgradeguard.io/resume: "force: …"`)
+/// goes on past a failed hook or unit: an override like `force-to`,
+/// honoured only for a user RBAC lets `force`, and audited.
+fn forced_resume(
+    old: &Workload,
+    new: &Workload,
+    policies: &PolicySet,
+    overrides: &Overrides,
+    mut verdict: Verdict,
+) -> Verdict {
+    let Some(Resume::Force(reason)) = resume_of(new) else {
+        return verdict;
+    };
+    if old.annotation(RESUME) == new.annotation(RESUME) {
+        return verdict;
+    }
+    let Some(policy) = policies.select(new).or_else(|| policies.select(old)) else {
+        return verdict;
+    };
+    let id = format!("{} {}/{}", new.kind(), new.namespace(), new.name());
+    if let Overrides::Denied { user, namespace } = overrides {
+        return Verdict {
+            allowed: false,
+            rule: Some(Rule::FrozenDuringRefresh),
+            reason: format!(
+                "{id}: going on past a failed step ({RESUME}: force) is an override, and {} may not force: it needs the RBAC verb `force` on upgradepolicies.upgradeguard.io in namespace {namespace}, which the ClusterRole upgrade-guard-force grants (rule {}, {})",
+                crate::echo::bounded(user),
+                Rule::FrozenDuringRefresh,
+                policy.describe()
+            ),
+            policy: Some(policy.id()),
+            ..Default::default()
+        };
+    }
+    let forced = format!(
+        "{id}: forced past a failed step of the refresh (resume --force): {}",
+        crate::echo::bounded(&reason)
+    );
+    verdict.policy = Some(policy.id());
+    if verdict.rule == Some(Rule::Forced) {
+        verdict.reason = format!("{}; {forced}", verdict.reason);
+    } else {
+        verdict.rule = Some(Rule::Forced);
+        verdict.reason = forced.clone();
+    }
+    verdict.warnings.push(format!("upgrade-guard: {forced}"));
+    verdict
 }
 
 /// [`decide_as`] without judging who wrote the refresh record: what the
@@ -312,10 +368,10 @@ fn decide_scale(
 /// A StatefulSet created where an earlier one left its claims
 /// (`<template>-<name>-<ordinal>`, which it adopts): judged as an upgrade
 /// from what the pods of the same names run. `kubectl delete --cascade=orphan`
-/// leaves them running, and they are what last served the data; a claim
-/// carries no version of its own that upgrade-guard wrote and a user could
-/// not. With no pod left, a warning says the path cannot be checked. `None`
-/// when no claim is adopted.
+/// leaves them running, and they are what last served the data: refused
+/// here, the user reads the clearer message; the claims' served records
+/// ([`data`]) hold at pod admission either way. With no pod left, a warning
+/// says the path cannot be checked here. `None` when no claim is adopted.
 fn recreated(
     new: &Workload,
     policy: &Policy,
@@ -781,6 +837,16 @@ fn judge_during_refresh(
             ));
         }
     }
+    if let Some(field) = frozen_field(old, new) {
+        return frozen(format!(
+            "changing {field} is refused while {during}; {next}"
+        ));
+    }
+    if unpauses_before_pre_refresh(old, new, policy) {
+        return frozen(format!(
+            "resuming the rollout (spec.paused) is refused while {during}: upgrade-guard paused it until the preRefresh hook completes"
+        ));
+    }
     if old.template() == new.template() {
         return Ok(Outcome::NoRefresh);
     }
@@ -820,10 +886,7 @@ fn judge_during_refresh(
         record_forced(verdict, new, &[refusal]);
         return Ok(Outcome::Start(steps_of(&changed, new_versions)));
     };
-    let is_rollback = changed.iter().all(|(_, n)| {
-        let start: Result<Version, _> = record.from_of(&n.container).parse();
-        matches!((&n.version, start), (Ok(v), Ok(s)) if *v == s)
-    });
+    let is_rollback = is_whole_rollback(old, new, record, new_versions);
     if !is_rollback {
         return frozen(format!(
             "{} is refused while {during}: only a rollback to {} is allowed until it completes",
@@ -843,6 +906,100 @@ fn judge_during_refresh(
         }
     }
     Ok(Outcome::Rollback)
+}
+
+/// The first field of `spec` that changed and that a refresh does not
+/// allow to change (`spec.ordinals`, say): the freeze is an allowlist.
+/// Allowed, or judged on their own: the pod template (a rollback), the
+/// replicas and the update strategy (their own messages; the partition is
+/// the refresh's), and pausing a Deployment's rollout.
+fn frozen_field(old: &Workload, new: &Workload) -> Option<String> {
+    let spec = |w: &Workload| {
+        let value = match w {
+            Workload::StatefulSet(s) => serde_json::to_value(&s.spec),
+            Workload::Deployment(d) => serde_json::to_value(&d.spec),
+        };
+        let mut value = value.unwrap_or_default();
+        if let Some(fields) = value.as_object_mut() {
+            for allowed in [
+                "template",
+                "replicas",
+                "updateStrategy",
+                "strategy",
+                "paused",
+            ] {
+                fields.remove(allowed);
+            }
+        }
+        value
+    };
+    let (before, after) = (spec(old), spec(new));
+    let empty = serde_json::Map::new();
+    let (b, a) = (
+        before.as_object().unwrap_or(&empty),
+        after.as_object().unwrap_or(&empty),
+    );
+    b.keys()
+        .chain(a.keys())
+        .find(|k| b.get(*k) != a.get(*k))
+        .map(|k| format!("spec.{}", crate::echo::bounded(k)))
+}
+
+/// A Deployment upgrade-guard paused for its preRefresh hook stays paused
+/// until the record says the hook completed.
+fn unpauses_before_pre_refresh(old: &Workload, new: &Workload, policy: &Policy) -> bool {
+    let paused = |w: &Workload| match w {
+        Workload::Deployment(d) => d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false),
+        Workload::StatefulSet(_) => false,
+    };
+    let hook_done =
+        matches!(new.refresh_record(), Some(Ok(r)) if r.hooks.contains_key("preRefresh"));
+    policy.hooks.pre_refresh.is_some() && paused(old) && !paused(new) && !hook_done
+}
+
+/// A change during a refresh is its rollback only when it puts back
+/// everything the refresh changed: every governed container at the version
+/// the record says it came from and, when the record kept the images, the
+/// template exactly as before the refresh (no container added, nothing
+/// else changed).
+fn is_whole_rollback(
+    old: &Workload,
+    new: &Workload,
+    record: &RefreshRecord,
+    new_versions: &[GovernedVersion],
+) -> bool {
+    let all_back = !new_versions.is_empty()
+        && new_versions.iter().all(|n| {
+            let start: Result<Version, _> = record.from_of(&n.container).parse();
+            matches!((&n.version, start), (Ok(v), Ok(s)) if *v == s)
+        });
+    if !all_back {
+        return false;
+    }
+    let (Some(before), Some(after)) = (old.template(), new.template()) else {
+        return false;
+    };
+    if record.images.is_empty() {
+        // An older record: at least the same containers.
+        let names = |t: &k8s_openapi::api::core::v1::PodTemplateSpec| -> Vec<String> {
+            t.spec
+                .iter()
+                .flat_map(crate::workload::pod_images)
+                .map(|(n, _)| n.to_string())
+                .collect()
+        };
+        return names(before) == names(after);
+    }
+    let mut expected = before.clone();
+    if let Some(spec) = expected.spec.as_mut() {
+        let init = spec.init_containers.iter_mut().flatten();
+        for c in spec.containers.iter_mut().chain(init) {
+            if let Some(image) = record.images.get(&c.name) {
+                c.image = Some(image.clone());
+            }
+        }
+    }
+    expected == *after
 }
 
 /// A StatefulSet's update strategy but the partition, an absent type read
@@ -882,6 +1039,20 @@ fn judge_path(
             .as_ref()
             .and_then(|r| r.from_of(&n.container).parse().ok());
         let outcome = match (&o.version, &n.version) {
+            (Ok(from), Ok(to))
+                if from == to && n.digest().is_some() && !policy.maps_digest(&n.image) =>
+            {
+                PathOutcome::Refused(Refusal {
+                    rule: Rule::UnknownVersion,
+                    reason: format!(
+                        "{} → {}: the digest changed under the same tag, and the digest is what runs; spec.version.digests does not map {}, so the version it runs is unknown",
+                        crate::echo::bounded(&o.image),
+                        crate::echo::bounded(&n.image),
+                        crate::echo::bounded(n.digest().unwrap_or_default())
+                    ),
+                    forceable: policy.unknown_version == crate::policy::Override::Force,
+                })
+            }
             (Ok(from), Ok(to)) => policy.judge_path(from, to, rollback_to.as_ref()),
             (from, to) => {
                 let why = [from, to]

@@ -100,12 +100,19 @@ impl GovernedVersion {
         }
     }
 
-    /// Same version, or the same image when a version cannot be read.
+    /// Same version and the same digest, or the same image when a version
+    /// cannot be read. When an image names a digest, the digest is what
+    /// runs: another digest under the same tag is another build.
     pub fn same_as(&self, other: &GovernedVersion) -> bool {
         match (&self.version, &other.version) {
-            (Ok(a), Ok(b)) => a == b,
+            (Ok(a), Ok(b)) => a == b && self.digest() == other.digest(),
             _ => self.image == other.image,
         }
+    }
+
+    /// The digest the image names, if any.
+    pub fn digest(&self) -> Option<&str> {
+        ImageRef::parse(&self.image).digest
     }
 }
 
@@ -408,6 +415,16 @@ impl Policy {
                 *image = format!("{}:{version}", ImageRef::parse(image).name);
             }
         }
+    }
+
+    /// Whether `spec.version.digests` names the image's digest.
+    pub fn maps_digest(&self, image: &str) -> bool {
+        let VersionSource::Tag { digests, .. } = &self.version_source else {
+            return false;
+        };
+        ImageRef::parse(image)
+            .digest
+            .is_some_and(|d| digests.contains_key(d))
     }
 
     /// Reads the version an image carries: a known digest first, then the tag.

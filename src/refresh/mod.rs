@@ -17,10 +17,8 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::policy::{Hooks, OnFailure, PauseAfter, Policy, Version};
-pub use crate::workload::is_ready;
-use crate::workload::{
-    HookMark, PAUSE_AFTER, RESUME, RefreshRecord, RefreshState, Workload, pod_images,
-};
+use crate::workload::{HookMark, PAUSE_AFTER, RefreshRecord, RefreshState, Workload, pod_images};
+pub use crate::workload::{Resume, is_ready, resume_of};
 use hooks::{HookKind, HookRun, JobState};
 
 /// How a refresh of one workload is paced.
@@ -144,22 +142,6 @@ impl Action {
             },
             ..Default::default()
         }
-    }
-}
-
-/// The user's `upgradeguard.io/resume`: plain, or `force: <reason>`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Resume {
-    Plain,
-    Force(String),
-}
-
-pub fn resume_of(w: &Workload) -> Option<Resume> {
-    let value = w.annotation(RESUME)?.trim();
-    match value.strip_prefix("force:") {
-        Some(reason) => Some(Resume::Force(reason.trim().to_string())),
-        None if value.is_empty() => None,
-        None => Some(Resume::Plain),
     }
 }
 
