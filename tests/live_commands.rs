@@ -63,6 +63,75 @@ fn pods_list() -> Value {
     json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items})
 }
 
+/// The workload's FailedCreate Events, as `status` asks for them.
+fn events(items: Value) -> Call {
+    call(
+        "GET",
+        "/api/v1/namespaces/shop/events?&fieldSelector=involvedObject.kind%3DStatefulSet%2CinvolvedObject.name%3Ddb%2Creason%3DFailedCreate",
+        200,
+        json!({"kind": "EventList", "apiVersion": "v1", "metadata": {}, "items": items}),
+    )
+}
+
+fn failed_create(message: &str, at: &str) -> Value {
+    json!({"metadata": {"name": format!("db.{at}"), "namespace": "shop"},
+        "involvedObject": {"kind": "StatefulSet", "name": "db", "namespace": "shop"},
+        "reason": "FailedCreate", "type": "Warning", "message": message, "lastTimestamp": at})
+}
+
+#[tokio::test]
+async fn status_names_the_rule_that_refused_the_workloads_pods() {
+    let refusal = "create Pod db-0 in StatefulSet db failed error: admission webhook \"data.upgradeguard.io\" denied the request: Pod shop/db-0: claim data-db-0 was last served by db 1.7.0, and 1.7.0 → 1.9.0 skips 1.8.x: upgrade to 1.8.x first (rule skip-version, policy semver-db)";
+    // Not refreshing: the answer says why no pod comes up.
+    let (client, handle) = mock();
+    let server = tokio::spawn(scenario(
+        handle,
+        vec![
+            call("GET", STS, 200, db(None)),
+            events(json!([
+                failed_create(
+                    "create Pod db-0 in StatefulSet db failed error: pods \"db-0\" is forbidden: exceeded quota",
+                    "2026-11-21T19:00:00Z"
+                ),
+                failed_create(refusal, "2026-11-21T19:59:00Z"),
+            ])),
+        ],
+    ));
+    let err = status::gather(&client, Some("shop/db"), &policies(), now())
+        .await
+        .unwrap_err()
+        .to_string();
+    server.await.unwrap();
+    assert_eq!(
+        err,
+        format!("StatefulSet shop/db: no refresh recorded; its pods are refused: {refusal}")
+    );
+    // Refreshing: a line of the report.
+    let (client, handle) = mock();
+    let server = tokio::spawn(scenario(
+        handle,
+        vec![
+            call("GET", STS, 200, db(Some(RECORD))),
+            events(json!([failed_create(refusal, "2026-11-21T19:59:00Z")])),
+            call(
+                "GET",
+                "/api/v1/namespaces/shop/pods?&labelSelector=app.kubernetes.io%2Fname%3Ddb",
+                200,
+                pods_list(),
+            ),
+        ],
+    ));
+    let reports = status::gather(&client, Some("shop/db"), &policies(), now())
+        .await
+        .unwrap();
+    server.await.unwrap();
+    let text = upgrade_guard::refresh::status::text(&reports);
+    assert!(
+        text.contains(&format!("\n  refused pod: {refusal}\n")),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn status_reports_each_unit_and_the_next_action() {
     let (client, handle) = mock();
@@ -70,6 +139,7 @@ async fn status_reports_each_unit_and_the_next_action() {
         handle,
         vec![
             call("GET", STS, 200, db(Some(RECORD))),
+            events(json!([])),
             call(
                 "GET",
                 "/api/v1/namespaces/shop/pods?&labelSelector=app.kubernetes.io%2Fname%3Ddb",
@@ -637,6 +707,7 @@ async fn status_reads_the_clusters_policies_with_no_local_files() {
                          "metadata": {"name": "typo", "namespace": "shop"}, "spec": {"selector": {}, "step": "minr"}}]}),
             ),
             call("GET", STS, 200, db(Some(RECORD))),
+            events(json!([])),
             call(
                 "GET",
                 "/api/v1/namespaces/shop/pods?&labelSelector=app.kubernetes.io%2Fname%3Ddb",
@@ -695,6 +766,7 @@ async fn a_missing_crd_is_one_sentence_and_status_still_lists_every_record() {
                 200,
                 json!({"kind": "DeploymentList", "apiVersion": "apps/v1", "metadata": {}, "items": []}),
             ),
+            events(json!([])),
             call(
                 "GET",
                 "/api/v1/namespaces/shop/pods?&labelSelector=app.kubernetes.io%2Fname%3Ddb",

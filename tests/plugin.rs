@@ -55,6 +55,8 @@ const STS: &str = "/apis/apps/v1/namespaces/analytics/statefulsets";
 const PODS: &str = "/api/v1/namespaces/analytics/pods";
 const POLICIES: &str = "/apis/upgradeguard.io/v1alpha1/upgradepolicies?";
 const BY_LABEL: &str = "labelSelector=app.kubernetes.io%2Fname%3Dsqlgw";
+/// What `status` asks to say why pods are refused (this server has none: 404).
+const EVENTS: &str = "/api/v1/namespaces/analytics/events?&fieldSelector=involvedObject.kind%3DStatefulSet%2CinvolvedObject.name%3Dsqlgw%2Creason%3DFailedCreate";
 
 /// The answer to one GET, `None` to hold a watch open.
 fn answer(state: &Recorded, path: &str) -> Option<(u16, Value)> {
@@ -306,6 +308,7 @@ fn the_plugin_reaches_the_api_server_of_the_kubeconfig_it_is_given() {
         [
             format!("GET {POLICIES}"),
             format!("GET {STS}/sqlgw"),
+            format!("GET {EVENTS}"),
             format!("GET {PODS}?&{BY_LABEL}"),
         ]
     );

@@ -591,10 +591,17 @@ async fn no_such_workload_is_not_found_and_nothing_is_watched() {
 #[tokio::test]
 async fn a_workload_without_a_record_is_not_found_and_nothing_is_watched() {
     let before = Recorded::at(11);
-    let steps = vec![vec![get(
-        &format!("{STS}/sqlgw"),
-        Reply::Json(200, before.sts()),
-    )]];
+    let events = "/api/v1/namespaces/analytics/events?&fieldSelector=involvedObject.kind%3DStatefulSet%2CinvolvedObject.name%3Dsqlgw%2Creason%3DFailedCreate";
+    let steps = vec![
+        vec![get(&format!("{STS}/sqlgw"), Reply::Json(200, before.sts()))],
+        vec![get(
+            events,
+            Reply::Json(
+                200,
+                json!({"kind": "EventList", "apiVersion": "v1", "metadata": {}, "items": []}),
+            ),
+        )],
+    ];
     let (result, _) = watched(steps, "analytics/sqlgw", settings(Output::Table, None)).await;
     match result {
         Err(Error::NotFound(m)) => {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
 use kube::api::{Api, DynamicObject, ListParams};
 use serde_json::json;
 
@@ -278,6 +278,36 @@ pub async fn pods(cluster: &Cluster, w: &Workload) -> Result<Vec<Pod>, Error> {
         .await
         .map_err(|e| cluster.error(&format!("pods of {}/{}", w.namespace(), w.name()), e))?;
     Ok(list.items)
+}
+
+/// Why the workload's controller last failed to create a pod, when
+/// upgrade-guard's webhook refused it: the newest `FailedCreate` Event that
+/// quotes one of its webhooks (bounded: the message quotes a request).
+/// An aid, not the status: a user who may not list Events gets none.
+pub async fn refused_pod(cluster: &Cluster, w: &Workload) -> Option<String> {
+    let api: Api<CoreEvent> = Api::namespaced(cluster.client.clone(), w.namespace());
+    let selector = format!(
+        "involvedObject.kind={},involvedObject.name={},reason=FailedCreate",
+        w.kind(),
+        w.name()
+    );
+    let list = api
+        .list(&ListParams::default().fields(&selector))
+        .await
+        .inspect_err(|e| tracing::debug!(error = %e, "FailedCreate Events not listed"))
+        .ok()?;
+    let newest = list
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.message
+                .as_deref()
+                .is_some_and(|m| m.contains(".upgradeguard.io\" denied the request"))
+        })
+        .max_by_key(|e| e.last_timestamp.as_ref().map(|t| t.0));
+    newest
+        .and_then(|e| e.message)
+        .map(|m| crate::echo::bounded_message(&m))
 }
 
 /// The workload's hook Jobs (label `upgradeguard.io/workload`).

@@ -173,8 +173,9 @@ pub async fn gather_in(
     };
     let mut reports = Vec::new();
     for w in workloads {
+        let refused = cluster::refused_pod(cluster, &w).await;
         if w.refresh_record().is_none() {
-            return Err(no_record(&w));
+            return Err(no_record(&w, refused.as_deref()));
         }
         let pods = cluster::pods(cluster, &w).await?;
         let policy = policies.select(&w);
@@ -182,18 +183,23 @@ pub async fn gather_in(
             Some(p) if p.hooks.any() => cluster::jobs(cluster, &w).await?,
             _ => Vec::new(),
         };
-        reports.extend(status::report(&w, &pods, &jobs, policy, now));
+        reports.extend(
+            status::report(&w, &pods, &jobs, policy, now).map(|r| status::Report {
+                pod_refused: refused.clone(),
+                ..r
+            }),
+        );
     }
     Ok(reports)
 }
 
-fn no_record(w: &Workload) -> Error {
-    Error::NotFound(format!(
-        "{} {}/{}: no refresh recorded",
-        w.kind(),
-        w.namespace(),
-        w.name()
-    ))
+/// No refresh to show; but a pod upgrade-guard refused is worth saying.
+fn no_record(w: &Workload, refused: Option<&str>) -> Error {
+    let id = format!("{} {}/{}", w.kind(), w.namespace(), w.name());
+    Error::NotFound(match refused {
+        Some(why) => format!("{id}: no refresh recorded; its pods are refused: {why}"),
+        None => format!("{id}: no refresh recorded"),
+    })
 }
 
 fn follow(args: &Args, target: Option<&str>, common: &Common) -> Result<ExitCode, Error> {
@@ -322,7 +328,8 @@ pub async fn watch(
     let (ns, name) = cluster::target(target)?;
     let found = cluster::find(cluster, &ns, &name).await?;
     if found.refresh_record().is_none() {
-        return Err(no_record(&found));
+        let refused = cluster::refused_pod(cluster, &found).await;
+        return Err(no_record(&found, refused.as_deref()));
     }
     let what = format!("{} {ns}/{name}", found.kind());
     let by_name = watcher::Config::default().fields(&format!("metadata.name={name}"));

@@ -39,6 +39,10 @@ pub struct Report {
     pub items: Vec<Item>,
     /// Items COMPLETED or SKIPPED, of all.
     pub items_done: usize,
+    /// Why the workload's controller cannot create a pod, when upgrade-guard
+    /// refused it (the data guard): the latest `FailedCreate` Event's message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_refused: Option<String>,
     pub next: Next,
 }
 
@@ -305,6 +309,7 @@ pub fn report(
         units,
         items_done: items.iter().filter(|i| i.state.is_over()).count(),
         items,
+        pod_refused: None,
         next,
     })
 }
@@ -404,6 +409,7 @@ fn unreadable(w: &Workload, e: &serde_json::Error) -> Report {
         units: Vec::new(),
         items: Vec::new(),
         items_done: 0,
+        pod_refused: None,
         next: Next {
             text: format!("the upgradeguard.io/refresh record cannot be read: {e}"),
             command: None,
@@ -511,6 +517,9 @@ pub fn text(reports: &[Report]) -> String {
                     item.job.as_deref().unwrap_or("-")
                 ));
             }
+        }
+        if let Some(refused) = &r.pod_refused {
+            out.push_str(&format!("  refused pod: {refused}\n"));
         }
         out.push_str(&format!("  next: {}\n", r.next.text));
         if let Some(command) = &r.next.command {

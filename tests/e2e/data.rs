@@ -120,6 +120,14 @@ async fn no_pod_starts_on_a_claim_at_a_version_its_policy_forbids_from_what_serv
         events.contains("data.upgradeguard.io") && events.contains("1.7.0 → 1.9.0 skips 1.8.x"),
         "{events}"
     );
+    // `status` says why no pod comes up, naming the rule.
+    let said = text(&s.ug(&["status", &format!("{ns}/datadb")]).stderr);
+    assert!(
+        said.contains(&format!(
+            "StatefulSet {ns}/datadb: no refresh recorded; its pods are refused: "
+        )) && said.contains("(rule skip-version, policy"),
+        "{said}"
+    );
     // Still none a few seconds on (the controller keeps retrying).
     tokio::time::sleep(Duration::from_secs(3)).await;
     let pods = s.kubectl_ok(&["-n", &ns, "get", "pods", "-o", "name"]);
