@@ -12,7 +12,7 @@ RUN rustup target add x86_64-unknown-linux-musl \
  && rm -rf /var/lib/apt/lists/*
 # C code in dependencies (e.g. TLS crypto) must be built against musl too.
 ENV CC_x86_64_unknown_linux_musl=musl-gcc \
-    CARGO_PROFILE_RELEASE_STRIP=symbols
+    CARGO_PROFILE_DIST_STRIP=symbols
 WORKDIR /src
 COPY . .
 # Cache mounts keep downloaded crates and build artefacts between builds; the
@@ -20,8 +20,8 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --target x86_64-unknown-linux-musl \
- && install -D -m 0755 target/x86_64-unknown-linux-musl/release/upgrade-guard /out/upgrade-guard
+    cargo build --profile dist --locked --target x86_64-unknown-linux-musl \
+ && install -D -m 0755 target/x86_64-unknown-linux-musl/dist/upgrade-guard /out/upgrade-guard
 
 # Static binary: no libc, shell or package manager in the runtime image.
 FROM gcr.io/distroless/static-debian12:nonroot

@@ -12,6 +12,11 @@
 //! - 16 HTTP/2 connections × 4 streams, `LOAD_SECONDS` (default 5) seconds;
 //! - the same two over HTTP/1.1 (64 connections for the second).
 //!
+//! Then a matrix of reviews under HTTP/2 16×4 (`MATRIX_SECONDS`, default 3,
+//! per run): StatefulSet updates of 1, 5 and 10 containers with 0, 4 and 20
+//! env entries each, without managedFields, ungoverned, and pod CREATEs with
+//! and without a claim; each against nginx answering the same bytes.
+//!
 //! Each shape runs `LOAD_ROUNDS` rounds (default 3), the targets in turn.
 //! Prints, from the round with the median req/s: req/s, p50/p99/max
 //! latency, requests over 5 ms, server CPU per request and the ratio to
@@ -84,7 +89,23 @@ fn main() {
         );
         answer
     });
-    let nginx = Nginx::start(&dir.0, &answers);
+    // The matrix: each review with its own nginx location answering
+    // upgrade-guard's bytes for it.
+    let matrix = review_matrix();
+    let mut locations: Vec<(String, Vec<u8>)> = vec![
+        ("/validate".into(), answers[0].clone()),
+        ("/mutate".into(), answers[1].clone()),
+    ];
+    for (i, (name, body)) in matrix.iter().enumerate() {
+        let answer = runtime.block_on(post(ug.addr, &ca, "/validate", body));
+        assert!(
+            answer.starts_with(br#"{"apiVersion":"admission.k8s.io/v1""#),
+            "{name}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        locations.push((format!("/matrix/{i}"), answer));
+    }
+    let nginx = Nginx::start(&dir.0, &locations);
     for (path, answer) in ["/validate", "/mutate"].iter().zip(&answers) {
         assert_eq!(
             &runtime.block_on(post(nginx.addr, &ca, path, &body)),
@@ -170,6 +191,95 @@ fn main() {
                 }
             );
         }
+    }
+    run_matrix(
+        &matrix,
+        (ug.pid(), ug.addr),
+        (nginx.pid(), nginx.addr),
+        &dir.0,
+        env_or("MATRIX_SECONDS", 3),
+        rounds,
+    );
+}
+
+/// The reviews of the matrix: (name, compact body).
+fn review_matrix() -> Vec<(String, Vec<u8>)> {
+    let mut reviews = Vec::new();
+    for containers in [1, 5, 10] {
+        for env in [0, 4, 20] {
+            reviews.push((
+                format!("sts {containers}c {env}env mf governed"),
+                sample::compact(&sample::matrix_review(containers, env, true, true)),
+            ));
+        }
+    }
+    reviews.push((
+        "sts 5c 20env no-mf governed".into(),
+        sample::compact(&sample::matrix_review(5, 20, false, true)),
+    ));
+    reviews.push((
+        "sts 5c 20env mf ungoverned".into(),
+        sample::compact(&sample::matrix_review(5, 20, true, false)),
+    ));
+    reviews.push((
+        "pod CREATE, no claim".into(),
+        sample::compact(&sample::pod_create(false)),
+    ));
+    reviews.push((
+        "pod CREATE, a claim".into(),
+        sample::compact(&sample::pod_create(true)),
+    ));
+    reviews
+}
+
+/// Each review of the matrix under HTTP/2 16×4, upgrade-guard's /validate
+/// and nginx in turn, `rounds` rounds: CPU per request and the ratio.
+fn run_matrix(
+    matrix: &[(String, Vec<u8>)],
+    ug: (u32, std::net::SocketAddr),
+    nginx: (u32, std::net::SocketAddr),
+    dir: &Path,
+    seconds: u64,
+    rounds: usize,
+) {
+    let shape = Shape::many(Protocol::H2, 16, 4, seconds);
+    println!("\nthe matrix: {}, {rounds} rounds (medians)", shape.label());
+    println!(
+        "{:<30} {:>7} {:>9} {:>9} {:>9} {:>9} {:>6}",
+        "review", "bytes", "ug req/s", "ug CPU", "nginx r/s", "nginx CPU", "ratio"
+    );
+    for (i, (name, body)) in matrix.iter().enumerate() {
+        let body_file = dir.join(format!("matrix-{i}.json"));
+        std::fs::write(&body_file, body).expect("the body file");
+        let targets = [
+            (ug.0, format!("https://{}/validate", ug.1)),
+            (nginx.0, format!("https://{}/matrix/{i}", nginx.1)),
+        ];
+        let mut measured: Vec<Vec<Measured>> = vec![Vec::new(), Vec::new()];
+        for _ in 0..rounds {
+            for ((pid, url), runs) in targets.iter().zip(&mut measured) {
+                shape.warm_up().run(url, &body_file, &dir.join("warm.log"));
+                let before = cpu_seconds(*pid);
+                let run = shape.run(url, &body_file, &dir.join("run.log"));
+                let cpu = cpu_seconds(*pid) - before;
+                runs.push(Measured {
+                    cpu_per_request: cpu / run.succeeded.max(1) as f64,
+                    peak_kib: 0,
+                    run,
+                });
+            }
+        }
+        let (u, n) = (median(&measured[0]), median(&measured[1]));
+        println!(
+            "{:<30} {:>7} {:>9.0} {:>6.0} µs {:>9.0} {:>6.0} µs {:>6.2}",
+            name,
+            body.len(),
+            u.run.rps,
+            u.cpu_per_request * 1e6,
+            n.run.rps,
+            n.cpu_per_request * 1e6,
+            u.run.rps / n.run.rps
+        );
     }
 }
 
@@ -259,7 +369,8 @@ struct Nginx {
 }
 
 impl Nginx {
-    fn start(dir: &Path, answers: &[Vec<u8>; 2]) -> Nginx {
+    /// nginx answering each (path, bytes).
+    fn start(dir: &Path, answers: &[(String, Vec<u8>)]) -> Nginx {
         let addr = free_port();
         let d = dir.display();
         let location = |path: &str, answer: &[u8]| {
@@ -287,12 +398,14 @@ http {{
     listen {addr} ssl http2;
     ssl_certificate {d}/tls.crt; ssl_certificate_key {d}/tls.key;
     {}
-    {}
   }}
 }}
 ",
-            location("/validate", &answers[0]),
-            location("/mutate", &answers[1]),
+            answers
+                .iter()
+                .map(|(path, answer)| location(path, answer))
+                .collect::<Vec<_>>()
+                .join("\n    "),
         );
         let path = dir.join("nginx.conf");
         std::fs::write(&path, conf).expect("nginx.conf");

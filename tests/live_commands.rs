@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use upgrade_guard::cli::cluster::{self, Cluster};
 use upgrade_guard::cli::{check, pause, resume, status};
 use upgrade_guard::refresh::executor::{self, Outcome};
-use upgrade_guard::refresh::{Action, Event, PodRef};
+use upgrade_guard::refresh::{Action, PodRef, StepEvent};
 use upgrade_guard::workload::{RefreshRecord, Workload};
 
 fn mock() -> (Cluster, Handle) {
@@ -375,7 +375,7 @@ fn lowering() -> (Workload, Action) {
         record: Some(record),
         partition: Some(3),
         clear_resume: true,
-        event: Some(Event {
+        event: Some(StepEvent {
             reason: "RefreshResumed",
             message: "resumed; refreshing unit 3".into(),
             warning: false,
@@ -851,7 +851,7 @@ async fn a_forced_rollback_deletes_the_stuck_pod_guarded_by_its_uid() {
             name: "db-4".into(),
             uid: "pod-uid-4".into(),
         }),
-        event: Some(Event {
+        event: Some(StepEvent {
             reason: "StuckPodDeleted",
             message: "deleted pod db-4".into(),
             warning: true,

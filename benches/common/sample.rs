@@ -47,3 +47,68 @@ pub fn compact(value: &Value) -> Vec<u8> {
 pub fn recorded() -> Vec<u8> {
     compact(&serde_json::from_str(RECORDED).expect("the recorded review"))
 }
+
+/// The recorded set-image review with `containers` containers of `env`
+/// entries each (the new object's first one moved to 1.8.0), with or
+/// without managedFields, and selected by the example policy or by none.
+#[allow(dead_code)] // the load bench's
+pub fn matrix_review(containers: usize, env: usize, managed_fields: bool, governed: bool) -> Value {
+    let mut review: Value = serde_json::from_str(RECORDED).expect("the recorded review");
+    for object in ["oldObject", "object"] {
+        let o = &mut review["request"][object];
+        let db = o["spec"]["template"]["spec"]["containers"][0].clone();
+        let list: Vec<Value> = (0..containers)
+            .map(|i| {
+                let mut c = db.clone();
+                if i > 0 {
+                    c["name"] = json!(format!("sidecar-{i}"));
+                    c["image"] = json!(format!("registry.example.com/tools/sidecar-{i}:0.{i}.1"));
+                }
+                c["env"] = json!(
+                    (0..env)
+                        .map(|e| json!({"name": format!("SETTING_{e}"), "value": format!("value-{e}")}))
+                        .collect::<Vec<_>>()
+                );
+                c
+            })
+            .collect();
+        o["spec"]["template"]["spec"]["containers"] = json!(list);
+        if !managed_fields && let Some(meta) = o["metadata"].as_object_mut() {
+            meta.remove("managedFields");
+        }
+        if !governed {
+            o["metadata"]["labels"] = json!({"app.kubernetes.io/name": "web"});
+        }
+    }
+    review["request"]["object"]["spec"]["template"]["spec"]["containers"][0]["image"] =
+        json!("registry.example.com/shop/db:1.8.0");
+    review
+}
+
+/// A pod CREATE as the StatefulSet controller sends it (the pod of
+/// tests/data/pods/), mounting its claim or, without `claim`, none.
+#[allow(dead_code)] // the load bench's
+pub fn pod_create(claim: bool) -> Value {
+    let mut pod: Value =
+        serde_json::from_str(include_str!("../../tests/data/pods/pod-db-0.json")).expect("the pod");
+    if !claim {
+        pod["spec"]["volumes"] = json!([{"name": "cache", "emptyDir": {}}]);
+        pod["spec"]["containers"][0]["volumeMounts"] = json!([]);
+    }
+    json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "shop", "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:statefulset-controller",
+                "uid": "6f1e2d1c-0000-4000-8000-000000000001",
+                "groups": ["system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"]},
+            "object": pod, "oldObject": null, "dryRun": false,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions", "fieldManager": "kube-controller-manager"}
+        }
+    })
+}

@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim, Pod};
 use kube::api::{
     Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy,
 };
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::events::{Event, EventType, Recorder};
 use serde_json::{Value, json};
 
 use super::{Action, PodRef};
@@ -142,7 +142,7 @@ pub async fn execute(
         return Ok(Outcome::Conflict);
     }
     if let (Some(recorder), Some(event)) = (recorder, &action.event) {
-        let event = KubeEvent {
+        let event = Event {
             type_: if event.warning {
                 EventType::Warning
             } else {

@@ -89,7 +89,7 @@ pub struct Action {
     pub restore_images: BTreeMap<String, String>,
     /// Remove `upgradeguard.io/resume`: it was acted on.
     pub clear_resume: bool,
-    pub event: Option<Event>,
+    pub event: Option<StepEvent>,
     /// Look again after this long even if nothing changes.
     pub recheck: Option<Duration>,
     /// What happens next, in words, and the command that makes it happen.
@@ -111,8 +111,9 @@ pub struct Next {
     pub command: Option<String>,
 }
 
+/// The Kubernetes Event a step asks the executor to record on the workload.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Event {
+pub struct StepEvent {
     /// RefreshStarted, UnitRefreshing, UnitRefreshed, RefreshPaused,
     /// UnitUnhealthy, RefreshResumed, RefreshRolledBack, AutomaticRollback,
     /// StuckPodDeleted, HookStarted, HookCompleted, HookFailed, HookSkipped,
@@ -259,7 +260,7 @@ pub fn step(observed: &Observed) -> Action {
         let mut seen = record.clone();
         seen.unit_started = Some(record.started);
         return Action {
-            event: Some(Event {
+            event: Some(StepEvent {
                 reason: if record.rollback {
                     "RefreshRolledBack"
                 } else {
@@ -326,7 +327,7 @@ fn completed(
     };
     let message = format!("{what} {} → {} completed{detail}", record.from, record.to);
     Action {
-        event: Some(Event {
+        event: Some(StepEvent {
             reason: "RefreshCompleted",
             message: message.clone(),
             warning: false,
@@ -350,7 +351,7 @@ fn hold_as_paused(
     resume_cmd: String,
 ) -> Action {
     Action {
-        event: Some(Event {
+        event: Some(StepEvent {
             reason: "RefreshPaused",
             message: reason.clone(),
             warning: false,
@@ -396,7 +397,7 @@ fn roll_back(record: RefreshRecord, reason: String) -> Action {
         record.from
     );
     Action {
-        event: Some(Event {
+        event: Some(StepEvent {
             reason: "AutomaticRollback",
             message: message.clone(),
             warning: true,
@@ -461,7 +462,7 @@ fn gate(run: &HookRun, observed: &Observed, record: &RefreshRecord, id: &str) ->
         JobState::Complete => {
             let message = format!("{what} completed (Job {name})");
             return Some(Action {
-                event: Some(Event {
+                event: Some(StepEvent {
                     reason: "HookCompleted",
                     message: message.clone(),
                     warning: false,
@@ -480,7 +481,7 @@ fn gate(run: &HookRun, observed: &Observed, record: &RefreshRecord, id: &str) ->
             started.state = moving(record);
             started.reason = None;
             return Some(Action {
-                event: Some(Event {
+                event: Some(StepEvent {
                     reason: "HookStarted",
                     message: format!("running {what} as Job {name}"),
                     warning: false,
@@ -527,7 +528,7 @@ fn gate(run: &HookRun, observed: &Observed, record: &RefreshRecord, id: &str) ->
     {
         let why = crate::echo::bounded(&why);
         return Some(Action {
-            event: Some(Event {
+            event: Some(StepEvent {
                 reason: "HookSkipped",
                 message: format!("skipped {what}, which failed: {why}"),
                 warning: true,
@@ -609,7 +610,7 @@ fn unhealthy(w: &Workload, record: RefreshRecord, reason: String, id: &str) -> A
         )
     };
     Action {
-        event: Some(Event {
+        event: Some(StepEvent {
             reason: "UnitUnhealthy",
             message: reason.clone(),
             warning: true,
@@ -699,7 +700,7 @@ fn delete_stuck(
     record.unit_started = Some(now);
     record.deleted_pod = Some(pod.uid.clone());
     Action {
-        event: Some(Event {
+        event: Some(StepEvent {
             reason: "StuckPodDeleted",
             message: message.clone(),
             warning: true,
@@ -752,7 +753,7 @@ fn step_statefulset(
             record,
             first,
             now,
-            Event {
+            StepEvent {
                 reason: "UnitRefreshing",
                 message: format!("refreshing unit {first} ({name}-{first})"),
                 warning: false,
@@ -927,7 +928,7 @@ fn step_statefulset(
         record,
         next_unit,
         now,
-        Event {
+        StepEvent {
             reason: event_reason,
             message,
             warning: forced,
@@ -942,7 +943,7 @@ fn lower_to(
     mut record: RefreshRecord,
     unit: i32,
     now: jiff::Timestamp,
-    event: Event,
+    event: StepEvent,
     id: &str,
     clear_resume: bool,
 ) -> Action {
@@ -1042,7 +1043,7 @@ fn step_deployment(d: &Deployment, observed: &Observed, record: RefreshRecord, i
         record.state = moving(&record);
         record.reason = None;
         return Action {
-            event: Some(Event {
+            event: Some(StepEvent {
                 reason: "RefreshResumed",
                 message: "resumed".into(),
                 warning: false,
