@@ -166,7 +166,10 @@ pub(super) fn decide_update(
     verdict
 }
 
-pub(super) fn start_record(steps: &[(String, String, String)], now: jiff::Timestamp) -> RefreshRecord {
+pub(super) fn start_record(
+    steps: &[(String, String, String)],
+    now: jiff::Timestamp,
+) -> RefreshRecord {
     let (from, to) = steps
         .first()
         .map(|(_, f, t)| (f.clone(), t.clone()))
@@ -191,7 +194,11 @@ pub(super) fn start_record(steps: &[(String, String, String)], now: jiff::Timest
 
 /// During a refresh, a lowered partition that the refresh record does not
 /// confirm is a re-apply resetting it (GitOps): keep the live one instead.
-pub(super) fn partition_reset(old: &Workload, new: &Workload, refresh: &RefreshView) -> Option<i32> {
+pub(super) fn partition_reset(
+    old: &Workload,
+    new: &Workload,
+    refresh: &RefreshView,
+) -> Option<i32> {
     if !refresh.in_progress || refresh.record.is_none() || old.template() != new.template() {
         return None;
     }
@@ -203,7 +210,11 @@ pub(super) fn partition_reset(old: &Workload, new: &Workload, refresh: &RefreshV
 
 /// Deployments whose pods mount claims: a surge pod would wait forever for
 /// a ReadWriteOnce volume, so roll without one.
-pub(super) fn volume_edits(w: &Workload, cluster: &dyn ClusterView, warnings: &mut Vec<String>) -> Vec<Edit> {
+pub(super) fn volume_edits(
+    w: &Workload,
+    cluster: &dyn ClusterView,
+    warnings: &mut Vec<String>,
+) -> Vec<Edit> {
     let Workload::Deployment(_) = w else {
         return Vec::new();
     };
