@@ -808,7 +808,7 @@ async fn flood(bin: &Binary, config: &Config) -> Outcome {
 }
 
 /// 4. Plain connections to the probe port that start a request and never
-///    finish its headers are closed after the header timeout (4 s).
+///    finish its headers are closed after the first-request limit (4 s).
 async fn slow_headers(bin: &Binary, config: &Config) -> Outcome {
     let name = "slow-headers";
     let server = serve_or_return!(name, bin.serve("info", true, &[]));

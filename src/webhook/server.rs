@@ -503,8 +503,6 @@ fn record(metrics: &Metrics, endpoint: Endpoint, r: &Reviewed) {
     );
 }
 
-/// Below the webhooks' `timeoutSeconds: 5`, like the request timeout.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(4);
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long requests in flight may take to finish after shutdown begins.
@@ -515,11 +513,14 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct ConnectionLimits {
     /// Connections served at once; above it a connection gets one 503.
     pub max: usize,
-    /// A connection that sends no request this long after it opened (the
-    /// TLS handshake done) is closed.
+    /// A connection that sends no whole request head this long after it
+    /// opened (the TLS handshake done) is closed: what bounds a client that
+    /// trickles its first request's headers.
     pub first_request: Duration,
-    /// A connection with no request in flight this long is closed (Go's
-    /// HTTP/2 client, the API server's, keeps idle ones 90 s).
+    /// A connection with no request in flight this long is closed. Longer
+    /// than the API server's Go client keeps an idle one (90 s), so that the
+    /// client closes first: a server that closes an idle connection races
+    /// with a client reusing it.
     pub idle: Duration,
     /// HTTP/2 pings find dead peers sooner.
     pub ping_every: Duration,
@@ -529,8 +530,8 @@ impl Default for ConnectionLimits {
     fn default() -> Self {
         ConnectionLimits {
             max: 1000,
-            first_request: Duration::from_secs(10),
-            idle: Duration::from_secs(90),
+            first_request: Duration::from_secs(4),
+            idle: Duration::from_secs(120),
             ping_every: Duration::from_secs(30),
         }
     }
@@ -632,10 +633,16 @@ pub async fn serve(
     let router = router.layer(axum::middleware::from_fn(track));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // No header read timeout: hyper starts it when it waits for the next
+    // request's head, so it closed idle keep-alive connections after a few
+    // seconds without a word, and a Go client reusing one just then (the API
+    // server's, which does not retry a POST) got EOF and failed the write
+    // under failurePolicy Fail. The connection's own limits (first request,
+    // idle) bound a client that trickles its headers.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT);
+        .header_read_timeout(None);
     builder
         .http2()
         .timer(TokioTimer::new())
