@@ -89,13 +89,12 @@ fn every_recorded_review_is_answered_alike_and_the_updates_the_quick_way() {
         }
     }
     quick.sort();
-    // Updates and deletes of the workloads themselves; creates, scale
+    // Updates of the workloads themselves; creates, deletes, scale
     // subresources and dry-run creates go the full way.
     assert_eq!(
         quick,
         [
             "deploy-update-set-image.json",
-            "sts-delete.json",
             "sts-update-annotate.json",
             "sts-update-client-side-apply.json",
             "sts-update-patch-partition.json",
