@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, PodSpec, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde::{Deserialize, Serialize};
 
 /// Annotations on the workload (DESIGN.md, "Annotations").
@@ -296,16 +296,19 @@ pub fn resume_of(w: &Workload) -> Option<Resume> {
     }
 }
 
+/// An object's controlling owner.
+pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
+    meta.owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.controller == Some(true))
+}
+
 /// The workload a pod belongs to, by its controlling owner: its
 /// StatefulSet, or the Deployment of its ReplicaSet (named after it, plus
 /// `-` and the pod-template hash).
 pub fn owner_of(pod: &Pod) -> Option<(WorkloadKind, String)> {
-    let owner = pod
-        .metadata
-        .owner_references
-        .as_ref()?
-        .iter()
-        .find(|o| o.controller == Some(true))?;
+    let owner = controller_of(&pod.metadata)?;
     match owner.kind.as_str() {
         "StatefulSet" => Some((WorkloadKind::StatefulSet, owner.name.clone())),
         "ReplicaSet" => {

@@ -397,6 +397,23 @@ fn the_webhook_answers_pod_and_claim_reviews() {
         serde_json::from_slice(&pod_review("CREATE", &pod(|_| {}), None, None)).unwrap();
     body["request"]["object"] = web;
     assert!(answer(&serde_json::to_vec(&body).unwrap()).verdict.allowed);
+    // Its metadata is still read, and the wrong kind named.
+    body["request"]["object"]["kind"] = json!("Deployment");
+    body["request"]["object"]["apiVersion"] = json!("apps/v1");
+    let err = review(
+        &serde_json::to_vec(&body).unwrap(),
+        Endpoint::Validate,
+        &policies(),
+        &cluster,
+        now,
+        &Caller::default(),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("expected v1 Pod, found apps/v1 Deployment"),
+        "{err}"
+    );
     // With a claim, a bad field is named.
     let mut bad: Value =
         serde_json::from_slice(&pod_review("CREATE", &skipped, None, None)).unwrap();

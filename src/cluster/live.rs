@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 use super::ClusterView;
 use crate::claim::pod_claims;
 use crate::policy::{Policy, PolicyError, PolicySet};
-use crate::workload::{WORKLOAD_LABEL, Workload, WorkloadKind, is_ready, owner_of};
+use crate::workload::{WORKLOAD_LABEL, Workload, WorkloadKind, controller_of, is_ready, owner_of};
 
 /// The `UpgradePolicy` custom resource.
 pub fn policy_resource() -> ApiResource {
@@ -121,12 +121,7 @@ fn pod_owner(pod: &Pod) -> Option<WorkloadKey> {
 
 /// The workload a hook Job was made for (its owner).
 fn job_owner(job: &Job) -> Option<WorkloadKey> {
-    let owner = job
-        .metadata
-        .owner_references
-        .as_ref()?
-        .iter()
-        .find(|o| o.controller == Some(true))?;
+    let owner = controller_of(&job.metadata)?;
     let kind = match owner.kind.as_str() {
         "StatefulSet" => WorkloadKind::StatefulSet,
         "Deployment" => WorkloadKind::Deployment,

@@ -51,6 +51,7 @@ pub fn judge_pod(
             .or(new.metadata.generate_name.as_deref())
             .unwrap_or_default()
     ));
+    let template = as_template(new);
     for claim in pod_claims(spec) {
         let Some(text) = cluster.claim_served(namespace, claim) else {
             continue;
@@ -80,10 +81,7 @@ pub fn judge_pod(
             continue;
         };
         verdict.policy = Some(policy.id());
-        let running = policy.versions_with(
-            &as_template(new),
-            &served.versions.keys().cloned().collect(),
-        );
+        let running = policy.versions_with(&template, &served.versions.keys().cloned().collect());
         for (carrier, last) in &served.versions {
             for to in running.iter().filter(|v| policy.carrier(v) == *carrier) {
                 let Some(refusal) = refused_from(policy, last, to) else {
@@ -96,7 +94,8 @@ pub fn judge_pod(
                     allowed: false,
                     rule: Some(refusal.rule),
                     reason: format!(
-                        "Pod {pod}: claim {claim_shown} was last served by {carrier} {}, and {} (rule {}, {}); the data guard admits no pod on a claim at a version its policy does not allow from the one that last served it: change the version through the workload, one allowed step at a time",
+                        "Pod {pod}: claim {claim_shown} was last served by {} {}, and {} (rule {}, {}); the data guard admits no pod on a claim at a version its policy does not allow from the one that last served it: change the version through the workload, one allowed step at a time",
+                        crate::echo::bounded(carrier),
                         crate::echo::bounded(&last.version),
                         refusal.reason,
                         refusal.rule,

@@ -323,8 +323,8 @@ impl Policy {
         old: &PodTemplateSpec,
         new: &PodTemplateSpec,
     ) -> (Vec<GovernedVersion>, Vec<GovernedVersion>) {
-        let mut repositories = self.repositories(&self.versions(old));
-        repositories.extend(self.repositories(&self.versions(new)));
+        let mut repositories = self.named_repositories(old);
+        repositories.extend(self.named_repositories(new));
         (
             self.versions_with(old, &repositories),
             self.versions_with(new, &repositories),
@@ -340,12 +340,19 @@ impl Policy {
         }
     }
 
-    /// The repositories the governed containers run (none for `source: label`).
-    pub fn repositories(&self, versions: &[GovernedVersion]) -> BTreeSet<String> {
-        if let VersionSource::Label(_) = self.version_source {
+    /// The repositories the containers the policy names run; none when it
+    /// names none (every container is governed then) or reads a label.
+    fn named_repositories(&self, template: &PodTemplateSpec) -> BTreeSet<String> {
+        if self.containers.is_empty() || matches!(self.version_source, VersionSource::Label(_)) {
             return BTreeSet::new();
         }
-        versions.iter().map(|v| repository(&v.image)).collect()
+        template
+            .spec
+            .iter()
+            .flat_map(pod_images)
+            .filter(|(name, _)| self.containers.iter().any(|c| c == name))
+            .filter_map(|(_, image)| image.map(|i| repository(i)))
+            .collect()
     }
 
     /// The governed versions of a pod template: every container it runs

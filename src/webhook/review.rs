@@ -325,18 +325,19 @@ impl<'a> Context<'a> {
     fn answer_data(&self, body: &[u8], data: DataResource) -> Result<Reviewed, ReviewError> {
         match data {
             DataResource::Pod => {
-                // Most pods mount no claim: answered before the pod is read.
+                // Most pods mount no claim: answered from their metadata,
+                // their specs skipped unread.
                 let claims: ClaimsOnly =
                     serde_json::from_slice(body).map_err(|e| explain::<DynamicObject>(body, e))?;
                 if !claims.mounts_a_claim() {
-                    let request = parse::<DynamicObject>(body)?;
+                    let request = parse::<Skim<Pod>>(body)?;
                     return Ok(self.finish(Asked::from(&request), None));
                 }
-                let request = parse::<Pod>(body)?;
+                let request = parse::<Lean<Pod>>(body)?;
                 let verdict = match (&request.operation, &request.object) {
                     (Operation::Create | Operation::Update, Some(new)) => decide::data::judge_pod(
-                        request.old_object.as_ref(),
-                        new,
+                        request.old_object.as_ref().map(|o| &o.0),
+                        &new.0,
                         self.policies,
                         self.cluster,
                     ),
