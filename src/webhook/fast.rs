@@ -1,70 +1,66 @@
 //! The quick read of the reviews the API server sends most: an UPDATE of a
-//! StatefulSet or Deployment. One pass over the body, and of each
-//! object only what a decision reads:
+//! StatefulSet or Deployment. Each object is read from its own text (see
+//! [`super::wire::envelope`]), and of each only what a decision reads:
 //!
 //! - metadata without managedFields, and of its annotations only
 //!   upgrade-guard's own (`upgradeguard.io/`), plus whether there are any;
+//!   a workload no policy selects is answered from these alone;
 //! - the spec typed, but the pod template reduced to its labels, its
 //!   containers' names and images, and its claim volumes;
 //! - the status typed.
 //!
-//! Every template field the reduction drops is still checked against its
-//! k8s-openapi type and kept as [`Token`]s ([`super::shape`]), and every
-//! other field the full read parses is parsed here too, so this read fails
-//! wherever the full one would. Two templates are equal when what was read
-//! and those tokens are (the API server serializes both objects the same
-//! way); two whose reductions are equal but whose tokens differ (another
-//! order, another spelling) are beyond this read. Those, every other kind
-//! of request, and anything this read fails on go the full way
-//! ([`super::review`]), which names what is wrong. So both ways always
-//! decide alike; `tests/fast_path.rs` holds them to it.
+//! The API server writes both objects of a review the same way, so an
+//! unchanged part of a template is the same text. Every template field the
+//! reduction drops is kept as its text, and two templates are read as
+//! equal only when those texts are; a template whose dropped fields
+//! changed (an env var, a probe, a new container) is beyond this read.
+//! Those texts are still checked against their k8s-openapi types
+//! ([`super::shape`]), once (the other object's are the same text), and
+//! every other field the full read parses is parsed here too, so this read
+//! fails wherever the full one would. What it is beyond it, and anything it
+//! fails on, goes the full way ([`super::review`]), which names what is
+//! wrong. So both ways always decide alike; `tests/fast_path.rs` holds them
+//! to it.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use k8s_openapi::api::apps::v1::{
-    Deployment, DeploymentStatus, DeploymentStrategy, StatefulSet, StatefulSetOrdinals,
-    StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetStatus, StatefulSetUpdateStrategy,
+    Deployment, DeploymentStrategy, StatefulSet, StatefulSetOrdinals,
+    StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetUpdateStrategy,
 };
-use k8s_openapi::api::authentication::v1::UserInfo;
 use k8s_openapi::api::core::v1::{
     Container, PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec,
     Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
-use kube::core::admission::{AdmissionResponse, Operation};
-use kube::core::{GroupVersionKind, GroupVersionResource};
+use kube::core::admission::Operation;
 use serde::Deserialize;
-use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::lean::{Meta, checked};
-use super::shape::{AnyString, Seed, Shape, Token};
-use super::wire::{API_VERSION, Asked, KIND, workload_kind};
-use crate::decide::Change;
+use super::shape::{AnyString, Check, Shape};
+use super::wire::Request;
+use crate::decide::{self, Change};
+use crate::policy::PolicySet;
 use crate::workload::{Workload, WorkloadKind};
 
-/// The request's facts and the change it asks for, or `None`: take the full
-/// way (see the module's documentation).
-pub(super) fn read(body: &[u8]) -> Option<(Asked, Change)> {
-    shapes()?;
-    // Validated once here, the text's strings are not validated again one
-    // by one.
-    let review: Review = serde_json::from_str(std::str::from_utf8(body).ok()?).ok()?;
-    if review.api_version != API_VERSION || review.kind != KIND {
-        return None;
-    }
-    let request = review.request?;
-    let kind = workload_kind(&request.resource)?;
-    if request
-        .sub_resource
-        .as_deref()
-        .is_some_and(|s| !s.is_empty())
-    {
-        return None;
-    }
+/// What the quick read makes of a workload UPDATE: the old object's UID,
+/// and the change, `None` when no policy selects either object.
+pub(super) struct Read {
+    pub object_uid: Option<String>,
+    pub change: Option<Change>,
+}
+
+/// The UPDATE of a workload of `kind`, or `None`: take the full way (see
+/// the module's documentation).
+pub(super) fn read(
+    request: &Request<'_>,
+    kind: WorkloadKind,
+    policies: &PolicySet,
+) -> Option<Read> {
+    let shapes = shapes()?;
     // Only UPDATE: no shipped webhook configuration sends DELETE, and
     // anything else goes the full way.
     let (Operation::Update, Some(old), Some(new)) =
@@ -72,86 +68,63 @@ pub(super) fn read(body: &[u8]) -> Option<(Asked, Change)> {
     else {
         return None;
     };
-    let same_text = old.template() == new.template();
-    let (old, new) = (old.workload(kind)?, new.workload(kind)?);
-    if !same_text && old.template() == new.template() {
-        // They differ only in what the reduction dropped.
-        return None;
-    }
+    let old: Object = serde_json::from_str(old.get()).ok()?;
+    let new: Object = serde_json::from_str(new.get()).ok()?;
+    let (old, old_rest) = old.skim(kind)?;
+    let (new, new_rest) = new.skim(kind)?;
     let object_uid = old.metadata().uid.clone();
-    let change = Change::Update { old, new };
-    let asked = Asked {
-        uid: request.uid,
-        operation: request.operation,
-        kind: request.kind.kind,
-        namespace: request.namespace,
-        name: request.name,
-        user_info: request.user_info,
-        dry_run: request.dry_run,
-        workload: Some(kind),
-        object_uid,
+    let mut change = Change::Update { old, new };
+    if decide::is_ungoverned(&change, policies) {
+        return Some(Read {
+            object_uid,
+            change: None,
+        });
+    }
+    let Change::Update { old, new } = &mut change else {
+        return None;
     };
-    Some((asked, change))
+    let old_spec = old_rest.spec()?;
+    let new_spec = new_rest.spec()?;
+    let templates = match (&old_spec, &new_spec) {
+        (Some(o), Some(n)) => Some(templates(o.template?, n.template?, shapes)?),
+        _ => None,
+    };
+    let (old_template, new_template) = templates.unzip();
+    fill(old, old_spec, old_template, old_rest.status)?;
+    fill(new, new_spec, new_template, new_rest.status)?;
+    Some(Read {
+        object_uid,
+        change: Some(change),
+    })
 }
 
-// The full read takes kube's AdmissionReview, whose flattened type meta
-// parses every other top-level key in full (depth, numbers, strings); the
-// API server sends none, so one here goes the full way.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Review<'a> {
-    api_version: String,
-    kind: String,
-    #[serde(borrow)]
-    request: Option<Request<'a>>,
-    // Never sent to a webhook, but read in full by the full read.
-    #[serde(default)]
-    #[allow(dead_code)]
-    response: Option<AdmissionResponse>,
+/// Both templates reduced, or `None` when the fields the reduction drops
+/// are not the same text in both, or not what their types accept.
+fn templates(
+    old: &RawValue,
+    new: &RawValue,
+    shapes: &'static Shapes,
+) -> Option<(PodTemplateSpec, PodTemplateSpec)> {
+    let new_read: Template = serde_json::from_str(new.get()).ok()?;
+    let old_reduced = if old.get() == new.get() {
+        None
+    } else {
+        let old_read: Template = serde_json::from_str(old.get()).ok()?;
+        if old_read.rests(shapes) != new_read.rests(shapes) {
+            return None;
+        }
+        Some(old_read.reduce()?)
+    };
+    for rest in new_read.rests(shapes) {
+        rest.check()?;
+    }
+    let new_reduced = new_read.reduce()?;
+    let old_reduced = old_reduced.unwrap_or_else(|| new_reduced.clone());
+    Some((old_reduced, new_reduced))
 }
 
-/// kube's `AdmissionRequest` as far as an answer needs it.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Request<'a> {
-    uid: String,
-    kind: GroupVersionKind,
-    resource: GroupVersionResource,
-    #[serde(default)]
-    sub_resource: Option<String>,
-    // Not needed for an answer, but the full read fails on them where they
-    // are unreadable, so this one does too.
-    #[serde(default)]
-    #[allow(dead_code)]
-    request_kind: Option<GroupVersionKind>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    request_resource: Option<GroupVersionResource>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    request_sub_resource: Option<String>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    options: Option<RawExtension>,
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    namespace: Option<String>,
-    operation: Operation,
-    user_info: UserInfo,
-    // Boxed: an object read is about a kilobyte, and serde returns each
-    // value up through every level that holds it (perf: copies were a tenth
-    // of a review).
-    #[serde(borrow)]
-    object: Option<Box<Object<'a>>>,
-    #[serde(borrow)]
-    old_object: Option<Box<Object<'a>>>,
-    #[serde(default)]
-    dry_run: bool,
-}
-
-/// A StatefulSet or a Deployment: which one is known only once the whole
-/// request is read, so the spec holds the fields of both.
+/// A StatefulSet or a Deployment as far as its metadata; its spec and
+/// status are read only when a policy selects it.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Object<'a> {
@@ -162,16 +135,34 @@ struct Object<'a> {
     #[serde(default)]
     metadata: Meta<Own>,
     #[serde(borrow, default)]
-    spec: Option<Spec<'a>>,
+    spec: Option<&'a RawValue>,
     #[serde(borrow, default)]
     status: Option<&'a RawValue>,
 }
 
+/// An object's spec and status, unread.
+struct Unread<'a> {
+    spec: Option<&'a RawValue>,
+    status: Option<&'a RawValue>,
+}
+
+impl<'a> Unread<'a> {
+    /// The spec, `Some(None)` when there is none.
+    fn spec(&self) -> Option<Option<Spec<'a>>> {
+        match self.spec {
+            None => Some(None),
+            Some(raw) => serde_json::from_str(raw.get()).ok().map(Some),
+        }
+    }
+}
+
+/// Which kind the spec is is known only from the request, so it holds the
+/// fields of both.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Spec<'a> {
     #[serde(borrow)]
-    template: Option<Template<'a>>,
+    template: Option<&'a RawValue>,
     replicas: Option<i32>,
     selector: Option<LabelSelector>,
     min_ready_seconds: Option<i32>,
@@ -188,18 +179,11 @@ struct Spec<'a> {
     paused: Option<bool>,
 }
 
-impl Object<'_> {
-    fn template(&self) -> Option<&Template<'_>> {
-        self.spec.as_ref().and_then(|s| s.template.as_ref())
-    }
-
-    /// The workload of `kind`, its template reduced. `None` where this read
-    /// cannot vouch for it: the wrong kind, an unreadable status, a required
-    /// field missing (a spec's template or selector, a pod's containers, a
-    /// container's or volume's name: the full read takes those as empty, as
-    /// the API server's decoder would). Built in its box: a StatefulSet is
+impl<'a> Object<'a> {
+    /// The workload of `kind` as far as its metadata, and what is left
+    /// unread; `None` for another kind. Built in its box: a StatefulSet is
     /// 2.5 kB, and each move of one is a copy.
-    fn workload(self, kind: WorkloadKind) -> Option<Workload> {
+    fn skim(self, kind: WorkloadKind) -> Option<(Workload, Unread<'a>)> {
         let Object {
             api_version,
             kind: object_kind,
@@ -207,43 +191,71 @@ impl Object<'_> {
             spec,
             status,
         } = self;
-        // Both kinds alike but for the spec fields of their own.
-        macro_rules! built {
-            ($kind:ident, $status:ty, |$s:ident, $out:ident| $own:block) => {{
+        macro_rules! skimmed {
+            ($kind:ident) => {{
                 let mut object = Box::<$kind>::default();
                 object.metadata =
                     checked::<$kind, serde_json::Error, _>(api_version, object_kind, metadata)
                         .ok()?;
-                if let Some($s) = spec {
-                    let $out = object.spec.insert(Default::default());
-                    $s.template?.reduce_into(&mut $out.template)?;
-                    $out.selector = $s.selector?;
-                    $out.min_ready_seconds = $s.min_ready_seconds;
-                    $out.replicas = $s.replicas;
-                    $out.revision_history_limit = $s.revision_history_limit;
-                    $own
-                }
-                object.status = typed::<$status>(status)?;
                 Workload::$kind(object)
             }};
         }
-        Some(match kind {
-            WorkloadKind::StatefulSet => built!(StatefulSet, StatefulSetStatus, |s, out| {
-                out.ordinals = s.ordinals;
-                out.persistent_volume_claim_retention_policy =
-                    s.persistent_volume_claim_retention_policy;
-                out.pod_management_policy = s.pod_management_policy;
-                out.service_name = s.service_name;
-                out.update_strategy = s.update_strategy;
-                out.volume_claim_templates = s.volume_claim_templates;
-            }),
-            WorkloadKind::Deployment => built!(Deployment, DeploymentStatus, |s, out| {
-                out.paused = s.paused;
-                out.progress_deadline_seconds = s.progress_deadline_seconds;
-                out.strategy = s.strategy;
-            }),
-        })
+        let workload = match kind {
+            WorkloadKind::StatefulSet => skimmed!(StatefulSet),
+            WorkloadKind::Deployment => skimmed!(Deployment),
+        };
+        Some((workload, Unread { spec, status }))
     }
+}
+
+/// Puts a skimmed workload's spec, its template reduced, and status in
+/// place. `None` where this read cannot vouch for it: an unreadable
+/// status, a required field missing (a spec's template or selector, a
+/// pod's containers, a container's or volume's name: the full read takes
+/// those as empty, as the API server's decoder would), or a claim template
+/// carrying managedFields (any JSON, whose depth only a read of the whole
+/// body measures).
+fn fill(
+    workload: &mut Workload,
+    spec: Option<Spec<'_>>,
+    template: Option<PodTemplateSpec>,
+    status: Option<&RawValue>,
+) -> Option<()> {
+    macro_rules! filled {
+        ($object:ident, |$s:ident, $out:ident| $own:block) => {{
+            if let Some($s) = spec {
+                let $out = $object.spec.insert(Default::default());
+                $out.template = template?;
+                $out.selector = $s.selector?;
+                $out.min_ready_seconds = $s.min_ready_seconds;
+                $out.replicas = $s.replicas;
+                $out.revision_history_limit = $s.revision_history_limit;
+                $own
+            }
+            $object.status = typed(status)?;
+        }};
+    }
+    match workload {
+        Workload::StatefulSet(sts) => filled!(sts, |s, out| {
+            let mut claims = s.volume_claim_templates.iter().flatten();
+            if claims.any(|c| c.metadata.managed_fields.is_some()) {
+                return None;
+            }
+            out.ordinals = s.ordinals;
+            out.persistent_volume_claim_retention_policy =
+                s.persistent_volume_claim_retention_policy;
+            out.pod_management_policy = s.pod_management_policy;
+            out.service_name = s.service_name;
+            out.update_strategy = s.update_strategy;
+            out.volume_claim_templates = s.volume_claim_templates;
+        }),
+        Workload::Deployment(deploy) => filled!(deploy, |s, out| {
+            out.paused = s.paused;
+            out.progress_deadline_seconds = s.progress_deadline_seconds;
+            out.strategy = s.strategy;
+        }),
+    }
+    Some(())
 }
 
 /// `Some(None)` for no status, `None` for an unreadable one.
@@ -256,45 +268,80 @@ fn typed<T: serde::de::DeserializeOwned>(raw: Option<&RawValue>) -> Option<Optio
 
 /// A pod template as far as decisions read it: its labels (a version may be
 /// a label), its containers' names and images, and its claim volumes. Every
-/// other field is kept as its text, where it was, so that two templates are
-/// equal when both what was read and the texts of the rest are.
-#[derive(PartialEq, Default)]
+/// other field is kept as its text, where it was.
+#[derive(Default)]
 struct Template<'a> {
     metadata: Option<TemplateMeta<'a>>,
     spec: Option<TemplatePod<'a>>,
     rest: Rest<'a>,
 }
 
-#[derive(PartialEq, Default)]
+#[derive(Default)]
 struct TemplateMeta<'a> {
     labels: Option<BTreeMap<String, String>>,
     rest: Rest<'a>,
 }
 
-#[derive(PartialEq, Default)]
+#[derive(Default)]
 struct TemplatePod<'a> {
     containers: Option<Vec<Named<'a>>>,
     volumes: Option<Vec<ClaimVolume<'a>>>,
     rest: Rest<'a>,
 }
 
-#[derive(PartialEq, Default)]
+#[derive(Default)]
 struct Named<'a> {
     name: Option<String>,
     image: Option<String>,
     rest: Rest<'a>,
 }
 
-#[derive(PartialEq, Default)]
+#[derive(Default)]
 struct ClaimVolume<'a> {
     name: Option<String>,
     persistent_volume_claim: Option<PersistentVolumeClaimVolumeSource>,
     rest: Rest<'a>,
 }
 
-/// The fields not built, as their keys and values' tokens, in the order
+/// The fields not built, as their keys and values' texts, in the order
 /// sent; fields the type does not know are skipped, as the full read does.
-type Rest<'a> = Vec<Token<'a>>;
+type Rest<'a> = Vec<(&'a str, &'a str)>;
+
+/// One object's fields not built, with what checks them.
+struct RestOf<'r, 'a> {
+    /// The type the object reduces.
+    shape: &'static Shape,
+    /// Which of its kind in the template it is (a container's index).
+    index: usize,
+    /// How many arrays and objects of the review hold the fields.
+    depth: usize,
+    rest: &'r Rest<'a>,
+}
+
+impl PartialEq for RestOf<'_, '_> {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self.shape, other.shape)
+            && self.index == other.index
+            && self.rest == other.rest
+    }
+}
+
+impl RestOf<'_, '_> {
+    /// Each field as its type reads it.
+    fn check(&self) -> Option<()> {
+        for (key, text) in self.rest {
+            let shape = self.shape.field(key)?;
+            let mut de = serde_json::Deserializer::from_str(text);
+            Check {
+                shape,
+                depth: self.depth,
+            }
+            .deserialize(&mut de)
+            .ok()?;
+        }
+        Some(())
+    }
+}
 
 /// The k8s-openapi types the reduced ones stand for.
 pub(super) struct Shapes {
@@ -322,11 +369,48 @@ pub(super) fn shapes() -> Option<&'static Shapes> {
         .as_ref()
 }
 
-impl Template<'_> {
-    /// Writes the template as decisions see it into `out` (a default one);
-    /// `None` for a container or volume without a name or a pod without
-    /// containers.
-    fn reduce_into(self, out: &mut PodTemplateSpec) -> Option<()> {
+/// The template sits at `request.object.spec.template`: the review, the
+/// request, the object, the spec and the template hold its own fields.
+const TEMPLATE_DEPTH: usize = 5;
+
+impl<'a> Template<'a> {
+    /// Every object's fields not built, in the order of the template, the
+    /// objects that have none left out: a template whose fields differ
+    /// only in what was built (a container added with a name and an image,
+    /// its metadata gone with its labels) has the same rests.
+    fn rests<'r>(&'r self, shapes: &'static Shapes) -> Vec<RestOf<'r, 'a>> {
+        let mut all = Vec::new();
+        let mut of = |shape, index, depth, rest: &'r Rest<'a>| {
+            if !rest.is_empty() {
+                all.push(RestOf {
+                    shape,
+                    index,
+                    depth,
+                    rest,
+                });
+            }
+        };
+        of(&shapes.template, 0, TEMPLATE_DEPTH, &self.rest);
+        if let Some(m) = &self.metadata {
+            of(&shapes.meta, 0, TEMPLATE_DEPTH + 1, &m.rest);
+        }
+        if let Some(pod) = &self.spec {
+            of(&shapes.pod, 0, TEMPLATE_DEPTH + 1, &pod.rest);
+            // A container's fields: in the spec, its list, itself.
+            for (i, c) in pod.containers.iter().flatten().enumerate() {
+                of(&shapes.container, i, TEMPLATE_DEPTH + 3, &c.rest);
+            }
+            for (i, v) in pod.volumes.iter().flatten().enumerate() {
+                of(&shapes.volume, i, TEMPLATE_DEPTH + 3, &v.rest);
+            }
+        }
+        all
+    }
+
+    /// The template as decisions see it; `None` for a container or volume
+    /// without a name or a pod without containers.
+    fn reduce(self) -> Option<PodTemplateSpec> {
+        let mut out = PodTemplateSpec::default();
         if let Some(m) = self.metadata {
             out.metadata.insert(ObjectMeta::default()).labels = m.labels;
         }
@@ -345,7 +429,7 @@ impl Template<'_> {
                 })?);
             }
         }
-        Some(())
+        Some(out)
     }
 }
 
@@ -389,12 +473,9 @@ impl<'de, T: Fields<'de>> Visitor<'de> for FieldsVisitor<T> {
                 continue;
             }
             match shape.field(key) {
-                Some(shape) => {
-                    object.rest().push(Token::Key(Cow::Borrowed(key)));
-                    map.next_value_seed(Seed {
-                        shape,
-                        tokens: object.rest(),
-                    })?;
+                Some(_) => {
+                    let text: &'de RawValue = map.next_value()?;
+                    object.rest().push((key, text.get()));
                 }
                 None => {
                     map.next_value::<IgnoredAny>()?;

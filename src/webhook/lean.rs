@@ -138,6 +138,16 @@ impl<'de, K: Parts> Deserialize<'de> for Skim<K> {
     }
 }
 
+/// An object of kind `K` read from its own text as far as its metadata,
+/// and its spec as `S`; its status skipped unread.
+pub(super) fn metadata_and<K: Parts, S: DeserializeOwned>(
+    text: &str,
+) -> Result<(ObjectMeta, Option<S>), serde_json::Error> {
+    let raw: Raw<S, IgnoredAny> = serde_json::from_str(text)?;
+    let metadata = checked::<K, serde_json::Error, _>(raw.api_version, raw.kind, raw.metadata)?;
+    Ok((metadata, raw.spec))
+}
+
 /// The object must be the kind its resource says.
 pub(super) fn checked<K: Parts, E: Error, A: Into<BTreeMap<String, String>>>(
     api_version: Option<String>,

@@ -3,11 +3,11 @@
 //! The quick read ([`super::fast`]) keeps most of a pod template as it was
 //! sent, but the full read parses all of it into k8s-openapi's types, and
 //! refuses a body where a field has the wrong type (`"env": "x"`), a number
-//! is out of range, a timestamp does not parse or a string holds a lone
-//! surrogate. So that the quick read never answers a body the full one
-//! refuses, each field it does not build is still checked against its
-//! type's [`Shape`], the same `serde_json` calls the type itself makes, and
-//! recorded as [`Token`]s: two fields are equal when their tokens are.
+//! is out of range, a timestamp does not parse, a string holds a lone
+//! surrogate or any JSON is nested past serde_json's limit. So that the
+//! quick read never answers a body the full one refuses, each field it does
+//! not build is still [`Check`]ed against its type's [`Shape`], with the
+//! same `serde_json` calls the type itself makes.
 //!
 //! The shapes are traced from the k8s-openapi types themselves (their
 //! `Deserialize` run once against [`Tracer`]), not written out by hand, so
@@ -66,69 +66,67 @@ impl Shape {
     }
 }
 
-/// One piece of a value as read: equal tokens mean equal typed values.
-#[derive(Debug, PartialEq)]
-pub(super) enum Token<'a> {
-    Key(Cow<'a, str>),
-    Start,
-    End,
-    Null,
-    Bool(bool),
-    Int(i64),
-    /// An `f64`'s bits: equal typed floats, but for NaN, which JSON lacks.
-    Float(u64),
-    Str(Cow<'a, str>),
-    /// An `IntOrString` integer: not equal to the string of its digits.
-    IntOrString(i32),
-    Time(Time),
-    MicroTime(MicroTime),
-    Json(serde_json::Value),
-}
+/// serde_json refuses a value inside this many arrays and objects.
+const JSON_DEPTH_LIMIT: usize = 128;
 
-/// Reads one value of `shape`, recording it into `tokens`.
-pub(super) struct Seed<'s, 't, 'a> {
+/// Reads one value of `shape` as its type would, keeping nothing. `depth`
+/// is how many arrays and objects of the whole body hold the value: a
+/// value read from its own text is refused where serde_json, reading the
+/// body whole, would have run out of depth.
+pub(super) struct Check<'s> {
     pub shape: &'s Shape,
-    pub tokens: &'t mut Vec<Token<'a>>,
+    pub depth: usize,
 }
 
-impl<'de: 'a, 'a> DeserializeSeed<'de> for Seed<'_, '_, 'a> {
+impl<'de> DeserializeSeed<'de> for Check<'_> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         use serde::Deserialize;
-        let token = match self.shape {
-            Shape::Bool => Token::Bool(bool::deserialize(d)?),
-            Shape::I32 => Token::Int(i32::deserialize(d)?.into()),
-            Shape::I64 => Token::Int(i64::deserialize(d)?),
-            Shape::F64 => Token::Float(f64::deserialize(d)?.to_bits()),
-            Shape::Str => Token::Str(d.deserialize_str(Text)?),
-            Shape::Time => Token::Time(Time::deserialize(d)?),
-            Shape::MicroTime => Token::MicroTime(MicroTime::deserialize(d)?),
+        match self.shape {
+            Shape::Bool => drop(bool::deserialize(d)?),
+            Shape::I32 => drop(i32::deserialize(d)?),
+            Shape::I64 => drop(i64::deserialize(d)?),
+            Shape::F64 => drop(f64::deserialize(d)?),
+            Shape::Str => d.deserialize_str(AnyString)?,
+            Shape::Time => _ = Time::deserialize(d)?,
+            Shape::MicroTime => _ = MicroTime::deserialize(d)?,
             Shape::Quantity => d.deserialize_any(QuantityText)?,
-            Shape::IntOrString => d.deserialize_any(IntOrStringToken)?,
-            Shape::Json => Token::Json(serde_json::Value::deserialize(d)?),
-            Shape::Option(inner) => {
-                return d.deserialize_option(Nullable {
-                    inner,
-                    tokens: self.tokens,
-                });
-            }
-            Shape::List(_) | Shape::Map(_) | Shape::Struct(_) => {
-                self.tokens.push(Token::Start);
-                let visitor = Nested {
-                    shape: self.shape,
-                    tokens: &mut *self.tokens,
-                };
-                match self.shape {
-                    Shape::List(_) => d.deserialize_seq(visitor)?,
-                    _ => d.deserialize_map(visitor)?,
+            Shape::IntOrString => d.deserialize_any(IntOrStringValue)?,
+            Shape::Json => {
+                let value = serde_json::Value::deserialize(d)?;
+                if self.depth + nesting(&value) >= JSON_DEPTH_LIMIT {
+                    return Err(de::Error::custom("recursion limit exceeded"));
                 }
-                Token::End
             }
-        };
-        self.tokens.push(token);
+            Shape::Option(inner) => d.deserialize_option(Nullable {
+                inner,
+                depth: self.depth,
+            })?,
+            Shape::List(_) => d.deserialize_seq(self.nested())?,
+            Shape::Map(_) | Shape::Struct(_) => d.deserialize_map(self.nested())?,
+        }
         Ok(())
     }
+}
+
+impl Check<'_> {
+    fn nested(&self) -> Nested<'_> {
+        Nested {
+            shape: self.shape,
+            depth: self.depth + 1,
+        }
+    }
+}
+
+/// How many arrays and objects deep a value goes (`1` for `[]`).
+fn nesting(value: &serde_json::Value) -> usize {
+    let inner = match value {
+        serde_json::Value::Array(items) => items.iter().map(nesting).max(),
+        serde_json::Value::Object(map) => map.values().map(nesting).max(),
+        _ => return 0,
+    };
+    1 + inner.unwrap_or(0)
 }
 
 /// A string, checked as a `String` would be, and dropped.
@@ -167,90 +165,84 @@ impl<'de> Visitor<'de> for Text {
     }
 }
 
-/// k8s-openapi's `Quantity`: a string, or a number kept as its digits.
+/// k8s-openapi's `Quantity`: a string or any number.
 struct QuantityText;
 
-impl<'de> Visitor<'de> for QuantityText {
-    type Value = Token<'de>;
+impl Visitor<'_> for QuantityText {
+    type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("Quantity")
     }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(Token::Str(Cow::Owned(v.to_string())))
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
     }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(Token::Str(Cow::Owned(v.to_string())))
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
     }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(Token::Str(Cow::Owned(v.to_string())))
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
     }
-    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Token::Str(Cow::Borrowed(v)))
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Token::Str(Cow::Owned(v.to_string())))
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
     }
 }
 
 /// k8s-openapi's `IntOrString`: a 32-bit integer or a string.
-struct IntOrStringToken;
+struct IntOrStringValue;
 
-impl<'de> Visitor<'de> for IntOrStringToken {
-    type Value = Token<'de>;
+impl Visitor<'_> for IntOrStringValue {
+    type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("IntOrString")
     }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        let v = i32::try_from(v)
-            .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &"a 32-bit integer"))?;
-        Ok(Token::IntOrString(v))
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        i32::try_from(v)
+            .map(drop)
+            .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &"a 32-bit integer"))
     }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        let v = i32::try_from(v)
-            .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &"a 32-bit integer"))?;
-        Ok(Token::IntOrString(v))
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        i32::try_from(v)
+            .map(drop)
+            .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &"a 32-bit integer"))
     }
-    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Token::Str(Cow::Borrowed(v)))
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Token::Str(Cow::Owned(v.to_string())))
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
     }
 }
 
-struct Nullable<'s, 't, 'a> {
+struct Nullable<'s> {
     inner: &'s Shape,
-    tokens: &'t mut Vec<Token<'a>>,
+    depth: usize,
 }
 
-impl<'de: 'a, 'a> Visitor<'de> for Nullable<'_, '_, 'a> {
+impl<'de> Visitor<'de> for Nullable<'_> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("null or a value")
     }
     fn visit_none<E: de::Error>(self) -> Result<(), E> {
-        self.tokens.push(Token::Null);
         Ok(())
     }
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.visit_none()
+        Ok(())
     }
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        Seed {
+        Check {
             shape: self.inner,
-            tokens: self.tokens,
+            depth: self.depth,
         }
         .deserialize(d)
     }
 }
 
 /// A list, map or struct, each item read by its shape.
-struct Nested<'s, 't, 'a> {
+struct Nested<'s> {
     shape: &'s Shape,
-    tokens: &'t mut Vec<Token<'a>>,
+    /// The depth of the items.
+    depth: usize,
 }
 
-impl<'de: 'a, 'a> Visitor<'de> for Nested<'_, '_, 'a> {
+impl<'de> Visitor<'de> for Nested<'_> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self.shape {
@@ -263,9 +255,9 @@ impl<'de: 'a, 'a> Visitor<'de> for Nested<'_, '_, 'a> {
             return Err(de::Error::invalid_type(de::Unexpected::Seq, &self));
         };
         while seq
-            .next_element_seed(Seed {
+            .next_element_seed(Check {
                 shape: item,
-                tokens: &mut *self.tokens,
+                depth: self.depth,
             })?
             .is_some()
         {}
@@ -285,10 +277,9 @@ impl<'de: 'a, 'a> Visitor<'de> for Nested<'_, '_, 'a> {
                 },
                 _ => return Err(de::Error::invalid_type(de::Unexpected::Map, &self)),
             };
-            self.tokens.push(Token::Key(key));
-            map.next_value_seed(Seed {
+            map.next_value_seed(Check {
                 shape,
-                tokens: &mut *self.tokens,
+                depth: self.depth,
             })?;
         }
         Ok(())
@@ -647,23 +638,16 @@ mod tests {
         assert!(Shape::of::<(i32, i32)>().unwrap_err().contains("tuple"));
     }
 
-    fn tokens<'a>(shape: &Shape, json: &'a str) -> Result<Vec<Token<'a>>, serde_json::Error> {
-        let mut tokens = Vec::new();
+    fn check(shape: &Shape, json: &str, depth: usize) -> Result<(), serde_json::Error> {
         let mut de = serde_json::Deserializer::from_str(json);
-        Seed {
-            shape,
-            tokens: &mut tokens,
-        }
-        .deserialize(&mut de)?;
-        de.end()?;
-        Ok(tokens)
+        Check { shape, depth }.deserialize(&mut de)?;
+        de.end()
     }
 
     #[test]
-    fn a_value_is_read_as_its_type_would_be_and_equal_tokens_mean_equal_values() {
+    fn a_value_is_checked_as_its_type_would_read_it() {
         let container = Shape::of::<Container>().unwrap();
-        let read = |json| tokens(&container, json);
-        // What a Container refuses, the seed refuses.
+        // What a Container refuses, the check refuses.
         for bad in [
             r#"{"env": "x"}"#,
             r#"{"stdin": 1}"#,
@@ -673,39 +657,43 @@ mod tests {
             r#"{"env": [{"value": "\ud800"}]}"#,
             r#"{"resources": {"limits": {"cpu": true}}}"#,
             r#"{"readinessProbe": {"tcpSocket": {"port": 1.5}}}"#,
+            r#"{"readinessProbe": {"tcpSocket": {"port": 2147483648}}}"#,
             r#"[]"#,
         ] {
             assert!(serde_json::from_str::<Container>(bad).is_err(), "{bad}");
-            assert!(read(bad).is_err(), "{bad}");
+            assert!(check(&container, bad, 0).is_err(), "{bad}");
         }
-        // What it reads alike, the tokens hold alike; what it tells apart,
-        // they tell apart; unknown fields are skipped, as it skips them.
-        let same = [
-            (
-                r#"{"resources": {"limits": {"cpu": 1}}}"#,
-                r#"{"resources": {"limits": {"cpu": "1"}}}"#,
-            ),
-            (r#"{"name": "a\u0062"}"#, r#"{"name": "ab"}"#),
-            (r#"{"name": "a", "colour": [1]}"#, r#"{"name": "a"}"#),
-        ];
-        for (a, b) in same {
-            assert_eq!(read(a).unwrap(), read(b).unwrap(), "{a} {b}");
-            let typed = |j| serde_json::from_str::<Container>(j).unwrap();
-            assert_eq!(typed(a), typed(b));
+        // What it reads, the check passes; unknown fields are skipped.
+        for good in [
+            r#"{"resources": {"limits": {"cpu": 1, "memory": "1Gi"}}}"#,
+            r#"{"name": "a\u0062", "colour": [1, {"x": "\ud800"}]}"#,
+            r#"{"readinessProbe": {"tcpSocket": {"port": "http"}}, "env": null}"#,
+            r#"{"ports": [{"containerPort": 80}], "stdin": true}"#,
+        ] {
+            assert!(serde_json::from_str::<Container>(good).is_ok(), "{good}");
+            check(&container, good, 0).unwrap();
         }
-        let apart = [
-            (
-                r#"{"readinessProbe": {"tcpSocket": {"port": 1}}}"#,
-                r#"{"readinessProbe": {"tcpSocket": {"port": "1"}}}"#,
-            ),
-            (r#"{"args": ["a", "b"]}"#, r#"{"args": ["b", "a"]}"#),
-            (
-                r#"{"env": [{"name": "A"}], "args": []}"#,
-                r#"{"env": [], "args": [{"name": "A"}]}"#,
-            ),
-        ];
-        for (a, b) in apart {
-            assert_ne!(read(a).ok(), read(b).ok(), "{a} {b}");
-        }
+    }
+
+    #[test]
+    fn any_json_is_refused_where_the_whole_body_would_run_out_of_depth() {
+        let meta = Shape::of::<ObjectMeta>().unwrap();
+        let fields = |n: usize| {
+            format!(
+                r#"{{"managedFields": [{{"fieldsV1": {}{}}}]}}"#,
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        // The object's own text at depth 0: metadata, the list, the entry
+        // and 125 arrays make serde_json's 128.
+        assert!(serde_json::from_str::<ObjectMeta>(&fields(124)).is_ok());
+        assert!(serde_json::from_str::<ObjectMeta>(&fields(125)).is_err());
+        check(&meta, &fields(124), 0).unwrap();
+        assert!(check(&meta, &fields(125), 0).is_err());
+        // The same text four levels down in a body has four levels less.
+        check(&meta, &fields(120), 4).unwrap();
+        let err = check(&meta, &fields(121), 4).unwrap_err().to_string();
+        assert!(err.contains("recursion limit"), "{err}");
     }
 }
