@@ -58,13 +58,13 @@ pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
         return in_cluster(args, secret, common);
     }
     if args.cluster.kubeconfig.is_some() || args.cluster.context.is_some() {
-        return Err(Error::Io(
+        return Err(Error::Other(
             "--kubeconfig and --context apply only with --secret (in-cluster mode)".into(),
         ));
     }
     let names = certs::service_names(&args.service, &args.namespace);
     let bundle =
-        certs::generate(&names, common.now(), args.days).map_err(|e| Error::Io(e.to_string()))?;
+        certs::generate(&names, common.now(), args.days).map_err(|e| Error::failed("", e))?;
     std::fs::create_dir_all(&args.out).map_err(|e| io(&args.out, e))?;
     let files = [
         (args.out.join("ca.crt"), &bundle.ca_pem, 0o644),
@@ -79,7 +79,7 @@ pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
         let text = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
         let (patched, count) = set_ca_bundle(&text, &ca_bundle);
         if count == 0 {
-            return Err(Error::Io(format!(
+            return Err(Error::Other(format!(
                 "{}: no clientConfig to put the caBundle in",
                 path.display()
             )));
@@ -112,7 +112,7 @@ fn in_cluster(args: &Args, secret: &str, common: &Common) -> Result<ExitCode, Er
     // A pair made for 30 days or fewer would be judged due at once and
     // replaced at every run.
     if args.days <= certs::RENEW_WITHIN_DAYS {
-        return Err(Error::Io(format!(
+        return Err(Error::Other(format!(
             "--days {} is too short with --secret: a certificate with {} days or fewer left is replaced, so give more than {}",
             args.days,
             certs::RENEW_WITHIN_DAYS,
@@ -133,8 +133,8 @@ fn in_cluster(args: &Args, secret: &str, common: &Common) -> Result<ExitCode, Er
         now: common.now(),
     };
     // Made up front (milliseconds) so the I/O only writes what it is given.
-    let fresh = certs::generate(&target.names, target.now, args.days)
-        .map_err(|e| Error::Io(e.to_string()))?;
+    let fresh =
+        certs::generate(&target.names, target.now, args.days).map_err(|e| Error::failed("", e))?;
     let said = super::runtime()?.block_on(async {
         let cluster = cluster::connect(&args.cluster).await?;
         certs::install(&cluster.client, &target, &fresh)
@@ -151,7 +151,7 @@ fn in_cluster(args: &Args, secret: &str, common: &Common) -> Result<ExitCode, Er
 fn install_error(cluster: &Cluster, e: InstallError) -> Error {
     match e {
         InstallError::Api { what, source } => cluster.error(&what, source),
-        InstallError::Refused(why) => Error::Io(why),
+        InstallError::Refused(why) => Error::Other(why),
     }
 }
 
@@ -197,5 +197,5 @@ fn write(path: &Path, text: &str, mode: u32) -> Result<(), Error> {
 }
 
 fn io(path: &Path, e: std::io::Error) -> Error {
-    Error::Io(format!("{}: {e}", path.display()))
+    Error::failed(path.display().to_string(), e)
 }

@@ -76,10 +76,12 @@ pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
     }
     let policies = common.load_policies_noting()?;
     let (Some(old), Some(new)) = (&args.old, &args.new) else {
-        return Err(Error::Io("give --old and --new, or --live and --to".into()));
+        return Err(Error::Other(
+            "give --old and --new, or --live and --to".into(),
+        ));
     };
     if old == "-" && new == "-" {
-        return Err(Error::Io(
+        return Err(Error::Other(
             "--old and --new cannot both read standard input".into(),
         ));
     }
@@ -95,7 +97,9 @@ pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
     // delete everything; an empty pipe never means anything.
     for (path, set, flag) in [(old, &old_set, "--old"), (new, &new_set, "--new")] {
         if set.objects == 0 && (flag == "--new" || path == "-") {
-            return Err(Error::Io(format!("{flag} {path}: no Kubernetes objects")));
+            return Err(Error::Other(format!(
+                "{flag} {path}: no Kubernetes objects"
+            )));
         }
     }
     // Lookups (claims' access modes) see what the cluster will hold; check

@@ -51,12 +51,12 @@ impl NamespaceArgs {
             return Ok(target.to_string());
         };
         if ns.is_empty() {
-            return Err(Error::Io("-n/--namespace: give a namespace".into()));
+            return Err(Error::Other("-n/--namespace: give a namespace".into()));
         }
         match target.split_once('/') {
             None => Ok(format!("{ns}/{target}")),
             Some((given, _)) if given == ns => Ok(target.to_string()),
-            Some((given, _)) => Err(Error::Io(format!(
+            Some((given, _)) => Err(Error::Other(format!(
                 "{target:?} is in namespace {given:?} but -n says {ns:?}: give one of them"
             ))),
         }
@@ -82,7 +82,10 @@ impl Cluster {
     /// `what` failed: one sentence that names the API server and says
     /// why, never a debug dump of the Status.
     pub fn error(&self, what: &str, e: kube::Error) -> Error {
-        Error::Io(describe(&self.server, what, &e))
+        Error::Told {
+            message: describe(&self.server, what, &e),
+            source: e.into(),
+        }
     }
 }
 
@@ -119,23 +122,22 @@ pub async fn connect(args: &ClusterArgs) -> Result<Cluster, Error> {
     let config = match &args.kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| Error::Io(format!("kubeconfig {}: {e}", path.display())))?;
+                .map_err(|e| Error::failed(format!("kubeconfig {}", path.display()), e))?;
             kube::Config::from_custom_kubeconfig(kubeconfig, &options)
                 .await
-                .map_err(|e| Error::Io(format!("kubeconfig {}: {e}", path.display())))?
+                .map_err(|e| Error::failed(format!("kubeconfig {}", path.display()), e))?
         }
         None if args.context.is_some() => kube::Config::from_kubeconfig(&options)
             .await
-            .map_err(|e| Error::Io(format!("kubeconfig: {e}")))?,
-        None => kube::Config::infer().await.map_err(|e| {
-            Error::Io(format!(
-                "no cluster to talk to: {e}; give --kubeconfig or set KUBECONFIG"
-            ))
+            .map_err(|e| Error::failed("kubeconfig", e))?,
+        None => kube::Config::infer().await.map_err(|e| Error::Told {
+            message: format!("no cluster to talk to: {e}; give --kubeconfig or set KUBECONFIG"),
+            source: e.into(),
         })?,
     };
     let server = config.cluster_url.to_string();
     let client = kube::Client::try_from(config)
-        .map_err(|e| Error::Io(format!("cannot make a client for {server}: {e}")))?;
+        .map_err(|e| Error::failed(format!("cannot make a client for {server}"), e))?;
     Ok(Cluster::new(client, server.trim_end_matches('/')))
 }
 
@@ -181,7 +183,7 @@ pub fn target(text: &str) -> Result<(String, String), Error> {
         Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
             Ok((ns.into(), name.into()))
         }
-        _ => Err(Error::Io(format!(
+        _ => Err(Error::Other(format!(
             "{text:?}: name the workload as NAMESPACE/NAME"
         ))),
     }
@@ -307,7 +309,7 @@ pub async fn refused_pod(cluster: &Cluster, w: &Workload) -> Option<String> {
         .max_by_key(|e| e.last_timestamp.as_ref().map(|t| t.0));
     newest
         .and_then(|e| e.message)
-        .map(|m| crate::echo::bounded_message(&m))
+        .map(|m| crate::quoted::bounded_message(&m))
 }
 
 /// The workload's hook Jobs (label `upgradeguard.io/workload`).
@@ -336,7 +338,7 @@ pub async fn annotate(
     }
     ops.push(json!({"op": "add", "path": annotation_path(key), "value": value}));
     match executor::json_patch(&cluster.client, w, ops).await {
-        Ok(Outcome::Conflict) => Err(Error::Io(format!(
+        Ok(Outcome::Conflict) => Err(Error::Other(format!(
             "{what}: the refresh changed while the command ran; run it again"
         ))),
         Ok(_) => Ok(()),

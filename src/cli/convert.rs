@@ -28,11 +28,11 @@ fn claim_pv(text: &str) -> Result<(String, String), String> {
 pub fn run(args: &Args, _common: &Common) -> Result<ExitCode, Error> {
     let manifests = manifest::read(&args.input)?;
     let pvs: HashMap<String, String> = args.pvs.iter().cloned().collect();
-    let conversion = convert::convert(&manifests, &pvs).map_err(|e| Error::Io(e.to_string()))?;
+    let conversion = convert::convert(&manifests, &pvs).map_err(|e| Error::failed("", e))?;
     let mut out = String::new();
     for object in &conversion.objects {
-        let yaml = serde_yaml_ng::to_string(object)
-            .map_err(|e| Error::Io(format!("cannot write YAML: {e}")))?;
+        let yaml =
+            serde_yaml_ng::to_string(object).map_err(|e| Error::failed("cannot write YAML", e))?;
         out.push_str("---\n");
         out.push_str(&yaml);
     }

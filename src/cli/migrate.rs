@@ -45,7 +45,7 @@ pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
             let observed = apply::observe(&cluster.client, &ns, &name, &target)
                 .await
                 .map_err(|e| cluster.error(&format!("observe {ns}/{name}"), e))?;
-            let step = migrate::next(&target, &observed, mode).map_err(|e| Error::Io(e.0))?;
+            let step = migrate::next(&target, &observed, mode).map_err(|e| Error::failed("", e))?;
             println!("next step: {}", step.name());
             for object in plan_objects(&target) {
                 print!("---\n{}", serde_yaml_ng::to_string(&object).unwrap_or_default());
@@ -53,7 +53,7 @@ pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
             return Ok(ExitCode::SUCCESS);
         }
         if !args.yes && !confirm(&ns, &name, mode)? {
-            return Err(Error::Io("not confirmed: nothing was changed".into()));
+            return Err(Error::Other("not confirmed: nothing was changed".into()));
         }
         let ended = apply::run(&cluster.client, &ns, &name, &target, mode, &mut |line| {
             eprintln!("{line}")
@@ -74,7 +74,7 @@ pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
 fn apply_error(cluster: &cluster::Cluster, e: ApplyError) -> Error {
     match e {
         ApplyError::Kube(what, e) => cluster.error(&what, e),
-        other => Error::Io(other.to_string()),
+        other => Error::failed("", other),
     }
 }
 
@@ -90,7 +90,10 @@ fn confirm(ns: &str, name: &str, mode: Mode) -> Result<bool, Error> {
     std::io::stdin()
         .lock()
         .read_line(&mut answer)
-        .map_err(|e| Error::Io(format!("standard input: {e}; pass --yes")))?;
+        .map_err(|e| Error::Told {
+            message: format!("standard input: {e}; pass --yes"),
+            source: e.into(),
+        })?;
     Ok(matches!(answer.trim(), "y" | "yes"))
 }
 

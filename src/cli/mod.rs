@@ -199,7 +199,7 @@ impl<A: clap::Args> Targeted<A> {
         match (target(&mut self.args), &self.namespace.namespace) {
             (Some(t), _) => *t = self.namespace.qualify(t)?,
             (None, Some(_)) => {
-                return Err(Error::Io(
+                return Err(Error::Other(
                     "-n/--namespace names the namespace of a live workload: give it with --live NAME".into(),
                 ));
             }
@@ -221,11 +221,41 @@ pub enum Error {
         source_name: String,
         error: ReviewError,
     },
+    /// A step that failed: `context` says which (may be empty), `source` why.
+    #[error("{}{source}", if context.is_empty() { String::new() } else { format!("{context}: ") })]
+    Failed {
+        context: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A step that failed, told in a sentence of its own that already says
+    /// why; `source` is what failed underneath.
+    #[error("{message}")]
+    Told {
+        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A command that cannot go on, known by its message alone (bad
+    /// arguments, a conflict, nothing confirmed).
     #[error("{0}")]
-    Io(String),
+    Other(String),
     /// No such workload, or no refresh recorded on it.
     #[error("{0}")]
     NotFound(String),
+}
+
+impl Error {
+    /// [`Error::Failed`]: `context` (empty for none), then `source`.
+    pub(crate) fn failed(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Error {
+        Error::Failed {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
 }
 
 pub fn run(cli: Cli) -> ExitCode {
@@ -276,5 +306,28 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Io(format!("cannot start the runtime: {e}")))
+        .map_err(|e| Error::failed("cannot start the runtime", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    #[test]
+    fn failed_says_its_context_and_keeps_its_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let message = io.to_string();
+        let e = Error::failed("kubeconfig /x", io);
+        assert_eq!(e.to_string(), format!("kubeconfig /x: {message}"));
+        let source = std::error::Error::source(&e).expect("a source");
+        let io = source
+            .downcast_ref::<std::io::Error>()
+            .expect("the io error");
+        assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+        assert_eq!(io.to_string(), message);
+        assert_eq!(
+            Error::failed("", std::io::Error::other("bare")).to_string(),
+            "bare"
+        );
+    }
 }

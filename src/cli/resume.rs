@@ -50,11 +50,13 @@ pub async fn resume(
     let record = active_record(&w)?;
     let value = match force_reason {
         Some(reason) if reason.trim().is_empty() => {
-            return Err(Error::Io("--force needs a --reason that says why".into()));
+            return Err(Error::Other(
+                "--force needs a --reason that says why".into(),
+            ));
         }
         Some(reason) => format!("force: {}", reason.trim()),
         None if record.state == RefreshState::Failed => {
-            return Err(Error::Io(format!(
+            return Err(Error::Other(format!(
                 "{} {ns}/{name}: the refresh failed ({}): roll back, run a failed hook again (`upgrade-guard retry`), or go on anyway with --force --reason TEXT",
                 w.kind(),
                 record.reason.unwrap_or_default()
@@ -72,7 +74,7 @@ pub async fn resume(
 pub fn active_record(w: &Workload) -> Result<crate::workload::RefreshRecord, Error> {
     match w.refresh_record() {
         Some(Ok(r)) if r.is_active() => Ok(r),
-        _ => Err(Error::Io(format!(
+        _ => Err(Error::Other(format!(
             "{} {}/{}: no refresh in progress, nothing to resume or pause",
             w.kind(),
             w.namespace(),

@@ -37,7 +37,7 @@ pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
             .flat_map(|r| &r.items)
             .find(|i| i.state == ItemState::HoldingFailed && i.job.is_some());
         let Some((item, job_name)) = failed.and_then(|i| Some((i, i.job.as_deref()?))) else {
-            return Err(Error::Io(format!(
+            return Err(Error::Other(format!(
                 "{what}: no failed hook to run again (`upgrade-guard status {ns}/{name}` shows the refresh)"
             )));
         };
@@ -46,12 +46,12 @@ pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
             .find(|j| j.metadata.name.as_deref() == Some(job_name))
             .and_then(|j| j.metadata.uid.clone())
             .ok_or_else(|| {
-                Error::Io(format!(
+                Error::Other(format!(
                     "{what}: the Job {job_name} is gone already; the controller runs it again"
                 ))
             })?;
         match executor::delete_job(&cluster.client, &ns, job_name, &uid).await {
-            Ok(Outcome::Conflict) => Err(Error::Io(format!(
+            Ok(Outcome::Conflict) => Err(Error::Other(format!(
                 "{what}: the Job {job_name} changed while the command ran; run it again"
             ))),
             Ok(_) => Ok(format!(

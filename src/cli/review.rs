@@ -51,7 +51,7 @@ pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
         .map_err(|error| Error::Review { source_name, error })?;
     std::io::stdout()
         .write_all(&reviewed.body)
-        .map_err(|e| Error::Io(format!("standard output: {e}")))?;
+        .map_err(|e| Error::failed("standard output", e))?;
     Ok(verdict_code(
         reviewed.verdict.allowed || endpoint == Endpoint::Mutate,
     ))
@@ -62,9 +62,9 @@ fn read_input(file: &str) -> Result<(String, Vec<u8>), Error> {
     if file == "-" {
         std::io::stdin()
             .read_to_end(&mut body)
-            .map_err(|e| Error::Io(format!("standard input: {e}")))?;
+            .map_err(|e| Error::failed("standard input", e))?;
         return Ok(("standard input".into(), body));
     }
-    body = std::fs::read(file).map_err(|e| Error::Io(format!("{file}: {e}")))?;
+    body = std::fs::read(file).map_err(|e| Error::failed(file, e))?;
     Ok((file.to_string(), body))
 }

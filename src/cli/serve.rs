@@ -86,7 +86,7 @@ pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Io(format!("cannot start the runtime: {e}")))?;
+        .map_err(|e| Error::failed("cannot start the runtime", e))?;
     runtime.block_on(serve(args, common))
 }
 
@@ -115,8 +115,7 @@ async fn serve(args: &Args, common: &Common) -> Result<ExitCode, Error> {
 
     let certs = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
-            let store =
-                tls::CertStore::from_files(cert, key).map_err(|e| Error::Io(e.to_string()))?;
+            let store = tls::CertStore::from_files(cert, key).map_err(|e| Error::failed("", e))?;
             let (gauge, failures, every) = (
                 metrics.certificate_expiry.clone(),
                 metrics.certificate_reload_failures.clone(),
@@ -139,8 +138,8 @@ async fn serve(args: &Args, common: &Common) -> Result<ExitCode, Error> {
         .certificate_expiry
         .set(certs.not_after().unwrap_or_default());
     tracing::info!(not_after = %tls::expiry(certs.not_after()), "serving certificate");
-    let tls_config = tls::server_config(certs, args.client_ca.as_deref())
-        .map_err(|e| Error::Io(e.to_string()))?;
+    let tls_config =
+        tls::server_config(certs, args.client_ca.as_deref()).map_err(|e| Error::failed("", e))?;
 
     let policies = Arc::new(ArcSwap::from_pointee(file_policies.clone()));
     let ready = Arc::new(AtomicBool::new(false));
@@ -232,7 +231,7 @@ async fn serve(args: &Args, common: &Common) -> Result<ExitCode, Error> {
     };
     let listener = TcpListener::bind(args.addr)
         .await
-        .map_err(|e| Error::Io(format!("cannot listen on {}: {e}", args.addr)))?;
+        .map_err(|e| Error::failed(format!("cannot listen on {}", args.addr), e))?;
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down: finishing requests in flight");
@@ -241,7 +240,7 @@ async fn serve(args: &Args, common: &Common) -> Result<ExitCode, Error> {
     if let Some(addr) = args.metrics_addr {
         let plain = TcpListener::bind(addr)
             .await
-            .map_err(|e| Error::Io(format!("cannot listen on {addr}: {e}")))?;
+            .map_err(|e| Error::failed(format!("cannot listen on {addr}"), e))?;
         tracing::info!(%addr, "serving /metrics, /healthz and /readyz over plain HTTP");
         let router = server::probes(app.clone());
         tokio::spawn(server::serve(
@@ -282,9 +281,9 @@ fn development_certificate(
 ) -> Result<Arc<tls::CertStore>, Error> {
     let names = ["localhost", "127.0.0.1", "::1"].map(String::from);
     let bundle =
-        crate::certs::generate(&names, now, DEV_CERT_DAYS).map_err(|e| Error::Io(e.to_string()))?;
+        crate::certs::generate(&names, now, DEV_CERT_DAYS).map_err(|e| Error::failed("", e))?;
     std::fs::write(ca_path, &bundle.ca_pem)
-        .map_err(|e| Error::Io(format!("{}: {e}", ca_path.display())))?;
+        .map_err(|e| Error::failed(ca_path.display().to_string(), e))?;
     let curl = format!(
         "curl --cacert {} https://localhost:{}/healthz",
         ca_path.display(),
@@ -292,7 +291,7 @@ fn development_certificate(
     );
     tracing::info!(ca = %ca_path.display(), %curl, "development certificate for localhost; trust this CA");
     tls::CertStore::from_pem(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes())
-        .map_err(|e| Error::Io(e.to_string()))
+        .map_err(|e| Error::failed("", e))
 }
 
 /// A client when there is cluster access: `--kubeconfig`, or in a pod.
@@ -302,18 +301,19 @@ async fn cluster_client(
     let config = match kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+                .map_err(|e| Error::failed(path.display().to_string(), e))?;
             kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
                 .await
-                .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?
+                .map_err(|e| Error::failed(path.display().to_string(), e))?
         }
-        None if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => kube::Config::incluster()
-            .map_err(|e| Error::Io(format!("in-cluster configuration: {e}")))?,
+        None if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => {
+            kube::Config::incluster().map_err(|e| Error::failed("in-cluster configuration", e))?
+        }
         None => return Ok(None),
     };
     kube::Client::try_from(config)
         .map(Some)
-        .map_err(|e| Error::Io(format!("cannot make a Kubernetes client: {e}")))
+        .map_err(|e| Error::failed("cannot make a Kubernetes client", e))
 }
 
 async fn until(mut stopped: tokio::sync::watch::Receiver<bool>) {

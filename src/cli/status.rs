@@ -259,7 +259,7 @@ pub async fn one_to_watch(cluster: &Cluster, namespace: Option<&str>) -> Result<
         ([one], _) | (_, [one]) => Ok(id(one)),
         (_, _) => {
             let names: Vec<String> = all.iter().map(id).collect();
-            Err(Error::Io(format!(
+            Err(Error::Other(format!(
                 "--watch follows one refresh, and {} workloads carry a refresh record ({}){}: name one (NAMESPACE/NAME, or NAME with -n)",
                 all.len(),
                 names.join(", "),
@@ -480,7 +480,7 @@ fn stepped<K>(
             eprintln!("upgrade-guard: watching {what}: {e}; trying again");
             Ok(None)
         }
-        None => Err(Error::Io(format!("watching {what}: the watch ended"))),
+        None => Err(Error::Other(format!("watching {what}: the watch ended"))),
     }
 }
 
