@@ -9,7 +9,7 @@
 //!
 //! 1. [`workload`] (one view over StatefulSet and Deployment, the
 //!    annotations' contract), [`claim`] (the version a claim last served), [`yaml`] (the YAML reader and the file walk),
-//!    [`echo`] (bounded echoes);
+//!    [`quoted`] (a user's values quoted back, bounded);
 //! 2. [`policy`]: the policy model and version arithmetic;
 //! 3. [`cluster`]: what decisions may look up, and the live caches behind it;
 //! 4. [`decide`] (the verdict on one change) and [`manifest`] (object sets
@@ -24,9 +24,9 @@ pub mod cli;
 pub mod cluster;
 pub mod convert;
 pub mod decide;
-pub mod echo;
 pub mod manifest;
 pub mod policy;
+pub mod quoted;
 pub mod refresh;
 pub mod webhook;
 pub mod workload;

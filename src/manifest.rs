@@ -127,7 +127,7 @@ impl<'de> serde::de::Visitor<'de> for ObjectVisitor {
             if out.contains_key(&key) {
                 return Err(serde::de::Error::custom(format!(
                     "duplicate entry with key {}",
-                    serde_json::Value::from(crate::echo::bounded(&key))
+                    serde_json::Value::from(crate::quoted::bounded(&key))
                 )));
             }
             out.insert(key, value);

@@ -233,6 +233,33 @@ fn a_template_that_differs_only_in_what_the_quick_read_drops_goes_the_full_way()
     assert!(same_answers(&compact(&unchanged), &policies, "unchanged"));
 }
 
+/// An object no policy selects keeps its spec unread, until the other
+/// object of the review turns out to be selected: then it is read, and
+/// read as the full way reads it.
+#[test]
+fn a_spec_left_unread_is_read_when_the_other_object_is_governed() {
+    let policies = policies();
+    let review = sample("sts-update-set-image.json");
+    let ungoverned = json!({"app.kubernetes.io/name": "web"});
+    // Labels that no policy selects on the old object, the recorded ones on
+    // the new: governed, both specs read.
+    let mut relabelled = review.clone();
+    relabelled["request"]["oldObject"]["metadata"]["labels"] = ungoverned.clone();
+    assert!(same_answers(&compact(&relabelled), &policies, "relabelled"));
+    let quick = quick_way(&compact(&relabelled), &policies).unwrap();
+    assert!(quick.verdict.policy.is_some(), "{quick:?}");
+    // The unread spec unreadable: the full way refuses, the quick way does
+    // not answer.
+    let mut broken = relabelled.clone();
+    broken["request"]["oldObject"]["spec"]["replicas"] = json!("three");
+    assert!(!same_answers(&compact(&broken), &policies, "broken"));
+    assert!(full_way(&compact(&broken), &policies).is_err());
+    // Neither selected: answered from the metadata, the broken spec unread,
+    // both ways alike.
+    broken["request"]["object"]["metadata"]["labels"] = ungoverned;
+    assert!(same_answers(&compact(&broken), &policies, "neither"));
+}
+
 /// A pod review as the API server sends it, of the pods in `tests/data/pods/`.
 fn pod_review(operation: &str, object: &Value, old: Option<&Value>) -> Value {
     json!({

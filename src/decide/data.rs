@@ -43,7 +43,7 @@ pub fn judge_pod(
         }
     }
     let namespace = new.metadata.namespace.as_deref().unwrap_or("default");
-    let pod = crate::echo::bounded(&format!(
+    let pod = crate::quoted::bounded(&format!(
         "{namespace}/{}",
         new.metadata
             .name
@@ -56,7 +56,7 @@ pub fn judge_pod(
         let Some(text) = cluster.claim_served(namespace, claim) else {
             continue;
         };
-        let claim_shown = crate::echo::bounded(claim);
+        let claim_shown = crate::quoted::bounded(claim);
         let served = match Served::read(&text) {
             Ok(served) => served,
             Err(e) => {
@@ -66,7 +66,7 @@ pub fn judge_pod(
                     rule: Some(Rule::RecordIntegrity),
                     reason: format!(
                         "Pod {pod}: claim {claim_shown} carries an unreadable {SERVED} record ({}), so the version its data last served is unknown; an administrator must repair the record (rule {})",
-                        crate::echo::bounded(&e.to_string()),
+                        crate::quoted::bounded(&e.to_string()),
                         Rule::RecordIntegrity
                     ),
                     ..Default::default()
@@ -76,7 +76,7 @@ pub fn judge_pod(
         let Some(policy) = policies.by_id(&served.policy) else {
             verdict.warnings.push(format!(
                 "upgrade-guard: claim {claim_shown} was last served under policy {}, which is no longer loaded: pod {pod} is not checked against it",
-                crate::echo::bounded(&served.policy)
+                crate::quoted::bounded(&served.policy)
             ));
             continue;
         };
@@ -95,13 +95,13 @@ pub fn judge_pod(
                     rule: Some(refusal.rule),
                     reason: format!(
                         "Pod {pod}: claim {claim_shown} was last served by {} {}, and {} (rule {}, {}); the data guard admits no pod on a claim at a version its policy does not allow from the one that last served it: change the version through the workload, one allowed step at a time",
-                        crate::echo::bounded(carrier),
-                        crate::echo::bounded(&last.version),
+                        crate::quoted::bounded(carrier),
+                        crate::quoted::bounded(&last.version),
                         refusal.reason,
                         refusal.rule,
                         policy.describe()
                     ),
-                    from: Some(crate::echo::bounded(&last.version)),
+                    from: Some(crate::quoted::bounded(&last.version)),
                     to: Some(to.label()),
                     policy: Some(policy.id()),
                     ..Default::default()
@@ -133,7 +133,7 @@ fn refused_from(
             rule: Rule::UnknownVersion,
             reason: format!(
                 "{} → {}: the version is unknown ({})",
-                crate::echo::bounded(&last.version),
+                crate::quoted::bounded(&last.version),
                 to.label(),
                 match (&from, &to.version) {
                     (Err(e), _) => e.to_string(),
@@ -227,7 +227,7 @@ pub fn judge_claim(
     if requester.is_self || old.and_then(served_annotation) == served_annotation(new) {
         return allowed;
     }
-    let name = crate::echo::bounded(&format!(
+    let name = crate::quoted::bounded(&format!(
         "{}/{}",
         new.metadata.namespace.as_deref().unwrap_or("default"),
         new.metadata.name.as_deref().unwrap_or_default()

@@ -150,7 +150,7 @@ pub(super) fn frozen_field(old: &Workload, new: &Workload) -> Option<String> {
     b.keys()
         .chain(a.keys())
         .find(|k| b.get(*k) != a.get(*k))
-        .map(|k| format!("spec.{}", crate::echo::bounded(k)))
+        .map(|k| format!("spec.{}", crate::quoted::bounded(k)))
 }
 
 /// A Deployment upgrade-guard paused for its preRefresh hook stays paused

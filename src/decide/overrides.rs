@@ -30,7 +30,7 @@ pub(super) fn forced_resume(
             rule: Some(Rule::FrozenDuringRefresh),
             reason: format!(
                 "{id}: going on past a failed step ({RESUME}: force) is an override, and {} may not force: it needs the RBAC verb `force` on upgradepolicies.upgradeguard.io in namespace {namespace}, which the ClusterRole upgrade-guard-force grants (rule {}, {})",
-                crate::echo::bounded(user),
+                crate::quoted::bounded(user),
                 Rule::FrozenDuringRefresh,
                 policy.describe()
             ),
@@ -40,7 +40,7 @@ pub(super) fn forced_resume(
     }
     let forced = format!(
         "{id}: forced past a failed step of the refresh (resume --force): {}",
-        crate::echo::bounded(&reason)
+        crate::quoted::bounded(&reason)
     );
     verdict.policy = Some(policy.id());
     if verdict.rule == Some(Rule::Forced) {
@@ -122,7 +122,7 @@ pub(super) fn override_for(
     if *overrides == Overrides::Earlier {
         return Err(format!(
             "; {FORCE_TO} {:?} was set by an earlier request, and an override counts only in the request that sets it: set {FORCE_TO} and {FORCE_REASON} together with this change",
-            crate::echo::bounded(force_to)
+            crate::quoted::bounded(force_to)
         ));
     }
     let names_target = force_to == target.label()
@@ -149,7 +149,7 @@ pub(super) fn override_for(
     if let Overrides::Denied { user, namespace } = overrides {
         return Err(format!(
             "; {FORCE_TO} is set, but {} may not force: an override needs the RBAC verb `force` on upgradepolicies.upgradeguard.io in namespace {namespace}, which the ClusterRole upgrade-guard-force grants (`kubectl -n {namespace} create rolebinding upgrade-guard-force --clusterrole=upgrade-guard-force --user=USER`)",
-            crate::echo::bounded(user)
+            crate::quoted::bounded(user)
         ));
     }
     Ok(())
@@ -165,7 +165,7 @@ pub(super) fn left_policy(new: &Workload, before: &Policy, overrides: &Overrides
         reason: format!(
             "this change removes what made {} select it (its labels now {}); a governed workload cannot leave its policy quietly: change the policy, or keep the labels",
             before.describe(),
-            crate::echo::bounded(&format!("{:?}", new.labels().cloned().unwrap_or_default()))
+            crate::quoted::bounded(&format!("{:?}", new.labels().cloned().unwrap_or_default()))
         ),
         forceable: true,
     };

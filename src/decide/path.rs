@@ -34,9 +34,9 @@ pub(super) fn judge_path(
                     rule: Rule::UnknownVersion,
                     reason: format!(
                         "{} → {}: the digest changed under the same tag, and the digest is what runs; spec.version.digests does not map {}, so the version it runs is unknown",
-                        crate::echo::bounded(&o.image),
-                        crate::echo::bounded(&n.image),
-                        crate::echo::bounded(n.digest().unwrap_or_default())
+                        crate::quoted::bounded(&o.image),
+                        crate::quoted::bounded(&n.image),
+                        crate::quoted::bounded(n.digest().unwrap_or_default())
                     ),
                     forceable: policy.unknown_version == crate::policy::Override::Force,
                 })

@@ -42,7 +42,7 @@ pub(super) fn recreated(
         .filter_map(|i| cluster.pod(namespace, &format!("{name}-{i}")))
         .collect();
     let id = format!("{} {namespace}/{name}", new.kind());
-    let adopted = crate::echo::bounded(&claims.join(", "));
+    let adopted = crate::quoted::bounded(&claims.join(", "));
     if pods.is_empty() {
         let mut verdict = Verdict::allow();
         verdict.warnings.push(format!(
@@ -56,7 +56,7 @@ pub(super) fn recreated(
         .collect();
     let context = format!(
         "upgrade-guard: {id} is created over the claims an earlier one left ({adopted}): judged as an upgrade from what its pods {} still run",
-        crate::echo::bounded(&names.join(", "))
+        crate::quoted::bounded(&names.join(", "))
     );
     let mut judged: Option<Verdict> = None;
     let mut seen = Vec::new();

@@ -96,7 +96,9 @@ impl GovernedVersion {
     pub fn label(&self) -> String {
         match &self.version {
             Ok(v) => v.as_str().to_string(),
-            Err(_) => crate::echo::bounded(ImageRef::parse(&self.image).tag.unwrap_or(&self.image)),
+            Err(_) => {
+                crate::quoted::bounded(ImageRef::parse(&self.image).tag.unwrap_or(&self.image))
+            }
         }
     }
 
@@ -445,7 +447,7 @@ impl Policy {
         }
         // The image is a user's text, echoed in the refusal: bounded (and
         // only when refused: this runs on every container of every review).
-        let shown = crate::echo::bounded;
+        let shown = crate::quoted::bounded;
         let Some(tag) = reference.tag else {
             return Err(match reference.digest {
                 Some(d) => format!(

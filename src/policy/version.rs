@@ -25,7 +25,7 @@ impl FromStr for Version {
 
     fn from_str(raw: &str) -> Result<Self, Self::Err> {
         // The text is a user's: echoed in messages, so bounded.
-        let err = || VersionError(crate::echo::bounded(raw));
+        let err = || VersionError(crate::quoted::bounded(raw));
         let text = raw.strip_prefix(['v', 'V']).unwrap_or(raw);
         let (core, build) = match text.split_once('+') {
             Some((core, build)) => (core, Some(build)),
@@ -57,7 +57,7 @@ impl FromStr for Version {
         }
         Ok(Version {
             // Compared by `sem`; the text is only shown, so it is bounded.
-            raw: crate::echo::bounded(raw),
+            raw: crate::quoted::bounded(raw),
             sem,
             components,
         })

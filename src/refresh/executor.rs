@@ -268,8 +268,8 @@ pub fn failed_test(ops: &[Value], current: &Value) -> Option<String> {
                     .replace('/', ".")
                     .replace("~1", "/")
                     .replace("~0", "~"),
-                crate::echo::bounded(&now.to_string()),
-                crate::echo::bounded(&op["value"].to_string())
+                crate::quoted::bounded(&now.to_string()),
+                crate::quoted::bounded(&op["value"].to_string())
             )
         })
     })

@@ -121,7 +121,7 @@ pub(super) fn gate(
     if let Some(Resume::Force(why)) = resume_of(w)
         && held_failed
     {
-        let why = crate::echo::bounded(&why);
+        let why = crate::quoted::bounded(&why);
         return Some(Action {
             event: Some(StepEvent {
                 reason: "HookSkipped",

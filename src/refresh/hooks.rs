@@ -354,7 +354,7 @@ pub fn job_state(found: Option<&Job>, wanted: &Job) -> JobState {
             .flatten()
             .collect::<Vec<_>>()
             .join(": ");
-        return JobState::Failed(crate::echo::bounded(&why));
+        return JobState::Failed(crate::quoted::bounded(&why));
     }
     JobState::Running {
         since: job

@@ -322,10 +322,9 @@ fn next_from_record(w: &Workload, record: &RefreshRecord, jobs: &[Job]) -> Next 
     let (ns, name) = (w.namespace(), w.name());
     let id = format!("{ns}/{name}");
     let unseen = "its UpgradePolicy is not among the cluster's nor in --policies here (serve may read it from its own policy files: give the same with --policies to see versions)";
-    let reason = record
-        .reason
-        .as_deref()
-        .map_or(String::new(), |r| format!(": {}", crate::echo::bounded(r)));
+    let reason = record.reason.as_deref().map_or(String::new(), |r| {
+        format!(": {}", crate::quoted::bounded(r))
+    });
     let undo = super::rollout_undo(w);
     let hook_failed = jobs.iter().any(|job| {
         job.status

@@ -56,7 +56,7 @@ pub fn occurrence(endpoint: Endpoint, r: &Reviewed, at: jiff::Timestamp) -> Opti
     }
     let kind = r.workload?;
     let forced = v.rule == Some(Rule::Forced);
-    let by = crate::echo::bounded(&r.user);
+    let by = crate::quoted::bounded(&r.user);
     // The reason names the rule and the policy already.
     let note = if forced {
         format!("{} (forced by {by})", v.reason)
@@ -73,7 +73,7 @@ pub fn occurrence(endpoint: Endpoint, r: &Reviewed, at: jiff::Timestamp) -> Opti
             ..Default::default()
         },
         forced,
-        note: crate::echo::bounded_within(&note, NOTE_BYTES),
+        note: crate::quoted::bounded_within(&note, NOTE_BYTES),
         at,
     })
 }
@@ -135,7 +135,7 @@ impl Aggregator {
     /// `instance`: this replica (`reportingInstance`), e.g. its pod name.
     pub fn new(instance: &str) -> Self {
         Aggregator {
-            instance: crate::echo::bounded_within(instance, 128),
+            instance: crate::quoted::bounded_within(instance, 128),
             series: BTreeMap::new(),
         }
     }

@@ -138,6 +138,20 @@ impl<'de, K: Parts> Deserialize<'de> for Skim<K> {
     }
 }
 
+impl<A> Meta<A> {
+    pub(super) fn annotations(&self) -> Option<&A> {
+        self.annotations.as_ref()
+    }
+
+    pub(super) fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
+    pub(super) fn labels(&self) -> Option<&BTreeMap<String, String>> {
+        self.labels.as_ref()
+    }
+}
+
 /// An object of kind `K` read from its own text as far as its metadata,
 /// and its spec as `S`; its status skipped unread.
 pub(super) fn metadata_and<K: Parts, S: DeserializeOwned>(

@@ -1,6 +1,6 @@
 //! What the full read of a review would accept, without building it.
 //!
-//! The quick read ([`super::fast`]) keeps most of a pod template as it was
+//! The quick read ([`super::workload_update`]) keeps most of a pod template as it was
 //! sent, but the full read parses all of it into k8s-openapi's types, and
 //! refuses a body where a field has the wrong type (`"env": "x"`), a number
 //! is out of range, a timestamp does not parse, a string holds a lone
@@ -286,7 +286,8 @@ impl<'de> Visitor<'de> for Nested<'_> {
     }
 }
 
-struct KeyText;
+/// A key, borrowed from the body where it has no escapes.
+pub(super) struct KeyText;
 
 impl<'de> DeserializeSeed<'de> for KeyText {
     type Value = Cow<'de, str>;

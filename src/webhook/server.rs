@@ -118,7 +118,7 @@ impl Budget {
 /// The webhook routes, probes and metrics.
 pub fn router(app: Arc<App>, limits: Limits) -> Router {
     // Traced here, at start-up, not by the first request.
-    super::fast::shapes();
+    super::workload_update::shapes();
     let budget = Budget::new(&limits);
     let validate = budget.clone();
     Router::new()
@@ -191,7 +191,7 @@ async fn rejections(
         return response;
     }
     let client = client.map_or_else(|| "-".to_string(), |c| c.to_string());
-    let method = crate::echo::bounded(method.as_str());
+    let method = crate::quoted::bounded(method.as_str());
     let reason = match (response.extensions().get::<Rejected>(), status) {
         (Some(Rejected(reason)), _) => reason,
         (None, StatusCode::METHOD_NOT_ALLOWED) => "method_not_allowed",

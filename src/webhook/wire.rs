@@ -4,11 +4,8 @@
 
 use base64::Engine;
 use k8s_openapi::api::authentication::v1::UserInfo;
-use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
-use kube::core::{GroupVersionKind, GroupVersionResource, Resource};
-use serde::Deserialize;
-use serde_json::value::RawValue;
+use kube::core::admission::{AdmissionRequest, Operation};
+use kube::core::{GroupVersionResource, Resource};
 
 use crate::decide::Verdict;
 use crate::workload::WorkloadKind;
@@ -40,94 +37,25 @@ pub(super) fn workload_kind(resource: &GroupVersionResource) -> Option<WorkloadK
         .flatten()
 }
 
-/// An AdmissionReview read but for its objects, which are left as their
-/// text: a request is routed, and most are answered, before either object
-/// is parsed, each then parsed once from its own text as far as its route
-/// needs. `None` for a body this read cannot take; the full read then
-/// names what is wrong.
-pub(super) fn envelope(body: &[u8]) -> Option<Request<'_>> {
-    // Validated once here, the text's strings are not validated again one
-    // by one.
-    let review: Envelope = serde_json::from_str(std::str::from_utf8(body).ok()?).ok()?;
-    if review.api_version != API_VERSION || review.kind != KIND {
-        return None;
-    }
-    review.request
-}
-
-// The full read takes kube's AdmissionReview, whose flattened type meta
-// parses every other top-level key in full (depth, numbers, strings); the
-// API server sends none, so one here goes the full way.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Envelope<'a> {
-    api_version: String,
-    kind: String,
-    #[serde(borrow)]
-    request: Option<Request<'a>>,
-    // Never sent to a webhook, but read in full by the full read.
-    #[serde(default)]
-    #[allow(dead_code)]
-    response: Option<AdmissionResponse>,
-}
-
-/// kube's `AdmissionRequest`, its objects as their text.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(super) struct Request<'a> {
-    pub uid: String,
-    pub kind: GroupVersionKind,
-    pub resource: GroupVersionResource,
-    #[serde(default)]
-    pub sub_resource: Option<String>,
-    // Not needed for an answer, but the full read fails on them where they
-    // are unreadable, so this one does too.
-    #[serde(default)]
-    #[allow(dead_code)]
-    request_kind: Option<GroupVersionKind>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    request_resource: Option<GroupVersionResource>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    request_sub_resource: Option<String>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    options: Option<RawExtension>,
-    #[serde(default)]
-    pub name: String,
-    #[serde(default)]
-    pub namespace: Option<String>,
-    pub operation: Operation,
-    pub user_info: UserInfo,
-    #[serde(borrow, default)]
-    pub object: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    pub old_object: Option<&'a RawValue>,
-    #[serde(default)]
-    pub dry_run: bool,
-}
-
-impl Request<'_> {
-    /// Whether the request is on a subresource.
-    pub fn on_subresource(&self) -> bool {
-        self.sub_resource.as_deref().is_some_and(|s| !s.is_empty())
-    }
-
-    /// The facts of the request, `object_uid` its old object's.
-    pub fn asked(self, object_uid: Option<String>) -> Asked {
-        Asked {
-            workload: workload_kind(&self.resource),
-            uid: self.uid,
-            operation: self.operation,
-            kind: self.kind.kind,
-            namespace: self.namespace,
-            name: self.name,
-            user_info: self.user_info,
-            dry_run: self.dry_run,
-            object_uid,
-        }
-    }
+/// Why a body is not a reviewable AdmissionReview. Each says what is wrong
+/// and where, for a 400 or for `review`'s exit 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    #[error("the body is empty")]
+    Empty,
+    #[error("the body is not an AdmissionReview: {}{message}", if path == "." || path == "?" { String::new() } else { format!("{path}: ") })]
+    Malformed { path: String, message: String },
+    #[error("apiVersion {0:?} is not supported: send admission.k8s.io/v1")]
+    ApiVersion(String),
+    #[error("kind {0:?} is not AdmissionReview")]
+    Kind(String),
+    #[error("the AdmissionReview has no request")]
+    NoRequest,
+    #[error("request.{field} is missing for a {operation} request")]
+    MissingObject {
+        field: &'static str,
+        operation: &'static str,
+    },
 }
 
 /// What the answer and the audit line need of a request, however it was read.
@@ -159,6 +87,15 @@ impl<T: Resource> From<&AdmissionRequest<T>> for Asked {
                 .as_ref()
                 .and_then(|o| o.meta().uid.clone()),
         }
+    }
+}
+
+pub(super) fn operation_name(op: &Operation) -> &'static str {
+    match op {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
     }
 }
 

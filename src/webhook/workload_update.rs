@@ -1,23 +1,25 @@
 //! The quick read of the reviews the API server sends most: an UPDATE of a
-//! StatefulSet or Deployment. Each object is read from its own text (see
-//! [`super::wire::envelope`]), and of each only what a decision reads:
+//! StatefulSet or Deployment, each object read in place as the envelope is
+//! read ([`super::request`]), and of each only what a decision reads:
 //!
 //! - metadata without managedFields, and of its annotations only
 //!   upgrade-guard's own (`upgradeguard.io/`), plus whether there are any;
-//!   a workload no policy selects is answered from these alone;
+//!   a workload no policy selects is answered from these alone, its spec
+//!   skipped unread (read later only if the other object is selected);
 //! - the spec typed, but the pod template reduced to its labels, its
 //!   containers' names and images, and its claim volumes;
 //! - the status typed.
 //!
 //! The API server writes both objects of a review the same way, so an
 //! unchanged part of a template is the same text. Every template field the
-//! reduction drops is kept as its text, and two templates are read as
-//! equal only when those texts are; a template whose dropped fields
-//! changed (an env var, a probe, a new container) is beyond this read.
+//! reduction drops is kept as its text, and the two templates are read
+//! only when those texts are the same: a template whose dropped fields
+//! changed (an env var, a probe, a new container) is beyond this read, so
+//! a decision that compares templates sees the whole difference or none.
 //! Those texts are still checked against their k8s-openapi types
-//! ([`super::shape`]), once (the other object's are the same text), and
+//! ([`super::schema`]), once (the other object's are the same text), and
 //! every other field the full read parses is parsed here too, so this read
-//! fails wherever the full one would. What it is beyond it, and anything it
+//! fails wherever the full one would. What is beyond it, and anything it
 //! fails on, goes the full way ([`super::review`]), which names what is
 //! wrong. So both ways always decide alike; `tests/fast_path.rs` holds them
 //! to it.
@@ -34,14 +36,12 @@ use k8s_openapi::api::core::v1::{
     Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use kube::core::admission::Operation;
 use serde::Deserialize;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::lean::{Meta, checked};
-use super::shape::{AnyString, Check, Shape};
-use super::wire::Request;
+use super::objects::{Meta, checked};
+use super::schema::{AnyString, Check, KeyText, Shape};
 use crate::decide::{self, Change};
 use crate::policy::PolicySet;
 use crate::workload::{Workload, WorkloadKind};
@@ -53,23 +53,15 @@ pub(super) struct Read {
     pub change: Option<Change>,
 }
 
-/// The UPDATE of a workload of `kind`, or `None`: take the full way (see
-/// the module's documentation).
+/// The UPDATE of a workload of `kind` from its two objects, or `None`:
+/// take the full way (see the module's documentation).
 pub(super) fn read(
-    request: &Request<'_>,
+    old: Object<'_>,
+    new: Object<'_>,
     kind: WorkloadKind,
     policies: &PolicySet,
 ) -> Option<Read> {
     let shapes = shapes()?;
-    // Only UPDATE: no shipped webhook configuration sends DELETE, and
-    // anything else goes the full way.
-    let (Operation::Update, Some(old), Some(new)) =
-        (&request.operation, request.old_object, request.object)
-    else {
-        return None;
-    };
-    let old: Object = serde_json::from_str(old.get()).ok()?;
-    let new: Object = serde_json::from_str(new.get()).ok()?;
     let (old, old_rest) = old.skim(kind)?;
     let (new, new_rest) = new.skim(kind)?;
     let object_uid = old.metadata().uid.clone();
@@ -83,10 +75,16 @@ pub(super) fn read(
     let Change::Update { old, new } = &mut change else {
         return None;
     };
-    let old_spec = old_rest.spec()?;
-    let new_spec = new_rest.spec()?;
-    let templates = match (&old_spec, &new_spec) {
-        (Some(o), Some(n)) => Some(templates(o.template?, n.template?, shapes)?),
+    let mut old_spec = match old_rest.spec {
+        Some(spec) => Some(spec.read()?),
+        None => None,
+    };
+    let mut new_spec = match new_rest.spec {
+        Some(spec) => Some(spec.read()?),
+        None => None,
+    };
+    let templates = match (&mut old_spec, &mut new_spec) {
+        (Some(o), Some(n)) => Some(templates(o.template.take()?, n.template.take()?, shapes)?),
         _ => None,
     };
     let (old_template, new_template) = templates.unzip();
@@ -99,60 +97,137 @@ pub(super) fn read(
 }
 
 /// Both templates reduced, or `None` when the fields the reduction drops
-/// are not the same text in both, or not what their types accept.
+/// are not the same text in both, or not what their types accept (checked
+/// once: the other's are the same text).
 fn templates(
-    old: &RawValue,
-    new: &RawValue,
+    old: Template<'_>,
+    new: Template<'_>,
     shapes: &'static Shapes,
 ) -> Option<(PodTemplateSpec, PodTemplateSpec)> {
-    let new_read: Template = serde_json::from_str(new.get()).ok()?;
-    let old_reduced = if old.get() == new.get() {
-        None
-    } else {
-        let old_read: Template = serde_json::from_str(old.get()).ok()?;
-        if old_read.rests(shapes) != new_read.rests(shapes) {
-            return None;
-        }
-        Some(old_read.reduce()?)
-    };
-    for rest in new_read.rests(shapes) {
+    let new_rests = new.rests(shapes);
+    if old.rests(shapes) != new_rests {
+        return None;
+    }
+    for rest in &new_rests {
         rest.check()?;
     }
-    let new_reduced = new_read.reduce()?;
-    let old_reduced = old_reduced.unwrap_or_else(|| new_reduced.clone());
-    Some((old_reduced, new_reduced))
+    drop(new_rests);
+    Some((old.reduce()?, new.reduce()?))
 }
 
-/// A StatefulSet or a Deployment as far as its metadata; its spec and
-/// status are read only when a policy selects it.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Object<'a> {
-    #[serde(default)]
+/// A StatefulSet or a Deployment as the quick read takes it: its metadata,
+/// its spec read in place when the object may be governed, and its status
+/// as text.
+pub(super) struct Object<'a> {
     api_version: Option<String>,
-    #[serde(default)]
     kind: Option<String>,
-    #[serde(default)]
     metadata: Meta<Own>,
-    #[serde(borrow, default)]
-    spec: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    spec: Option<SpecSent<'a>>,
     status: Option<&'a RawValue>,
 }
 
-/// An object's spec and status, unread.
-struct Unread<'a> {
-    spec: Option<&'a RawValue>,
-    status: Option<&'a RawValue>,
+/// A spec read in place, or its text: one of an object no policy selects
+/// is read only if the other object of the review is selected.
+enum SpecSent<'a> {
+    Read(Box<Spec<'a>>),
+    Text(&'a RawValue),
 }
 
-impl<'a> Unread<'a> {
-    /// The spec, `Some(None)` when there is none.
-    fn spec(&self) -> Option<Option<Spec<'a>>> {
-        match self.spec {
-            None => Some(None),
-            Some(raw) => serde_json::from_str(raw.get()).ok().map(Some),
+impl<'a> SpecSent<'a> {
+    fn read(self) -> Option<Spec<'a>> {
+        match self {
+            SpecSent::Read(spec) => Some(*spec),
+            SpecSent::Text(text) => serde_json::from_str(text.get()).ok(),
         }
+    }
+}
+
+/// Reads an [`Object`] of `kind`.
+#[derive(Clone, Copy)]
+pub(super) struct ObjectSeed<'p> {
+    pub kind: WorkloadKind,
+    pub policies: &'p PolicySet,
+}
+
+impl<'de> DeserializeSeed<'de> for ObjectSeed<'_> {
+    type Value = Object<'de>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Object<'de>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ObjectSeed<'_> {
+    type Value = Object<'de>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a workload")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Object<'de>, A::Error> {
+        use serde::de::Error;
+        let mut seen = [false; 5];
+        let first = |seen: &mut [bool; 5], i: usize, key: &'static str| {
+            if std::mem::replace(&mut seen[i], true) {
+                return Err(A::Error::duplicate_field(key));
+            }
+            Ok(())
+        };
+        let mut object = Object {
+            api_version: None,
+            kind: None,
+            metadata: Meta::default(),
+            spec: None,
+            status: None,
+        };
+        while let Some(key) = map.next_key_seed(KeyText)? {
+            match &*key {
+                "apiVersion" => {
+                    first(&mut seen, 0, "apiVersion")?;
+                    object.api_version = map.next_value()?;
+                }
+                "kind" => {
+                    first(&mut seen, 1, "kind")?;
+                    object.kind = map.next_value()?;
+                }
+                "metadata" => {
+                    first(&mut seen, 2, "metadata")?;
+                    object.metadata = map.next_value::<Meta<Own>>()?;
+                }
+                "spec" => {
+                    first(&mut seen, 3, "spec")?;
+                    // The metadata comes first from the API server: an
+                    // object no policy selects keeps its spec unread.
+                    object.spec = if seen[2] && !self.may_be_governed(&object.metadata) {
+                        map.next_value::<Option<&RawValue>>()?.map(SpecSent::Text)
+                    } else {
+                        map.next_value::<Option<Spec>>()?
+                            .map(|spec| SpecSent::Read(Box::new(spec)))
+                    };
+                }
+                "status" => {
+                    first(&mut seen, 4, "status")?;
+                    object.status = map.next_value()?;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(object)
+    }
+}
+
+impl ObjectSeed<'_> {
+    /// Whether a policy selects an object of this metadata, or it carries
+    /// any of upgrade-guard's annotations.
+    fn may_be_governed(&self, metadata: &Meta<Own>) -> bool {
+        let Some(own) = metadata.annotations() else {
+            return true;
+        };
+        if !own.0.is_empty() {
+            return true;
+        }
+        let probe =
+            Workload::with_labels(self.kind, metadata.namespace(), metadata.labels().cloned());
+        self.policies.select(&probe).is_some()
     }
 }
 
@@ -162,7 +237,7 @@ impl<'a> Unread<'a> {
 #[serde(rename_all = "camelCase")]
 struct Spec<'a> {
     #[serde(borrow)]
-    template: Option<&'a RawValue>,
+    template: Option<Template<'a>>,
     replicas: Option<i32>,
     selector: Option<LabelSelector>,
     min_ready_seconds: Option<i32>,
@@ -177,6 +252,12 @@ struct Spec<'a> {
     strategy: Option<DeploymentStrategy>,
     progress_deadline_seconds: Option<i32>,
     paused: Option<bool>,
+}
+
+/// What the metadata leaves to read.
+struct Unread<'a> {
+    spec: Option<SpecSent<'a>>,
+    status: Option<&'a RawValue>,
 }
 
 impl<'a> Object<'a> {
