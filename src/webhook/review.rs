@@ -6,7 +6,7 @@ use k8s_openapi::api::authentication::v1::UserInfo;
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::Operation;
 
-use super::full_read::{ClaimsSpec, DataResource, Read, data_resource, json_values};
+use super::full_read::{ClaimsSpec, DataResource, Read, data_resource, values_over_cap};
 use super::wire::{Asked, Endpoint, operation_name, render, workload_kind};
 use crate::decide::{self, Change, ClusterView, Overrides, Requester, Verdict};
 use crate::policy::PolicySet;
@@ -96,8 +96,8 @@ struct Context<'a> {
     cluster: &'a dyn ClusterView,
     now: jiff::Timestamp,
     caller: &'a Caller,
-    /// The body's JSON values, counted at most once per request.
-    values: std::cell::OnceCell<usize>,
+    /// The body's JSON values if over the cap, counted at most once.
+    over_cap: std::cell::OnceCell<Option<usize>>,
 }
 
 impl<'a> Context<'a> {
@@ -114,20 +114,19 @@ impl<'a> Context<'a> {
             cluster,
             now,
             caller,
-            values: Default::default(),
+            over_cap: Default::default(),
         }
     }
 
-    fn values(&self, body: &[u8]) -> usize {
-        *self.values.get_or_init(|| json_values(body))
+    fn over_cap(&self, body: &[u8]) -> Option<usize> {
+        *self.over_cap.get_or_init(|| values_over_cap(body))
     }
 
     /// The requests read without building whole objects: a workload UPDATE
     /// ([`super::workload_update`]) and a pod that mounts no claim. `None`: take the
     /// full way.
     fn quick(&self, body: &[u8]) -> Option<Reviewed> {
-        // Never more values than bytes: a short body is under the cap unread.
-        if body.len() > MAX_VALUES && self.values(body) > MAX_VALUES {
+        if self.over_cap(body).is_some() {
             return None;
         }
         let mut request = super::request::read(body, self.policies)?;
@@ -167,7 +166,7 @@ impl<'a> Context<'a> {
     /// Every request, each object read into its type: the reference the
     /// quick way is held to, and the one that names what is wrong.
     fn review_in_full(&self, body: &[u8]) -> Result<Reviewed, ReviewError> {
-        let read = super::full_read::read(body, self.policies, &|| self.values(body))?;
+        let read = super::full_read::read(body, self.policies, &|| self.over_cap(body))?;
         Ok(match read {
             Read::Change(asked, change) => self.finish(asked, change),
             Read::Refused(asked, verdict) => self.finish_with(asked, verdict),
@@ -234,6 +233,7 @@ fn pod_without_claims(text: &serde_json::value::RawValue) -> Option<(bool, Optio
 
 #[cfg(test)]
 mod tests {
+    use super::super::full_read::json_values;
     use super::super::wire::{API_VERSION, KIND};
     use super::*;
     use crate::decide::NoCluster;

@@ -630,6 +630,10 @@ pub async fn serve(
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
 ) {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let workers = Workers::start(cores)
+        .inspect_err(|e| tracing::warn!(error = %e, "no serving threads; connections are served on the main runtime"))
+        .ok();
     let router = router.layer(axum::middleware::from_fn(track));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -672,73 +676,20 @@ pub async fn serve(
         if slot.is_none() {
             metrics.connections_refused.inc();
         }
-        let (tls, router, metrics, builder) = (
-            tls.clone(),
-            router.clone(),
-            metrics.clone(),
-            builder.clone(),
-        );
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let activity = Arc::new(Activity::new());
-            let router = match slot {
-                Some(_) => router,
-                // Over the cap: one polite answer, then the connection closes.
-                None => Router::new().fallback(|| async {
-                    let mut busy = error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "too many connections; try again",
-                    );
-                    busy.headers_mut().insert(
-                        header::CONNECTION,
-                        header::HeaderValue::from_static("close"),
-                    );
-                    busy
-                }),
-            };
-            let limits = match slot {
-                Some(_) => limits,
-                None => ConnectionLimits {
-                    first_request: Duration::from_secs(1),
-                    idle: Duration::ZERO,
-                    ..limits
-                },
-            };
-            // The client's address, for the log line of a rejected request.
-            let router = tower::Layer::layer(&axum::Extension(ConnectInfo(peer)), router);
-            let router = tower::Layer::layer(&axum::Extension(activity.clone()), router);
-            let service = TowerToHyperService::new(router);
-            let served = async {
-                match &tls {
-                    Some(acceptor) => {
-                        let stream =
-                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
-                                .await
-                            {
-                                Ok(Ok(stream)) => stream,
-                                Ok(Err(e)) => {
-                                    return handshake_failed(&metrics, peer, &e.to_string());
-                                }
-                                Err(_) => return handshake_failed(&metrics, peer, "timed out"),
-                            };
-                        activity.touch();
-                        let connection =
-                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                        closed(peer, watcher.watch(connection.into_owned()).await)
-                    }
-                    None => {
-                        let connection =
-                            builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
-                        closed(peer, watcher.watch(connection.into_owned()).await)
-                    }
-                }
-            };
-            tokio::select! {
-                () = served => {}
-                () = activity.idle(&limits) => tracing::debug!(%peer, "closed an idle connection"),
-            }
-            drop(slot);
-        });
+        let connection = Connection {
+            tls: tls.clone(),
+            router: router.clone(),
+            metrics: metrics.clone(),
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
+            limits,
+            slot,
+            peer,
+        };
+        match &workers {
+            Some(workers) => workers.hand(tcp, connection),
+            None => drop(tokio::spawn(connection.serve(tcp))),
+        }
     }
     drop(listener);
     tokio::select! {
@@ -750,6 +701,160 @@ pub async fn serve(
 fn closed<E: std::fmt::Display>(peer: SocketAddr, result: Result<(), E>) {
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "connection closed with an error");
+    }
+}
+
+/// One accepted connection and what serving it needs.
+struct Connection {
+    tls: Option<TlsAcceptor>,
+    router: Router,
+    metrics: Arc<Metrics>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: hyper_util::server::graceful::Watcher,
+    limits: ConnectionLimits,
+    /// Its place under the connection cap; `None` over it.
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    peer: SocketAddr,
+}
+
+impl Connection {
+    /// Serves the connection until it closes, idles past its limit or the
+    /// server shuts down.
+    async fn serve(self, tcp: tokio::net::TcpStream) {
+        let Connection {
+            tls,
+            router,
+            metrics,
+            builder,
+            watcher,
+            limits,
+            slot,
+            peer,
+        } = self;
+        let activity = Arc::new(Activity::new());
+        let router = match slot {
+            Some(_) => router,
+            // Over the cap: one polite answer, then the connection closes.
+            None => Router::new().fallback(|| async {
+                let mut busy = error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many connections; try again",
+                );
+                busy.headers_mut().insert(
+                    header::CONNECTION,
+                    header::HeaderValue::from_static("close"),
+                );
+                busy
+            }),
+        };
+        let limits = match slot {
+            Some(_) => limits,
+            None => ConnectionLimits {
+                first_request: Duration::from_secs(1),
+                idle: Duration::ZERO,
+                ..limits
+            },
+        };
+        // The client's address, for the log line of a rejected request.
+        let router = tower::Layer::layer(&axum::Extension(ConnectInfo(peer)), router);
+        let router = tower::Layer::layer(&axum::Extension(activity.clone()), router);
+        let service = TowerToHyperService::new(router);
+        let served = async {
+            match &tls {
+                Some(acceptor) => {
+                    let stream =
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(e)) => {
+                                return handshake_failed(&metrics, peer, &e.to_string());
+                            }
+                            Err(_) => return handshake_failed(&metrics, peer, "timed out"),
+                        };
+                    activity.touch();
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    closed(peer, watcher.watch(connection.into_owned()).await)
+                }
+                None => {
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+                    closed(peer, watcher.watch(connection.into_owned()).await)
+                }
+            }
+        };
+        tokio::select! {
+            () = served => {}
+            () = activity.idle(&limits) => tracing::debug!(%peer, "closed an idle connection"),
+        }
+        drop(slot);
+    }
+}
+
+/// Threads that each run their own single-threaded runtime and serve the
+/// connections handed to them, each connection and its HTTP/2 streams on
+/// one thread, one thread per core. Under the multi-threaded runtime, a
+/// stream's task and its connection's ran on different threads, and each
+/// answer cost a wake-up across them: served this way, a pod review took
+/// half the CPU (`cargo bench --bench load`, docs/benchmarks.md).
+struct Workers {
+    queues: Vec<tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, Connection)>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Workers {
+    /// `count` threads, each with its runtime. They stop once the
+    /// `Workers` are dropped and their connections have closed.
+    fn start(count: usize) -> std::io::Result<Workers> {
+        let mut queues = Vec::new();
+        for i in 0..count {
+            let (queue, mut handed) = tokio::sync::mpsc::unbounded_channel();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            std::thread::Builder::new()
+                .name(format!("serve-{i}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        let mut open = tokio::task::JoinSet::new();
+                        loop {
+                            tokio::select! {
+                                next = handed.recv() => {
+                                    let Some((tcp, connection)) = next else { break };
+                                    match tokio::net::TcpStream::from_std(tcp) {
+                                        Ok(tcp) => drop(open.spawn(Connection::serve(connection, tcp))),
+                                        Err(e) => tracing::warn!(error = %e, "a connection could not be served"),
+                                    }
+                                }
+                                Some(_) = open.join_next(), if !open.is_empty() => {}
+                            }
+                        }
+                        while open.join_next().await.is_some() {}
+                    });
+                })?;
+            queues.push(queue);
+        }
+        Ok(Workers {
+            queues,
+            next: Default::default(),
+        })
+    }
+
+    /// Hands the connection to the next thread, round robin; served here
+    /// if that thread is gone.
+    fn hand(&self, tcp: tokio::net::TcpStream, connection: Connection) {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.queues.len();
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(e) => return tracing::warn!(error = %e, "a connection could not be handed over"),
+        };
+        if let Err(tokio::sync::mpsc::error::SendError((tcp, connection))) =
+            self.queues[i].send((tcp, connection))
+        {
+            match tokio::net::TcpStream::from_std(tcp) {
+                Ok(tcp) => drop(tokio::spawn(connection.serve(tcp))),
+                Err(e) => tracing::warn!(error = %e, "a connection could not be served"),
+            }
+        }
     }
 }
 
