@@ -89,6 +89,13 @@ fn every_recorded_kubectl_action_gets_its_verdict() {
     ];
     for (name, allowed, rule) in table {
         let out = run(&["review", &sample_path(name)], b"");
+        // Read whole, never the quick way: the same bytes and exit code.
+        let full = run(&["review", "--full", &sample_path(name)], b"");
+        assert_eq!(
+            (&full.stdout, full.code),
+            (&out.stdout, out.code),
+            "{name}: --full"
+        );
         let resp = response(&out);
         assert_eq!(
             resp["uid"],

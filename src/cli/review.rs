@@ -25,6 +25,11 @@ pub struct Args {
     /// no RBAC to ask).
     #[arg(long)]
     pub self_user: Option<String>,
+    /// Read every object whole into its type, never the quick way: the
+    /// reference the server's quick reads are held to (the same answer,
+    /// slower).
+    #[arg(long)]
+    pub full: bool,
 }
 
 pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
@@ -47,7 +52,12 @@ pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
         self_user: args.self_user.clone(),
         ..Default::default()
     };
-    let reviewed = webhook::review(&body, endpoint, &policies, cluster, common.now(), &caller)
+    let read = if args.full {
+        webhook::review_in_full
+    } else {
+        webhook::review
+    };
+    let reviewed = read(&body, endpoint, &policies, cluster, common.now(), &caller)
         .map_err(|error| Error::Review { source_name, error })?;
     std::io::stdout()
         .write_all(&reviewed.body)

@@ -24,5 +24,5 @@ pub mod tls;
 mod wire;
 mod workload_update;
 
-pub use review::{Caller, ReviewError, Reviewed, review, review_in_full, review_quick};
+pub use review::{Caller, ReviewError, Reviewed, review, review_in_full};
 pub use wire::Endpoint;

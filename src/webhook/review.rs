@@ -36,6 +36,9 @@ pub struct Reviewed {
     /// Its UID, when it exists already: what `kubectl describe` finds
     /// its Events by.
     pub object_uid: Option<String>,
+    /// Answered without building its objects whole (a workload UPDATE, a
+    /// pod without a claim), rather than by [`review_in_full`].
+    pub quick: bool,
 }
 
 /// What the server knows about who may do what: its own identity, and
@@ -59,26 +62,17 @@ pub fn review(
 ) -> Result<Reviewed, ReviewError> {
     let ctx = Context::new(endpoint, policies, cluster, now, caller);
     match ctx.quick(body) {
-        Some(reviewed) => Ok(reviewed),
+        Some(reviewed) => Ok(Reviewed {
+            quick: true,
+            ..reviewed
+        }),
         None => ctx.review_in_full(body),
     }
 }
 
-/// [`review`] the quick way alone ([`super::workload_update`]): `None` when it cannot
-/// vouch for the request. With [`review_in_full`], for the test that holds
-/// the two to the same answers.
-pub fn review_quick(
-    body: &[u8],
-    endpoint: Endpoint,
-    policies: &PolicySet,
-    cluster: &dyn ClusterView,
-    now: jiff::Timestamp,
-    caller: &Caller,
-) -> Option<Reviewed> {
-    Context::new(endpoint, policies, cluster, now, caller).quick(body)
-}
-
-/// [`review`] with each object read whole into its type: the reference.
+/// [`review`] with each object read whole into its type, never the quick
+/// way: the reference [`review`] is held to (`tests/fast_path.rs`), and
+/// `upgrade-guard review --full`.
 pub fn review_in_full(
     body: &[u8],
     endpoint: Endpoint,
@@ -218,6 +212,7 @@ impl<'a> Context<'a> {
             dry_run: asked.dry_run,
             workload: asked.workload,
             object_uid: asked.object_uid,
+            quick: false,
             uid: asked.uid,
             verdict,
         }
