@@ -258,6 +258,68 @@ fn a_spec_left_unread_is_read_when_the_other_object_is_governed() {
     assert!(same_answers(&compact(&broken), &policies, "neither"));
 }
 
+/// What an independent review found the quick way answering alone, each
+/// now answered alike or declined: an object or a spec written as an array
+/// (serde's derived readers take one, k8s-openapi's do not), a template key
+/// given twice (the first value went unchecked), and init containers, which
+/// a policy governs too (the quick read's template had none).
+#[test]
+fn arrays_repeated_keys_and_init_containers_are_read_as_the_full_way_reads_them() {
+    let policies = policies();
+    let review = sample("sts-update-set-image.json");
+    let mut pod = pod_review("CREATE", &pod_file("pod-web.json"), None);
+    pod["request"]["object"] = json!([null, null]);
+    let body = compact(&pod);
+    assert!(!same_answers(&body, &policies, "a pod as an array"));
+    assert!(full_way(&body, &policies).is_err());
+
+    let mut array_spec = review.clone();
+    let spec = array_spec["request"]["object"]["spec"].clone();
+    array_spec["request"]["object"]["spec"] =
+        json!([spec["template"], spec["replicas"], spec["selector"]]);
+    let body = compact(&array_spec);
+    assert!(!same_answers(&body, &policies, "a spec as an array"));
+    assert!(full_way(&body, &policies).is_err());
+
+    // The template's spec twice, the first with an env that is no list.
+    let text = String::from_utf8(compact(&review)).unwrap();
+    let template = r#""template":{"#;
+    let at = text.rfind(template).unwrap() + template.len();
+    let twice = format!(
+        "{}\"spec\":{{\"containers\":[{{\"name\":\"db\",\"env\":\"bad\"}}]}},{}",
+        &text[..at],
+        &text[at..]
+    );
+    assert!(!same_answers(twice.as_bytes(), &policies, "a key twice"));
+    assert!(full_way(twice.as_bytes(), &policies).is_err());
+
+    // An init container of the governed image, unchanged: governed too.
+    let mut init = review.clone();
+    for object in ["object", "oldObject"] {
+        init["request"][object]["spec"]["template"]["spec"]["initContainers"] =
+            json!([{"name": "init-db", "image": "registry.example.com/shop/db:1.7.0"}]);
+    }
+    assert!(same_answers(
+        &compact(&init),
+        &policies,
+        "an init container"
+    ));
+    // Moved two minor versions on: judged, and refused, the quick way.
+    init["request"]["object"]["spec"]["template"]["spec"]["initContainers"][0]["image"] =
+        json!("registry.example.com/shop/db:1.9.0");
+    assert!(same_answers(
+        &compact(&init),
+        &policies,
+        "an init container skips"
+    ));
+    let quick = quick_way(&compact(&init), &policies).unwrap();
+    assert!(
+        !quick.verdict.allowed,
+        "{}",
+        String::from_utf8_lossy(&quick.body)
+    );
+}
+
 /// A pod review as the API server sends it, of the pods in `tests/data/pods/`.
 fn pod_review(operation: &str, object: &Value, old: Option<&Value>) -> Value {
     json!({

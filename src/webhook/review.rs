@@ -222,6 +222,11 @@ impl<'a> Context<'a> {
 /// Of a pod's own text, whether it mounts a claim, and its UID; `None` for
 /// what the full read would refuse (another kind, unreadable metadata).
 fn pod_without_claims(text: &serde_json::value::RawValue) -> Option<(bool, Option<String>)> {
+    // An object, as the full read's claim check reads it (serde's derived
+    // readers would take an array of the fields too).
+    if !text.get().starts_with('{') {
+        return None;
+    }
     let (metadata, spec) = super::objects::metadata_and::<Pod, ClaimsSpec>(text.get()).ok()?;
     Some((spec.is_some_and(|s| s.mounts_a_claim()), metadata.uid))
 }

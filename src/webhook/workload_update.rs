@@ -137,7 +137,9 @@ impl<'a> SpecSent<'a> {
     fn read(self) -> Option<Spec<'a>> {
         match self {
             SpecSent::Read(spec) => Some(*spec),
-            SpecSent::Text(text) => serde_json::from_str(text.get()).ok(),
+            SpecSent::Text(text) => serde_json::from_str(text.get())
+                .ok()
+                .map(|SpecObject(spec)| spec),
         }
     }
 }
@@ -198,8 +200,8 @@ impl<'de> Visitor<'de> for ObjectSeed<'_> {
                     object.spec = if seen[2] && !self.may_be_governed(&object.metadata) {
                         map.next_value::<Option<&RawValue>>()?.map(SpecSent::Text)
                     } else {
-                        map.next_value::<Option<Spec>>()?
-                            .map(|spec| SpecSent::Read(Box::new(spec)))
+                        map.next_value::<Option<SpecObject>>()?
+                            .map(|SpecObject(spec)| SpecSent::Read(Box::new(spec)))
                     };
                 }
                 "status" => {
@@ -232,7 +234,26 @@ impl ObjectSeed<'_> {
 }
 
 /// Which kind the spec is is known only from the request, so it holds the
-/// fields of both.
+/// fields of both. Read from a JSON object only, as k8s-openapi reads a
+/// spec (serde's derived reader would take an array of the fields too).
+struct SpecObject<'a>(Spec<'a>);
+
+impl<'de> Deserialize<'de> for SpecObject<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = SpecObject<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a spec")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SpecObject<'de>, A::Error> {
+                Spec::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(SpecObject)
+            }
+        }
+        d.deserialize_map(Fields)
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Spec<'a> {
@@ -366,6 +387,9 @@ struct TemplateMeta<'a> {
 #[derive(Default)]
 struct TemplatePod<'a> {
     containers: Option<Vec<Named<'a>>>,
+    /// Read as containers are: a policy governs init containers and native
+    /// sidecars too.
+    init_containers: Option<Vec<Named<'a>>>,
     volumes: Option<Vec<ClaimVolume<'a>>>,
     rest: Rest<'a>,
 }
@@ -392,8 +416,8 @@ type Rest<'a> = Vec<(&'a str, &'a str)>;
 struct RestOf<'r, 'a> {
     /// The type the object reduces.
     shape: &'static Shape,
-    /// Which of its kind in the template it is (a container's index).
-    index: usize,
+    /// Where it is in the template: the list it is in, and its index.
+    at: (&'static str, usize),
     /// How many arrays and objects of the review hold the fields.
     depth: usize,
     rest: &'r Rest<'a>,
@@ -401,9 +425,7 @@ struct RestOf<'r, 'a> {
 
 impl PartialEq for RestOf<'_, '_> {
     fn eq(&self, other: &Self) -> bool {
-        std::ptr::eq(self.shape, other.shape)
-            && self.index == other.index
-            && self.rest == other.rest
+        std::ptr::eq(self.shape, other.shape) && self.at == other.at && self.rest == other.rest
     }
 }
 
@@ -461,28 +483,33 @@ impl<'a> Template<'a> {
     /// its metadata gone with its labels) has the same rests.
     fn rests<'r>(&'r self, shapes: &'static Shapes) -> Vec<RestOf<'r, 'a>> {
         let mut all = Vec::new();
-        let mut of = |shape, index, depth, rest: &'r Rest<'a>| {
+        let mut of = |shape, at, depth, rest: &'r Rest<'a>| {
             if !rest.is_empty() {
                 all.push(RestOf {
                     shape,
-                    index,
+                    at,
                     depth,
                     rest,
                 });
             }
         };
-        of(&shapes.template, 0, TEMPLATE_DEPTH, &self.rest);
+        of(&shapes.template, ("", 0), TEMPLATE_DEPTH, &self.rest);
         if let Some(m) = &self.metadata {
-            of(&shapes.meta, 0, TEMPLATE_DEPTH + 1, &m.rest);
+            of(&shapes.meta, ("metadata", 0), TEMPLATE_DEPTH + 1, &m.rest);
         }
         if let Some(pod) = &self.spec {
-            of(&shapes.pod, 0, TEMPLATE_DEPTH + 1, &pod.rest);
+            of(&shapes.pod, ("spec", 0), TEMPLATE_DEPTH + 1, &pod.rest);
             // A container's fields: in the spec, its list, itself.
-            for (i, c) in pod.containers.iter().flatten().enumerate() {
-                of(&shapes.container, i, TEMPLATE_DEPTH + 3, &c.rest);
+            for (list, items) in [
+                ("containers", &pod.containers),
+                ("initContainers", &pod.init_containers),
+            ] {
+                for (i, c) in items.iter().flatten().enumerate() {
+                    of(&shapes.container, (list, i), TEMPLATE_DEPTH + 3, &c.rest);
+                }
             }
             for (i, v) in pod.volumes.iter().flatten().enumerate() {
-                of(&shapes.volume, i, TEMPLATE_DEPTH + 3, &v.rest);
+                of(&shapes.volume, ("volumes", i), TEMPLATE_DEPTH + 3, &v.rest);
             }
         }
         all
@@ -497,11 +524,15 @@ impl<'a> Template<'a> {
         }
         if let Some(pod) = self.spec {
             let spec = out.spec.insert(PodSpec::default());
-            spec.containers = each(pod.containers?, |c, out: &mut Container| {
+            let named = |c: Named, out: &mut Container| {
                 out.name = c.name?;
                 out.image = c.image;
                 Some(())
-            })?;
+            };
+            spec.containers = each(pod.containers?, named)?;
+            if let Some(init) = pod.init_containers {
+                spec.init_containers = Some(each(init, named)?);
+            }
             if let Some(volumes) = pod.volumes {
                 spec.volumes = Some(each(volumes, |v, out: &mut Volume| {
                     out.name = v.name?;
@@ -580,7 +611,11 @@ macro_rules! read_by_fields {
         impl<'de> Fields<'de> for $name<'de> {
             fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
                 match key {
-                    $($key => self.$field = map.next_value()?,)*
+                    // A key given twice: the first value would go unchecked.
+                    $($key if self.$field.is_some() => {
+                        return Err(serde::de::Error::duplicate_field($key));
+                    }
+                    $key => self.$field = map.next_value()?,)*
                     _ => return Ok(false),
                 }
                 Ok(true)
@@ -597,7 +632,11 @@ macro_rules! read_by_fields {
 read_by_fields! {
     Template(template) { "metadata" => metadata, "spec" => spec }
     TemplateMeta(meta) { "labels" => labels }
-    TemplatePod(pod) { "containers" => containers, "volumes" => volumes }
+    TemplatePod(pod) {
+        "containers" => containers,
+        "initContainers" => init_containers,
+        "volumes" => volumes
+    }
     Named(container) { "name" => name, "image" => image }
     ClaimVolume(volume) { "name" => name, "persistentVolumeClaim" => persistent_volume_claim }
 }
