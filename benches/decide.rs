@@ -1,6 +1,7 @@
 //! The decision core on a realistic review: a StatefulSet of 5 containers
 //! and 20 env vars, with 20 policies loaded (the governing one last); and a
-//! whole review from bytes, on that review and on the recorded one.
+//! whole review from bytes, on that review and on the recorded one, the
+//! quick way and in full.
 //! `cargo bench --bench decide`
 
 use std::hint::black_box;
@@ -9,7 +10,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::Value;
 use upgrade_guard::decide::{Change, NoCluster, decide};
 use upgrade_guard::policy::PolicySet;
-use upgrade_guard::webhook::{Caller, Endpoint, review};
+use upgrade_guard::webhook::{Caller, Endpoint, review, review_in_full};
 use upgrade_guard::workload::Workload;
 
 // The server's allocator, so `review` costs here what it costs there.
@@ -37,10 +38,10 @@ fn policies() -> PolicySet {
 
 fn change(review: &Value) -> Change {
     let workload = |v: &Value| Workload::from_value(v.clone()).unwrap().unwrap();
-    Change::Update {
-        old: workload(&review["request"]["oldObject"]),
-        new: workload(&review["request"]["object"]),
-    }
+    Change::update(
+        workload(&review["request"]["oldObject"]),
+        workload(&review["request"]["object"]),
+    )
 }
 
 fn bench(c: &mut Criterion) {
@@ -84,6 +85,22 @@ fn bench(c: &mut Criterion) {
                 })
             });
         }
+        // The reference read, each object built whole: what the quick one
+        // saves.
+        let id = format!("review/validate in full, {name} ({} B)", body.len());
+        c.bench_function(&id, |b| {
+            b.iter(|| {
+                review_in_full(
+                    black_box(body),
+                    Endpoint::Validate,
+                    &policies,
+                    &NoCluster,
+                    now,
+                    &Caller::default(),
+                )
+                .unwrap()
+            })
+        });
     }
 }
 

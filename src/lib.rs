@@ -8,7 +8,8 @@
 //! The layers, each importing only from the ones below it:
 //!
 //! 1. [`workload`] (one view over StatefulSet and Deployment, the
-//!    annotations' contract), [`claim`] (the version a claim last served), [`yaml`] (the YAML reader and the file walk),
+//!    annotations' contract), [`template`] (a pod template as decisions
+//!    read it), [`claim`] (the version a claim last served), [`yaml`] (the YAML reader and the file walk),
 //!    [`quoted`] (a user's values quoted back, bounded);
 //! 2. [`policy`]: the policy model and version arithmetic;
 //! 3. [`cluster`]: what decisions may look up, and the live caches behind it;
@@ -28,6 +29,7 @@ pub mod manifest;
 pub mod policy;
 pub mod quoted;
 pub mod refresh;
+pub mod template;
 pub mod webhook;
 pub mod workload;
 pub mod yaml;

@@ -17,6 +17,8 @@ pub const FORCE_REASON: &str = "upgradeguard.io/force-reason";
 pub const PAUSE_AFTER: &str = "upgradeguard.io/pause-after";
 pub const RESUME: &str = "upgradeguard.io/resume";
 pub const REFRESH: &str = "upgradeguard.io/refresh";
+/// The prefix of upgrade-guard's own annotations.
+pub const OWN_PREFIX: &str = "upgradeguard.io/";
 /// On every hook Job and its pods: the workload's name (bounded to a label
 /// value's 63 characters).
 pub const WORKLOAD_LABEL: &str = "upgradeguard.io/workload";
@@ -375,25 +377,6 @@ pub fn pod_images(spec: &PodSpec) -> impl Iterator<Item = (&str, Option<&String>
         .chain(init)
         .map(|c| (c.name.as_str(), c.image.as_ref()))
         .chain(ephemeral)
-}
-
-/// Per container whose image differs between two pod templates, its image
-/// in `old`.
-pub fn images_changed(old: &PodTemplateSpec, new: &PodTemplateSpec) -> BTreeMap<String, String> {
-    // Borrowed: only the images that changed are copied.
-    fn images(t: &PodTemplateSpec) -> BTreeMap<&str, &str> {
-        t.spec
-            .iter()
-            .flat_map(pod_images)
-            .filter_map(|(name, image)| Some((name, image?.as_str())))
-            .collect()
-    }
-    let after = images(new);
-    images(old)
-        .into_iter()
-        .filter(|(name, image)| after.get(name).is_some_and(|a| a != image))
-        .map(|(name, image)| (name.to_owned(), image.to_owned()))
-        .collect()
 }
 
 /// What the webhook (and later the refresh controller) records about a

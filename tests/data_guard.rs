@@ -1,6 +1,8 @@
 //! The data guard: every pod is judged against the version its claims last
 //! served, and only upgrade-guard writes that version.
 
+mod common;
+
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use serde_json::{Value, json};
@@ -335,23 +337,10 @@ fn a_ready_pod_records_its_version_and_keeps_the_one_before() {
     );
 }
 
-/// A pod review as the API server sends it.
+/// A pod review as the API server sends it, on `sub` if given.
 fn pod_review(operation: &str, object: &Pod, old: Option<&Pod>, sub: Option<&str>) -> Vec<u8> {
-    let mut review = json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {
-            "uid": "u-1",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
-            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-            "name": "db-0", "namespace": "shop", "operation": operation,
-            "userInfo": {"username": "alice", "groups": ["system:authenticated"]},
-            "object": object, "oldObject": old,
-            "dryRun": false,
-            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
-        }
-    });
+    let json = |p: &Pod| serde_json::to_value(p).unwrap();
+    let mut review = common::pod_review(operation, &json(object), old.map(json).as_ref());
     if let Some(sub) = sub {
         review["request"]["subResource"] = json!(sub);
     }

@@ -214,7 +214,11 @@ impl World {
 
     /// A workload change as the webhooks take it: mutation, then
     /// validation of what the mutation made; stored when both allow.
-    fn workload(&mut self, change: Change) {
+    fn workload(&mut self, old: Option<Workload>, new: Workload) {
+        let change = match &old {
+            Some(old) => Change::update(old.clone(), new.clone()),
+            None => Change::create(new.clone()),
+        };
         let user = Requester {
             is_self: false,
             overrides: Overrides::Denied {
@@ -227,18 +231,10 @@ impl World {
         if !verdict.allowed {
             return;
         }
-        let (old, new) = match &change {
-            Change::Update { old, new } => (Some(old.clone()), new.clone()),
-            Change::Create(new) => (None, new.clone()),
-            _ => return,
-        };
         let stored = decide::mutation::patched(&new, &verdict.patch).unwrap();
         let check = match old {
-            Some(old) => Change::Update {
-                old,
-                new: stored.clone(),
-            },
-            None => Change::Create(stored.clone()),
+            Some(old) => Change::update(old, stored.clone()),
+            None => Change::create(stored.clone()),
         };
         if decide::decide_as(&check, &policies(), &cluster, now(), &user).allowed {
             self.sts = Some(stored);
@@ -301,19 +297,19 @@ impl World {
                         "/spec/template/spec/containers/0/image",
                         json!(image(v)),
                     );
-                    self.workload(Change::Update { old, new });
+                    self.workload(Some(old), new);
                 }
             }
             Op::Relabel => {
                 if let Some(old) = self.sts.clone() {
                     let new = with(&old, "/metadata/labels", json!({"app": "other"}));
-                    self.workload(Change::Update { old, new });
+                    self.workload(Some(old), new);
                 }
             }
             Op::DeleteOrphan => self.sts = None,
             Op::Create(v) => {
                 if self.sts.is_none() {
-                    self.workload(Change::Create(statefulset(v)));
+                    self.workload(None, statefulset(v));
                 }
             }
             Op::ControllerPod(i) => {

@@ -75,10 +75,7 @@ fn deciding_again_on_the_mutated_object_adds_nothing() {
     let after = patched(&new, &first);
     // Re-invoked later (reinvocationPolicy: IfNeeded), with a later clock.
     let later = upgrade_guard::decide::decide(
-        &Change::Update {
-            old: old.clone(),
-            new: after.clone(),
-        },
+        &Change::update(old.clone(), after.clone()),
         &policies(),
         &NoCluster,
         "2026-11-22T08:00:00Z".parse().unwrap(),
@@ -300,7 +297,7 @@ fn fate_deployment_releases_follow_the_matrix_and_need_a_statefulset_for_volumes
 #[test]
 fn a_deployment_with_a_single_node_claim_rolls_without_a_surge_pod() {
     let mysql = workload("manifests/fate/mysql.yaml");
-    let v = decide_with(Change::Create(mysql.clone()), &policies(), &NoCluster);
+    let v = decide_with(Change::create(mysql.clone()), &policies(), &NoCluster);
     assert!(v.allowed);
     assert!(
         v.patch_warnings
@@ -323,7 +320,7 @@ fn a_deployment_with_a_single_node_claim_rolls_without_a_surge_pod() {
         "spec": {"accessModes": ["ReadWriteMany"]}}))
     .unwrap();
     cluster.insert_claim(&claim);
-    let v = decide_with(Change::Create(mysql), &policies(), &cluster);
+    let v = decide_with(Change::create(mysql), &policies(), &cluster);
     assert!(v.patch.is_empty());
 }
 
@@ -335,7 +332,7 @@ fn surge_zero_raises_max_unavailable_when_it_was_zero() {
         json!({
         "type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}}),
     );
-    let v = decide_with(Change::Create(mysql.clone()), &policies(), &NoCluster);
+    let v = decide_with(Change::create(mysql.clone()), &policies(), &NoCluster);
     let Workload::Deployment(d) = patched(&mysql, &v) else {
         unreachable!()
     };
@@ -609,10 +606,7 @@ fn a_gitops_reapply_keeps_the_live_partition_and_a_controller_step_is_kept() {
         is_self: true,
         ..Default::default()
     };
-    let change = Change::Update {
-        old: live.clone(),
-        new: step.clone(),
-    };
+    let change = Change::update(live.clone(), step.clone());
     let v = upgrade_guard::decide::decide_as(&change, &p, &NoCluster, now(), &controller);
     assert!(v.allowed && v.patch.is_empty(), "{v:?}");
 }
@@ -677,7 +671,7 @@ fn workloads_no_policy_governs_pass_untouched() {
     let v = update(&old, &new, &policies());
     assert!(v.allowed && v.patch.is_empty() && v.warnings.is_empty() && v.policy.is_none());
     let v = decide_with(
-        Change::Delete(workload("manifests/db.yaml")),
+        Change::delete(workload("manifests/db.yaml")),
         &policies(),
         &NoCluster,
     );
@@ -998,10 +992,7 @@ fn a_record_removed_or_rewritten_by_a_user_is_refused_and_upgrade_guard_may_writ
         is_self: true,
         ..Default::default()
     };
-    let change = Change::Update {
-        old: live.clone(),
-        new: rewritten,
-    };
+    let change = Change::update(live.clone(), rewritten);
     let v = upgrade_guard::decide::decide_as(&change, &policies(), &NoCluster, now(), &controller);
     assert!(v.allowed, "{}", v.reason);
 }
@@ -1061,7 +1052,7 @@ fn the_record_the_mutating_webhook_wrote_into_the_same_request_is_accepted() {
 #[test]
 fn an_object_created_with_a_record_is_refused() {
     let created = with_record(&annotated(&workload("manifests/db.yaml")), FORGED);
-    let v = decide_with(Change::Create(created), &policies(), &NoCluster);
+    let v = decide_with(Change::create(created), &policies(), &NoCluster);
     refused(&v, Rule::RecordIntegrity);
 }
 
@@ -1087,7 +1078,7 @@ fn an_override_rbac_denied_is_refused_with_the_rule_that_would_grant_it() {
         workload("generated/db-1.9.0-forced.yaml"),
     );
     assert_eq!(update(&old, &new, &policies()).rule, Some(Rule::Forced));
-    let v = as_dev_who_may_not_force(Change::Update { old, new });
+    let v = as_dev_who_may_not_force(Change::update(old, new));
     refused(&v, Rule::SkipVersion);
     assert!(v.reason.ends_with(DEV_MAY_NOT_FORCE), "{}", v.reason);
 }
@@ -1110,10 +1101,7 @@ fn going_on_past_a_failed_step_is_an_override_rbac_must_allow() {
         "StatefulSet shop/db: forced past a failed step of the refresh (resume --force): the backup ran by hand"
     );
     // RBAC says no: refused, naming the right it takes.
-    let v = as_dev_who_may_not_force(Change::Update {
-        old: live.clone(),
-        new: forced,
-    });
+    let v = as_dev_who_may_not_force(Change::update(live.clone(), forced));
     refused(&v, Rule::FrozenDuringRefresh);
     assert_eq!(
         v.reason,
@@ -1125,10 +1113,7 @@ fn going_on_past_a_failed_step_is_an_override_rbac_must_allow() {
         "/metadata/annotations/upgradeguard.io~1resume",
         json!("true"),
     );
-    let v = as_dev_who_may_not_force(Change::Update {
-        old: live,
-        new: plain,
-    });
+    let v = as_dev_who_may_not_force(Change::update(live, plain));
     assert!(v.allowed && v.rule.is_none(), "{v:?}");
 }
 
@@ -1142,7 +1127,7 @@ fn a_user_who_may_not_force_sees_the_rbac_sentence_not_the_record_the_mutation_w
     // forced change; the validating webhook then judges it as this user.
     let mutated = patched(&new, &update(&old, &new, &policies()));
     assert!(mutated.annotation(REFRESH).is_some());
-    let v = as_dev_who_may_not_force(Change::Update { old, new: mutated });
+    let v = as_dev_who_may_not_force(Change::update(old, mutated));
     refused(&v, Rule::SkipVersion);
     assert!(v.reason.ends_with(DEV_MAY_NOT_FORCE), "{}", v.reason);
 }

@@ -320,23 +320,31 @@ fn arrays_repeated_keys_and_init_containers_are_read_as_the_full_way_reads_them(
     );
 }
 
-/// A pod review as the API server sends it, of the pods in `tests/data/pods/`.
-fn pod_review(operation: &str, object: &Value, old: Option<&Value>) -> Value {
-    json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {
-            "uid": "u-1",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
-            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-            "name": object["metadata"]["name"], "namespace": "shop", "operation": operation,
-            "userInfo": {"username": "alice", "groups": ["system:authenticated"]},
-            "object": object, "oldObject": old,
-            "dryRun": false,
-            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
-        }
-    })
+#[test]
+fn an_ephemeral_container_in_a_template_is_governed_alike() {
+    // The API server refuses ephemeral containers in a template, but a
+    // review from anyone else may carry them: a policy governs them as it
+    // governs the others (their image is the governed repository).
+    let policies = policies();
+    let mut review = sample("sts-update-set-image.json");
+    for object in ["object", "oldObject"] {
+        review["request"][object]["spec"]["template"]["spec"]["ephemeralContainers"] =
+            json!([{"name": "debug", "image": "registry.example.com/shop/db:1.7.0"}]);
+    }
+    review["request"]["object"]["spec"]["template"]["spec"]["containers"][0]["image"] =
+        json!("registry.example.com/shop/db:1.9.0");
+    let body = compact(&review);
+    assert!(!same_answers(&body, &policies, "an ephemeral container"));
+    let full = full_way(&body, &policies).unwrap();
+    assert!(!full.verdict.allowed);
+    // Two governed containers: the refusal names the one that skips.
+    assert!(
+        full.verdict
+            .reason
+            .contains(": container db: 1.7.0 → 1.9.0 skips"),
+        "{}",
+        full.verdict.reason
+    );
 }
 
 fn pod_file(name: &str) -> Value {

@@ -735,10 +735,7 @@ fn a_rollback_by_upgrade_guard_itself_is_recorded_as_automatic_and_nobody_elses(
             is_self,
             ..Default::default()
         };
-        let change = Change::Update {
-            old: mid.clone(),
-            new: back.clone(),
-        };
+        let change = Change::update(mid.clone(), back.clone());
         let v = decide_as(&change, &set, &NoCluster, now(), &who);
         assert!(v.allowed, "{v:?}");
         let r = patched(&back, &v).refresh_record().unwrap().unwrap();
@@ -746,10 +743,7 @@ fn a_rollback_by_upgrade_guard_itself_is_recorded_as_automatic_and_nobody_elses(
         assert_eq!(r.automatic, automatic, "is_self {is_self}");
         // The validating webhook recomputes the record as the same requester.
         let stored = patched(&back, &v);
-        let check = Change::Update {
-            old: mid.clone(),
-            new: stored,
-        };
+        let check = Change::update(mid.clone(), stored);
         assert!(decide_as(&check, &set, &NoCluster, now(), &who).allowed);
     }
 }

@@ -169,9 +169,9 @@ proptest! {
         let mut live = Snapshot::default();
         live.insert_workload(old.clone());
         let changes = [
-            Change::Update { old: old.clone(), new: new.clone() },
-            Change::Create(new.clone()),
-            Change::Delete(old.clone()),
+            Change::update(old.clone(), new.clone()),
+            Change::create(new.clone()),
+            Change::delete(old.clone()),
             Change::Scale { kind: old.kind(), namespace: "ns".into(), name: "w".into(), from, to },
             Change::Scale { kind: WorkloadKind::StatefulSet, namespace: "ns".into(), name: "w".into(), from, to },
         ];
@@ -186,18 +186,18 @@ proptest! {
     #[test]
     fn applying_the_patch_then_deciding_again_adds_nothing((old, new) in pair()) {
         let policies = policies();
-        let first = decide::decide(&Change::Update { old: old.clone(), new: new.clone() }, &policies, &NoCluster, now());
+        let first = decide::decide(&Change::update(old.clone(), new.clone()), &policies, &NoCluster, now());
         if first.allowed && !first.patch.is_empty() {
             let after = patched(&new, &first);
-            let second = decide::decide(&Change::Update { old: old.clone(), new: after }, &policies, &NoCluster, now());
+            let second = decide::decide(&Change::update(old.clone(), after), &policies, &NoCluster, now());
             prop_assert!(second.allowed, "the mutated object is refused: {}", second.reason);
             prop_assert!(second.patch.is_empty(), "second patch {:?} after {:?}", second.patch, first.patch);
             prop_assert_eq!(second.rule, first.rule);
         }
-        let created = decide::decide(&Change::Create(new.clone()), &policies, &NoCluster, now());
+        let created = decide::decide(&Change::create(new.clone()), &policies, &NoCluster, now());
         if !created.patch.is_empty() {
             let after = patched(&new, &created);
-            let again = decide::decide(&Change::Create(after), &policies, &NoCluster, now());
+            let again = decide::decide(&Change::create(after), &policies, &NoCluster, now());
             prop_assert!(again.patch.is_empty());
         }
     }
@@ -245,7 +245,7 @@ proptest! {
         versions.extend(extra);
         let disguised = sts_running(if rename { "database" } else { "db" }, &versions);
         let decide = |new: &Workload| {
-            decide::decide(&Change::Update { old: old.clone(), new: new.clone() }, &policies, &NoCluster, now())
+            decide::decide(&Change::update(old.clone(), new.clone()), &policies, &NoCluster, now())
         };
         let (straight, around) = (decide(&plain), decide(&disguised));
         if !straight.allowed {

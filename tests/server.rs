@@ -98,6 +98,7 @@ async fn start(options: Options) -> Harness {
     let done = tokio::spawn(server::serve(
         listener,
         Some(tokio_rustls::TlsAcceptor::from(tls_config)),
+        server::per_core(),
         router,
         metrics.clone(),
         options.connections,
@@ -701,6 +702,7 @@ async fn the_probe_port_closes_a_connection_that_never_finishes_its_headers() {
     tokio::spawn(server::serve(
         listener,
         None,
+        0,
         server::probes(app),
         metrics,
         short_limits(10),

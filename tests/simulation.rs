@@ -227,10 +227,7 @@ impl Model {
         new["spec"]["template"]["spec"]["containers"][0]["image"] =
             json!(format!("registry.example.com/shop/db:{version}"));
         let verdict = decide::decide(
-            &Change::Update {
-                old,
-                new: of(new.clone()),
-            },
+            &Change::update(old, of(new.clone())),
             &self.policies,
             &NoCluster,
             self.now(),
@@ -286,10 +283,7 @@ impl Model {
             is_self: true,
             ..Default::default()
         };
-        let change = Change::Update {
-            old,
-            new: of(new.clone()),
-        };
+        let change = Change::update(old, of(new.clone()));
         let verdict = decide::decide_as(&change, &self.policies, &NoCluster, self.now(), &me);
         assert!(
             verdict.allowed,

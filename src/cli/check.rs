@@ -117,15 +117,15 @@ pub fn run(args: &Args, common: &Common) -> Result<ExitCode, Error> {
         let key = manifest::key(&n);
         let paired = old_set.position(&key).and_then(|i| unpaired[i].take());
         let (operation, change) = match paired {
-            Some((_, o)) => ("UPDATE", Change::Update { old: o, new: n }),
-            None => ("CREATE", Change::Create(n)),
+            Some((_, o)) => ("UPDATE", Change::update(o, n)),
+            None => ("CREATE", Change::create(n)),
         };
         let verdict = decide::decide(&change, &policies, &cluster, now);
         rows.push(row(key, operation, source, verdict));
     }
     for (source, o) in unpaired.into_iter().flatten() {
         let key = manifest::key(&o);
-        let verdict = decide::decide(&Change::Delete(o), &policies, &cluster, now);
+        let verdict = decide::decide(&Change::delete(o), &policies, &cluster, now);
         rows.push(row(key, "DELETE", source, verdict));
     }
     let all_allowed = rows.iter().all(|r| r.verdict != "refused");
@@ -243,10 +243,7 @@ pub async fn live(
         policy.retarget(template, to);
     }
     let verdict = decide::decide(
-        &Change::Update {
-            old: old.clone(),
-            new,
-        },
+        &Change::update(old.clone(), new),
         policies,
         &crate::decide::NoCluster,
         now,

@@ -246,6 +246,7 @@ async fn serve(args: &Args, common: &Common) -> Result<ExitCode, Error> {
         tokio::spawn(server::serve(
             plain,
             None,
+            0,
             router,
             metrics.clone(),
             connections,
@@ -256,6 +257,7 @@ async fn serve(args: &Args, common: &Common) -> Result<ExitCode, Error> {
     server::serve(
         listener,
         Some(tokio_rustls::TlsAcceptor::from(tls_config)),
+        server::per_core(),
         server::router(app, limits),
         metrics,
         connections,

@@ -6,13 +6,13 @@
 //! claim's version is upgrade-guard's record ([`crate::claim`]), so nothing
 //! in the request decides what it is compared with.
 
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 
 use super::{ClusterView, Requester, Rule, Verdict};
-use crate::claim::{SERVED, Served, ServedVersion, pod_claims, served_annotation};
+use crate::claim::{SERVED, Served, ServedVersion, served_annotation};
 use crate::policy::{GovernedVersion, PathOutcome, Policy, PolicySet, Version};
-use crate::workload::{Workload, claim_volumes, owner_of, pod_images};
+use crate::template::Template;
+use crate::workload::{Workload, claim_volumes, owner_of};
 
 /// A pod CREATE, or an UPDATE (an image edited in place, an ephemeral
 /// container added): judged against every claim it mounts that carries a
@@ -27,18 +27,13 @@ pub fn judge_pod(
         allowed: true,
         ..Default::default()
     };
-    let Some(spec) = new.spec.as_ref() else {
+    if new.spec.is_none() {
         return verdict;
-    };
+    }
+    let template = Template::of_pod(new);
     if let Some(old) = old {
-        let images = |p: &Pod| -> Vec<(String, Option<String>)> {
-            p.spec
-                .iter()
-                .flat_map(pod_images)
-                .map(|(n, i)| (n.to_string(), i.cloned()))
-                .collect()
-        };
-        if images(old) == images(new) {
+        let old = Template::of_pod(old);
+        if old.images().eq(template.images()) {
             return verdict;
         }
     }
@@ -51,8 +46,7 @@ pub fn judge_pod(
             .or(new.metadata.generate_name.as_deref())
             .unwrap_or_default()
     ));
-    let template = as_template(new);
-    for claim in pod_claims(spec) {
+    for (_, claim) in template.claims() {
         let Some(text) = cluster.claim_served(namespace, claim) else {
             continue;
         };
@@ -202,17 +196,6 @@ pub fn mounts(w: &Workload, claim: &str) -> bool {
         })
 }
 
-/// The pod as a template: what the policy reads versions from.
-fn as_template(pod: &Pod) -> PodTemplateSpec {
-    PodTemplateSpec {
-        metadata: Some(ObjectMeta {
-            labels: pod.metadata.labels.clone(),
-            ..Default::default()
-        }),
-        spec: pod.spec.clone(),
-    }
-}
-
 /// A claim's served record may change only by upgrade-guard's own hand; a
 /// claim created with one is refused.
 pub fn judge_claim(
@@ -272,7 +255,7 @@ pub fn served_after(
         },
     };
     let known = served.versions.keys().cloned().collect();
-    let running = policy.versions_with(&as_template(pod), &known);
+    let running = policy.versions_with(&Template::of_pod(pod), &known);
     let before = served.clone();
     for v in &running {
         let label = v.label();

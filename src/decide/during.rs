@@ -5,8 +5,8 @@ use super::*;
 
 /// While a refresh runs, only its own steps, pausing and a rollback pass.
 pub(super) fn judge_during_refresh(
-    old: &Workload,
-    new: &Workload,
+    old: &Subject,
+    new: &Subject,
     policy: &Policy,
     refresh: &RefreshView,
     (old_versions, new_versions): (&[GovernedVersion], &[GovernedVersion]),
@@ -22,7 +22,7 @@ pub(super) fn judge_during_refresh(
             new.replicas()
         ));
     }
-    if let (Workload::StatefulSet(o), Workload::StatefulSet(n)) = (old, new) {
+    if let (Workload::StatefulSet(o), Workload::StatefulSet(n)) = (old.workload(), new.workload()) {
         let (os, ns) = (o.spec.as_ref(), n.spec.as_ref());
         if os.map(|s| &s.volume_claim_templates) != ns.map(|s| &s.volume_claim_templates) {
             return frozen(format!(
@@ -35,7 +35,7 @@ pub(super) fn judge_during_refresh(
             ));
         }
     }
-    if let (Workload::Deployment(o), Workload::Deployment(n)) = (old, new) {
+    if let (Workload::Deployment(o), Workload::Deployment(n)) = (old.workload(), new.workload()) {
         let strategy = |d: &k8s_openapi::api::apps::v1::Deployment| {
             d.spec.as_ref().and_then(|s| s.strategy.clone())
         };
@@ -121,9 +121,9 @@ pub(super) fn judge_during_refresh(
 /// Allowed, or judged on their own: the pod template (a rollback), the
 /// replicas and the update strategy (their own messages; the partition is
 /// the refresh's), and pausing a Deployment's rollout.
-pub(super) fn frozen_field(old: &Workload, new: &Workload) -> Option<String> {
-    let spec = |w: &Workload| {
-        let value = match w {
+pub(super) fn frozen_field(old: &Subject, new: &Subject) -> Option<String> {
+    let spec = |w: &Subject| {
+        let value = match w.workload() {
             Workload::StatefulSet(s) => serde_json::to_value(&s.spec),
             Workload::Deployment(d) => serde_json::to_value(&d.spec),
         };
@@ -155,8 +155,8 @@ pub(super) fn frozen_field(old: &Workload, new: &Workload) -> Option<String> {
 
 /// A Deployment upgrade-guard paused for its preRefresh hook stays paused
 /// until the record says the hook completed.
-pub(super) fn unpauses_before_pre_refresh(old: &Workload, new: &Workload, policy: &Policy) -> bool {
-    let paused = |w: &Workload| match w {
+pub(super) fn unpauses_before_pre_refresh(old: &Subject, new: &Subject, policy: &Policy) -> bool {
+    let paused = |w: &Subject| match w.workload() {
         Workload::Deployment(d) => d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false),
         Workload::StatefulSet(_) => false,
     };
@@ -171,8 +171,8 @@ pub(super) fn unpauses_before_pre_refresh(old: &Workload, new: &Workload, policy
 /// template exactly as before the refresh (no container added, nothing
 /// else changed).
 pub(super) fn is_whole_rollback(
-    old: &Workload,
-    new: &Workload,
+    old: &Subject,
+    new: &Subject,
     record: &RefreshRecord,
     new_versions: &[GovernedVersion],
 ) -> bool {
@@ -189,25 +189,11 @@ pub(super) fn is_whole_rollback(
     };
     if record.images.is_empty() {
         // An older record: at least the same containers.
-        let names = |t: &k8s_openapi::api::core::v1::PodTemplateSpec| -> Vec<String> {
-            t.spec
-                .iter()
-                .flat_map(crate::workload::pod_images)
-                .map(|(n, _)| n.to_string())
-                .collect()
-        };
+        let names =
+            |t: &Template| -> Vec<String> { t.images().map(|(n, _)| n.to_string()).collect() };
         return names(before) == names(after);
     }
-    let mut expected = before.clone();
-    if let Some(spec) = expected.spec.as_mut() {
-        let init = spec.init_containers.iter_mut().flatten();
-        for c in spec.containers.iter_mut().chain(init) {
-            if let Some(image) = record.images.get(&c.name) {
-                c.image = Some(image.clone());
-            }
-        }
-    }
-    expected == *after
+    before.with_images(&record.images) == *after
 }
 
 /// A StatefulSet's update strategy but the partition, an absent type read

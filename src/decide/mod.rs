@@ -10,6 +10,7 @@ mod path;
 mod record;
 mod recreate;
 mod scale;
+mod subject;
 mod update;
 
 use std::borrow::Cow;
@@ -23,6 +24,7 @@ use serde::Serialize;
 pub use crate::cluster::{ClusterView, NoCluster, Snapshot};
 pub use crate::policy::Rule;
 pub use mutation::Edit;
+pub use subject::Subject;
 
 use during::*;
 use overrides::*;
@@ -33,20 +35,21 @@ use scale::*;
 use update::*;
 
 use crate::policy::{Downgrade, GovernedVersion, PathOutcome, Policy, PolicySet, Refusal, Version};
+use crate::template::Template;
 use crate::workload::{
     FORCE_REASON, FORCE_TO, REFRESH, RESUME, RefreshRecord, Resume, VersionStep, Workload,
-    WorkloadKind, claim_volumes, images_changed, resume_of,
+    WorkloadKind, resume_of,
 };
 
 /// What the API server is asked to do.
 #[derive(Debug, Clone)]
 pub enum Change {
-    Create(Workload),
+    Create(Subject),
     Update {
-        old: Workload,
-        new: Workload,
+        old: Subject,
+        new: Subject,
     },
-    Delete(Workload),
+    Delete(Subject),
     /// The `scale` subresource: a Scale object carries only replica counts.
     Scale {
         kind: WorkloadKind,
@@ -55,6 +58,23 @@ pub enum Change {
         from: i32,
         to: i32,
     },
+}
+
+impl Change {
+    pub fn create(new: Workload) -> Change {
+        Change::Create(Subject::new(new))
+    }
+
+    pub fn update(old: Workload, new: Workload) -> Change {
+        Change::Update {
+            old: Subject::new(old),
+            new: Subject::new(new),
+        }
+    }
+
+    pub fn delete(old: Workload) -> Change {
+        Change::Delete(Subject::new(old))
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -172,15 +192,22 @@ pub fn decide(
 /// reading the objects' specs.
 pub fn is_ungoverned(change: &Change, policies: &PolicySet) -> bool {
     match change {
-        Change::Create(new) => policies.select(new).is_none() && new.annotation(REFRESH).is_none(),
-        Change::Update { old, new } => {
-            policies.select(old).is_none()
-                && policies.select(new).is_none()
-                && old.annotation(REFRESH) == new.annotation(REFRESH)
+        Change::Create(new) => {
+            policies.select(new.workload()).is_none() && new.annotation(REFRESH).is_none()
         }
-        Change::Delete(old) => policies.select(old).is_none(),
+        Change::Update { old, new } => {
+            is_ungoverned_update(old.workload(), new.workload(), policies)
+        }
+        Change::Delete(old) => policies.select(old.workload()).is_none(),
         Change::Scale { .. } => false,
     }
+}
+
+/// [`is_ungoverned`] for an UPDATE, from the two objects' metadata.
+pub fn is_ungoverned_update(old: &Workload, new: &Workload, policies: &PolicySet) -> bool {
+    policies.select(old).is_none()
+        && policies.select(new).is_none()
+        && old.annotation(REFRESH) == new.annotation(REFRESH)
 }
 
 /// Decides one change asked for by `requester`.
@@ -222,7 +249,7 @@ fn decide_record_trusted(
     match change {
         Change::Delete(old) => {
             let mut verdict = Verdict::allow();
-            if let Some(policy) = policies.select(old) {
+            if let Some(policy) = policies.select(old.workload()) {
                 verdict.policy = Some(policy.id());
                 verdict.reason = format!(
                     "{} {}/{}: deleting changes no version; its claims stay, and a StatefulSet created over them again is judged from the pods still running on them",
@@ -240,7 +267,7 @@ fn decide_record_trusted(
             from,
             to,
         } => decide_scale(*kind, namespace, name, *from, *to, policies, cluster),
-        Change::Create(new) => match policies.select(new) {
+        Change::Create(new) => match policies.select(new.workload()) {
             None => Verdict::allow(),
             Some(policy) => {
                 let mut verdict = match recreated(new, policy, cluster, now, requester) {
@@ -255,7 +282,10 @@ fn decide_record_trusted(
                 verdict
             }
         },
-        Change::Update { old, new } => match (policies.select(old), policies.select(new)) {
+        Change::Update { old, new } => match (
+            policies.select(old.workload()),
+            policies.select(new.workload()),
+        ) {
             (None, None) => Verdict::allow(),
             (Some(before), after) if after.is_none_or(|a| a.describe() != before.describe()) => {
                 let leaving = left_policy(new, before, &requester.overrides);

@@ -13,6 +13,7 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
+use super::Subject;
 use crate::workload::{REFRESH, RefreshRecord, Workload};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -216,12 +217,12 @@ fn add(path: &[&str], value: Value) -> PatchOperation {
 /// Applies the edits that the object does not already satisfy, in order,
 /// and returns the patch that does the same to its JSON form. The object is
 /// copied only if an edit applies.
-pub fn plan(edits: &[Edit], w: &mut Cow<'_, Workload>) -> Vec<PatchOperation> {
+pub fn plan(edits: &[Edit], w: &mut Cow<'_, Subject>) -> Vec<PatchOperation> {
     let mut ops = Vec::new();
     for edit in edits {
-        if !edit.is_satisfied(w) {
-            ops.extend(edit.operations(w));
-            edit.apply(w.to_mut());
+        if !edit.is_satisfied(w.workload()) {
+            ops.extend(edit.operations(w.workload()));
+            edit.apply(w.to_mut().workload_mut());
         }
     }
     ops
@@ -229,7 +230,8 @@ pub fn plan(edits: &[Edit], w: &mut Cow<'_, Workload>) -> Vec<PatchOperation> {
 
 /// The patch for edits of disjoint fields, without applying them: for the
 /// last edits of a decision, whose result nobody reads.
-pub fn patch_for(edits: &[Edit], w: &Workload) -> Vec<PatchOperation> {
+pub fn patch_for(edits: &[Edit], w: &Subject) -> Vec<PatchOperation> {
+    let w = w.workload();
     edits
         .iter()
         .filter(|e| !e.is_satisfied(w))

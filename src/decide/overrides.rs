@@ -8,19 +8,22 @@ use super::*;
 /// goes on past a failed hook or unit: an override like `force-to`,
 /// honoured only for a user RBAC lets `force`, and audited.
 pub(super) fn forced_resume(
-    old: &Workload,
-    new: &Workload,
+    old: &Subject,
+    new: &Subject,
     policies: &PolicySet,
     overrides: &Overrides,
     mut verdict: Verdict,
 ) -> Verdict {
-    let Some(Resume::Force(reason)) = resume_of(new) else {
+    let Some(Resume::Force(reason)) = resume_of(new.workload()) else {
         return verdict;
     };
     if old.annotation(RESUME) == new.annotation(RESUME) {
         return verdict;
     }
-    let Some(policy) = policies.select(new).or_else(|| policies.select(old)) else {
+    let Some(policy) = policies
+        .select(new.workload())
+        .or_else(|| policies.select(old.workload()))
+    else {
         return verdict;
     };
     let id = format!("{} {}/{}", new.kind(), new.namespace(), new.name());
@@ -54,7 +57,7 @@ pub(super) fn forced_resume(
 }
 
 /// An override let these refusals through: say so, audibly.
-pub(super) fn record_forced(verdict: &mut Verdict, new: &Workload, overridden: &[Refusal]) {
+pub(super) fn record_forced(verdict: &mut Verdict, new: &Subject, overridden: &[Refusal]) {
     let reason = new.annotation(FORCE_REASON).unwrap_or_default();
     let what: Vec<String> = overridden
         .iter()
@@ -76,7 +79,7 @@ pub(super) fn record_forced(verdict: &mut Verdict, new: &Workload, overridden: &
 /// `verdict` forced past `refusal` when an override for `target` may be
 /// used, else refused by it under `policy`.
 pub(super) fn unless_overridden(
-    new: &Workload,
+    new: &Subject,
     policy: &Policy,
     target: &GovernedVersion,
     refusal: Refusal,
@@ -103,7 +106,7 @@ pub(super) fn unless_overridden(
 /// Whether `upgradeguard.io/force-to` lets this refusal through; the error
 /// says why not, when someone tried.
 pub(super) fn override_for(
-    new: &Workload,
+    new: &Subject,
     target: &GovernedVersion,
     refusal: &Refusal,
     overrides: &Overrides,
@@ -159,7 +162,7 @@ pub(super) fn override_for(
 /// longer select it, or now select another) is judged by the policy it
 /// leaves: refused (rule left-policy) unless overridden for the version it
 /// runs, when the verdict is the forced one.
-pub(super) fn left_policy(new: &Workload, before: &Policy, overrides: &Overrides) -> Verdict {
+pub(super) fn left_policy(new: &Subject, before: &Policy, overrides: &Overrides) -> Verdict {
     let refusal = Refusal {
         rule: Rule::LeftPolicy,
         reason: format!(

@@ -6,8 +6,8 @@ use super::*;
 /// Outside a refresh: every changed governed container must follow the
 /// upgrade path, or carry a matching override.
 pub(super) fn judge_path(
-    old: &Workload,
-    new: &Workload,
+    old: &Subject,
+    new: &Subject,
     policy: &Policy,
     refresh: &RefreshView,
     (old_versions, new_versions): (&[GovernedVersion], &[GovernedVersion]),
@@ -94,10 +94,10 @@ pub(super) fn judge_path(
             }
         }
     }
-    if let Workload::Deployment(_) = new
+    if let Workload::Deployment(_) = new.workload()
         && !changed.is_empty()
         && !rollback
-        && !claim_volumes(new.template()).is_empty()
+        && new.template().is_some_and(|t| t.claims().next().is_some())
     {
         let convert = format!(
             "a Deployment cannot keep a volume per replica: convert it to a StatefulSet first (`upgrade-guard convert` offline, `upgrade-guard migrate {}/{}` live)",
@@ -197,7 +197,7 @@ pub(super) fn changed<'a>(
 /// away, say): the version can no longer be checked, so the change is
 /// refused unless overridden (`force-to: "none"`).
 pub(super) fn containers_removed(
-    new: &Workload,
+    new: &Subject,
     policy: &Policy,
     old_versions: &[GovernedVersion],
     overrides: &Overrides,

@@ -27,6 +27,7 @@ pub(super) fn forged_record(
     }
     let mut candidate = new.clone();
     let annotations = candidate
+        .workload_mut()
         .metadata_mut()
         .annotations
         .get_or_insert_with(Default::default);
@@ -47,7 +48,7 @@ pub(super) fn forged_record(
     if !verdict.allowed {
         return Some(verdict);
     }
-    let recomputed = mutation::patched(&candidate, &verdict.patch)
+    let recomputed = mutation::patched(candidate.workload(), &verdict.patch)
         .and_then(|w| w.refresh_record().and_then(Result::ok));
     let claimed = new.refresh_record().and_then(Result::ok);
     // `started` is the mutation's own clock (kept on reinvocation), so a
@@ -77,8 +78,8 @@ pub(super) fn forged_record(
                 ..Default::default()
             };
             refused.policy = policies
-                .select(new)
-                .or_else(|| old.and_then(|o| policies.select(o)))
+                .select(new.workload())
+                .or_else(|| old.and_then(|o| policies.select(o.workload())))
                 .map(Policy::id);
             Some(refused)
         }

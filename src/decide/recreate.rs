@@ -1,6 +1,8 @@
 //! A StatefulSet created again over the claims an earlier one left:
 //! judged as an upgrade from what their pods still run.
 
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+
 use super::*;
 
 /// A StatefulSet created where an earlier one left its claims
@@ -11,13 +13,13 @@ use super::*;
 /// ([`data`]) hold at pod admission either way. With no pod left, a warning
 /// says the path cannot be checked here. `None` when no claim is adopted.
 pub(super) fn recreated(
-    new: &Workload,
+    new: &Subject,
     policy: &Policy,
     cluster: &dyn ClusterView,
     now: jiff::Timestamp,
     requester: &Requester,
 ) -> Option<Verdict> {
-    let Workload::StatefulSet(sts) = new else {
+    let Workload::StatefulSet(sts) = new.workload() else {
         return None;
     };
     let (namespace, name) = (new.namespace(), new.name());
@@ -73,18 +75,18 @@ pub(super) fn recreated(
         seen.push(images);
         // The old StatefulSet as its pods show it: no refresh was running.
         let mut old = new.clone();
-        if let Some(annotations) = old.metadata_mut().annotations.as_mut() {
+        if let Some(annotations) = old.workload_mut().metadata_mut().annotations.as_mut() {
             annotations.remove(REFRESH);
         }
-        if let Workload::StatefulSet(s) = &mut old
-            && let Some(spec_of_old) = s.spec.as_mut()
-        {
-            spec_of_old.template.spec = Some(spec);
-            spec_of_old.template.metadata = Some(ObjectMeta {
-                labels: pod.metadata.labels.clone(),
-                annotations: pod.metadata.annotations.clone(),
-                ..Default::default()
-            });
+        if old.template().is_some() {
+            old.set_template(Template::of(PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: pod.metadata.labels.clone(),
+                    annotations: pod.metadata.annotations.clone(),
+                    ..Default::default()
+                }),
+                spec: Some(spec),
+            }));
         }
         let mut verdict = decide_update(&old, new, policy, cluster, now, requester);
         // The edits of an update (partition, record) are not a create's.

@@ -15,15 +15,15 @@ pub(super) enum RefreshPlan {
 }
 
 pub(super) fn decide_update(
-    old: &Workload,
-    new: &Workload,
+    old: &Subject,
+    new: &Subject,
     policy: &Policy,
     cluster: &dyn ClusterView,
     now: jiff::Timestamp,
     requester: &Requester,
 ) -> Verdict {
     let overrides = &requester.overrides;
-    let refresh = RefreshView::of(old, policy);
+    let refresh = RefreshView::of(old.workload(), policy);
     let mut verdict = Verdict {
         allowed: true,
         policy: Some(policy.id()),
@@ -128,7 +128,7 @@ pub(super) fn decide_update(
         }),
     };
     if let Some(mut record) = record {
-        record.images = images_changed(old_template, new_template);
+        record.images = old_template.images_changed(new_template);
         if verdict.from.is_none() {
             (verdict.from, verdict.to) = (Some(record.from.clone()), Some(record.to.clone()));
         }
@@ -141,7 +141,7 @@ pub(super) fn decide_update(
             );
             verdict.warnings.push(warning.clone());
             verdict.patch_warnings.push(warning);
-        } else if let Workload::StatefulSet(_) = new {
+        } else if let Workload::StatefulSet(_) = new.workload() {
             // A hook that must run before a unit restarts holds them all.
             let partition = if policy.hooks.hold_units() {
                 new.replicas().max(0)
@@ -194,11 +194,7 @@ pub(super) fn start_record(
 
 /// During a refresh, a lowered partition that the refresh record does not
 /// confirm is a re-apply resetting it (GitOps): keep the live one instead.
-pub(super) fn partition_reset(
-    old: &Workload,
-    new: &Workload,
-    refresh: &RefreshView,
-) -> Option<i32> {
+pub(super) fn partition_reset(old: &Subject, new: &Subject, refresh: &RefreshView) -> Option<i32> {
     if !refresh.in_progress || refresh.record.is_none() || old.template() != new.template() {
         return None;
     }
@@ -211,29 +207,26 @@ pub(super) fn partition_reset(
 /// Deployments whose pods mount claims: a surge pod would wait forever for
 /// a ReadWriteOnce volume, so roll without one.
 pub(super) fn volume_edits(
-    w: &Workload,
+    w: &Subject,
     cluster: &dyn ClusterView,
     warnings: &mut Vec<String>,
 ) -> Vec<Edit> {
-    let Workload::Deployment(_) = w else {
+    let (Workload::Deployment(_), Some(template)) = (w.workload(), w.template()) else {
         return Vec::new();
     };
-    let single_node = claim_volumes(w.template())
-        .into_iter()
-        .map(|(_, claim)| claim)
-        .filter(|claim| {
-            cluster
-                .claim_access_modes(w.namespace(), claim)
-                .is_none_or(|modes| {
-                    modes
-                        .iter()
-                        .any(|m| m == "ReadWriteOnce" || m == "ReadWriteOncePod")
-                })
-        });
+    let single_node = template.claims().map(|(_, claim)| claim).filter(|claim| {
+        cluster
+            .claim_access_modes(w.namespace(), claim)
+            .is_none_or(|modes| {
+                modes
+                    .iter()
+                    .any(|m| m == "ReadWriteOnce" || m == "ReadWriteOncePod")
+            })
+    });
     let Some(claim) = single_node.into_iter().next() else {
         return Vec::new();
     };
-    if !mutation::surges(w) {
+    if !mutation::surges(w.workload()) {
         return Vec::new();
     }
     warnings.push(format!(
@@ -242,6 +235,6 @@ pub(super) fn volume_edits(
         w.name()
     ));
     vec![Edit::NoSurge {
-        raise_unavailable: mutation::unavailable_is_zero(w),
+        raise_unavailable: mutation::unavailable_is_zero(w.workload()),
     }]
 }

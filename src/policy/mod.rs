@@ -21,7 +21,8 @@ pub use spec::{
 };
 pub use version::{ImageRef, Version, VersionError, repository};
 
-use crate::workload::{Workload, WorkloadKind, pod_images};
+use crate::template::Template;
+use crate::workload::{Workload, WorkloadKind};
 
 /// A policy ready to decide with: patterns compiled, versions parsed.
 #[derive(Debug, Clone)]
@@ -312,7 +313,7 @@ impl Policy {
     }
 
     /// The versions of the governed containers, in pod-template order.
-    pub fn versions(&self, template: &PodTemplateSpec) -> Vec<GovernedVersion> {
+    pub fn versions(&self, template: &Template) -> Vec<GovernedVersion> {
         self.versions_with(template, &BTreeSet::new())
     }
 
@@ -322,8 +323,8 @@ impl Policy {
     /// name while another container runs the data's image).
     pub fn versions_of_change(
         &self,
-        old: &PodTemplateSpec,
-        new: &PodTemplateSpec,
+        old: &Template,
+        new: &Template,
     ) -> (Vec<GovernedVersion>, Vec<GovernedVersion>) {
         let mut repositories = self.named_repositories(old);
         repositories.extend(self.named_repositories(new));
@@ -344,14 +345,12 @@ impl Policy {
 
     /// The repositories the containers the policy names run; none when it
     /// names none (every container is governed then) or reads a label.
-    fn named_repositories(&self, template: &PodTemplateSpec) -> BTreeSet<String> {
+    fn named_repositories(&self, template: &Template) -> BTreeSet<String> {
         if self.containers.is_empty() || matches!(self.version_source, VersionSource::Label(_)) {
             return BTreeSet::new();
         }
         template
-            .spec
-            .iter()
-            .flat_map(pod_images)
+            .images()
             .filter(|(name, _)| self.containers.iter().any(|c| c == name))
             .filter_map(|(_, image)| image.map(|i| repository(i)))
             .collect()
@@ -362,15 +361,11 @@ impl Policy {
     /// the policy names, or whose image is of one of `repositories`.
     pub fn versions_with(
         &self,
-        template: &PodTemplateSpec,
+        template: &Template,
         repositories: &BTreeSet<String>,
     ) -> Vec<GovernedVersion> {
         if let VersionSource::Label(label) = &self.version_source {
-            let value = template
-                .metadata
-                .as_ref()
-                .and_then(|m| m.labels.as_ref())
-                .and_then(|l| l.get(label));
+            let value = template.labels().and_then(|l| l.get(label));
             return vec![GovernedVersion {
                 container: format!("label {label}"),
                 image: value.cloned().unwrap_or_default(),
@@ -380,15 +375,13 @@ impl Policy {
                 },
             }];
         }
-        let Some(spec) = template.spec.as_ref() else {
-            return Vec::new();
-        };
         let named =
             |name: &str| self.containers.is_empty() || self.containers.iter().any(|c| c == name);
         let of_repository = |image: Option<&String>| {
             !repositories.is_empty() && image.is_some_and(|i| repositories.contains(&repository(i)))
         };
-        pod_images(spec)
+        template
+            .images()
             .filter(|(name, image)| named(name) || of_repository(*image))
             .map(|(name, image)| {
                 let image = image.cloned().unwrap_or_default();

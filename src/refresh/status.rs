@@ -3,12 +3,13 @@
 //! controller uses.
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::api::core::v1::Pod;
 use serde::Serialize;
 
 use super::hooks::{self, HookKind, HookRun, JobState};
 use super::{Next, Observed, Settings, is_ready, pod_at, restarts, revision, step};
 use crate::policy::{PauseAfter, Policy};
+use crate::template::Template;
 use crate::workload::{HookMark, RefreshRecord, RefreshState, Workload};
 
 #[derive(Debug, Clone, Serialize)]
@@ -239,12 +240,8 @@ pub fn report(
         None => next_from_record(w, &record, jobs),
     };
     let version = |pod: &Pod| {
-        let template = PodTemplateSpec {
-            metadata: Some(pod.metadata.clone()),
-            spec: pod.spec.clone(),
-        };
         policy?
-            .versions(&template)
+            .versions(&Template::of_pod(pod))
             .first()
             .map(|v| v.label().to_string())
     };

@@ -355,15 +355,12 @@ fn take_change<T: Resource>(
             .ok_or(ReviewError::MissingObject { field, operation })
     };
     Ok(match request.operation {
-        Operation::Create => Some(Change::Create(take("object")?)),
+        Operation::Create => Some(Change::create(take("object")?)),
         Operation::Update => {
             let new = take("object")?;
-            Some(Change::Update {
-                old: take("oldObject")?,
-                new,
-            })
+            Some(Change::update(take("oldObject")?, new))
         }
-        Operation::Delete => Some(Change::Delete(take("oldObject")?)),
+        Operation::Delete => Some(Change::delete(take("oldObject")?)),
         Operation::Connect => None,
     })
 }

@@ -619,21 +619,30 @@ pub fn descriptor_budget(wanted: usize, reserve: usize) -> usize {
     wanted.min(soft.saturating_sub(reserve).max(1))
 }
 
-/// The accept loop of both listeners (TLS when `tls` is given): serves
-/// until `shutdown` completes, then stops accepting and lets every request
-/// in flight finish.
+/// One serving thread per core: what the webhook's listener serves on.
+pub fn per_core() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// The accept loop of both listeners (TLS when `tls` is given), its
+/// connections served on `threads` threads of their own ([`Workers`]; 0:
+/// on the caller's runtime, enough for probes): serves until `shutdown`
+/// completes, then stops accepting and lets every request in flight finish.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
+    threads: usize,
     router: Router,
     metrics: Arc<Metrics>,
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
 ) {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let workers = Workers::start(cores)
+    let workers = (threads > 0)
+        .then(|| Workers::start(threads))
+        .transpose()
         .inspect_err(|e| tracing::warn!(error = %e, "no serving threads; connections are served on the main runtime"))
-        .ok();
+        .ok()
+        .flatten();
     let router = router.layer(axum::middleware::from_fn(track));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());

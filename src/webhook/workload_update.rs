@@ -1,21 +1,22 @@
 //! The quick read of the reviews the API server sends most: an UPDATE of a
 //! StatefulSet or Deployment, each object read in place as the envelope is
-//! read ([`super::request`]), and of each only what a decision reads:
+//! read ([`super::request`]), into the [`Subject`] decisions read:
 //!
 //! - metadata without managedFields, and of its annotations only
 //!   upgrade-guard's own (`upgradeguard.io/`), plus whether there are any;
 //!   a workload no policy selects is answered from these alone, its spec
 //!   skipped unread (read later only if the other object is selected);
-//! - the spec typed, but the pod template reduced to its labels, its
-//!   containers' names and images, and its claim volumes;
+//! - the spec typed, but the pod template read only as far as a
+//!   [`Template`] holds it (its labels, every container's name and image,
+//!   its claim volumes);
 //! - the status typed.
 //!
 //! The API server writes both objects of a review the same way, so an
-//! unchanged part of a template is the same text. Every template field the
-//! reduction drops is kept as its text, and the two templates are read
-//! only when those texts are the same: a template whose dropped fields
-//! changed (an env var, a probe, a new container) is beyond this read, so
-//! a decision that compares templates sees the whole difference or none.
+//! unchanged part of a template is the same text. Every template field a
+//! [`Template`] does not hold is kept as its text, and the two templates
+//! are built only when those texts are the same, marked as having the
+//! same rest: a template whose other fields changed (an env var, a probe,
+//! a new container) is beyond this read.
 //! Those texts are still checked against their k8s-openapi types
 //! ([`super::schema`]), once (the other object's are the same text), and
 //! every other field the full read parses is parsed here too, so this read
@@ -42,9 +43,10 @@ use serde_json::value::RawValue;
 
 use super::objects::{Meta, checked};
 use super::schema::{AnyString, Check, KeyText, Shape};
-use crate::decide::{self, Change};
+use crate::decide::{self, Change, Subject};
 use crate::policy::PolicySet;
-use crate::workload::{Workload, WorkloadKind};
+use crate::template::{Image, Kept, Template};
+use crate::workload::{OWN_PREFIX, Workload, WorkloadKind};
 
 /// What the quick read makes of a workload UPDATE: the old object's UID,
 /// and the change, `None` when no policy selects either object.
@@ -65,16 +67,13 @@ pub(super) fn read(
     let (old, old_rest) = old.skim(kind)?;
     let (new, new_rest) = new.skim(kind)?;
     let object_uid = old.metadata().uid.clone();
-    let mut change = Change::Update { old, new };
-    if decide::is_ungoverned(&change, policies) {
+    if decide::is_ungoverned_update(&old, &new, policies) {
         return Some(Read {
             object_uid,
             change: None,
         });
     }
-    let Change::Update { old, new } = &mut change else {
-        return None;
-    };
+    let (mut old, mut new) = (old, new);
     let mut old_spec = match old_rest.spec {
         Some(spec) => Some(spec.read()?),
         None => None,
@@ -88,11 +87,14 @@ pub(super) fn read(
         _ => None,
     };
     let (old_template, new_template) = templates.unzip();
-    fill(old, old_spec, old_template, old_rest.status)?;
-    fill(new, new_spec, new_template, new_rest.status)?;
+    fill(&mut old, old_spec, old_rest.status)?;
+    fill(&mut new, new_spec, new_rest.status)?;
     Some(Read {
         object_uid,
-        change: Some(change),
+        change: Some(Change::Update {
+            old: Subject::with_template(old, old_template),
+            new: Subject::with_template(new, new_template),
+        }),
     })
 }
 
@@ -100,10 +102,10 @@ pub(super) fn read(
 /// are not the same text in both, or not what their types accept (checked
 /// once: the other's are the same text).
 fn templates(
-    old: Template<'_>,
-    new: Template<'_>,
+    old: TemplateText<'_>,
+    new: TemplateText<'_>,
     shapes: &'static Shapes,
-) -> Option<(PodTemplateSpec, PodTemplateSpec)> {
+) -> Option<(Template, Template)> {
     let new_rests = new.rests(shapes);
     if old.rests(shapes) != new_rests {
         return None;
@@ -112,7 +114,7 @@ fn templates(
         rest.check()?;
     }
     drop(new_rests);
-    Some((old.reduce()?, new.reduce()?))
+    Some(Template::same_rest(old.reduce()?, new.reduce()?))
 }
 
 /// A StatefulSet or a Deployment as the quick read takes it: its metadata,
@@ -258,7 +260,7 @@ impl<'de> Deserialize<'de> for SpecObject<'de> {
 #[serde(rename_all = "camelCase")]
 struct Spec<'a> {
     #[serde(borrow)]
-    template: Option<Template<'a>>,
+    template: Option<TemplateText<'a>>,
     replicas: Option<i32>,
     selector: Option<LabelSelector>,
     min_ready_seconds: Option<i32>,
@@ -310,24 +312,18 @@ impl<'a> Object<'a> {
     }
 }
 
-/// Puts a skimmed workload's spec, its template reduced, and status in
+/// Puts a skimmed workload's spec, but its template, and status in
 /// place. `None` where this read cannot vouch for it: an unreadable
 /// status, a required field missing (a spec's template or selector, a
 /// pod's containers, a container's or volume's name: the full read takes
 /// those as empty, as the API server's decoder would), or a claim template
 /// carrying managedFields (any JSON, whose depth only a read of the whole
 /// body measures).
-fn fill(
-    workload: &mut Workload,
-    spec: Option<Spec<'_>>,
-    template: Option<PodTemplateSpec>,
-    status: Option<&RawValue>,
-) -> Option<()> {
+fn fill(workload: &mut Workload, spec: Option<Spec<'_>>, status: Option<&RawValue>) -> Option<()> {
     macro_rules! filled {
         ($object:ident, |$s:ident, $out:ident| $own:block) => {{
             if let Some($s) = spec {
                 let $out = $object.spec.insert(Default::default());
-                $out.template = template?;
                 $out.selector = $s.selector?;
                 $out.min_ready_seconds = $s.min_ready_seconds;
                 $out.replicas = $s.replicas;
@@ -372,7 +368,7 @@ fn typed<T: serde::de::DeserializeOwned>(raw: Option<&RawValue>) -> Option<Optio
 /// a label), its containers' names and images, and its claim volumes. Every
 /// other field is kept as its text, where it was.
 #[derive(Default)]
-struct Template<'a> {
+struct TemplateText<'a> {
     metadata: Option<TemplateMeta<'a>>,
     spec: Option<TemplatePod<'a>>,
     rest: Rest<'a>,
@@ -476,7 +472,7 @@ pub(super) fn shapes() -> Option<&'static Shapes> {
 /// request, the object, the spec and the template hold its own fields.
 const TEMPLATE_DEPTH: usize = 5;
 
-impl<'a> Template<'a> {
+impl<'a> TemplateText<'a> {
     /// Every object's fields not built, in the order of the template, the
     /// objects that have none left out: a template whose fields differ
     /// only in what was built (a container added with a name and an image,
@@ -515,49 +511,39 @@ impl<'a> Template<'a> {
         all
     }
 
-    /// The template as decisions see it; `None` for a container or volume
-    /// without a name or a pod without containers.
-    fn reduce(self) -> Option<PodTemplateSpec> {
-        let mut out = PodTemplateSpec::default();
-        if let Some(m) = self.metadata {
-            out.metadata.insert(ObjectMeta::default()).labels = m.labels;
-        }
+    /// What decisions read of the template; `None` for a container or
+    /// volume without a name, a pod without containers, or one with
+    /// ephemeral containers (a policy governs them; this read keeps them
+    /// as text).
+    fn reduce(self) -> Option<Kept> {
+        let mut out = Kept {
+            labels: self.metadata.and_then(|m| m.labels),
+            ..Kept::default()
+        };
         if let Some(pod) = self.spec {
-            let spec = out.spec.insert(PodSpec::default());
-            let named = |c: Named, out: &mut Container| {
-                out.name = c.name?;
-                out.image = c.image;
-                Some(())
-            };
-            spec.containers = each(pod.containers?, named)?;
-            if let Some(init) = pod.init_containers {
-                spec.init_containers = Some(each(init, named)?);
+            if pod
+                .rest
+                .iter()
+                .any(|(key, _)| *key == "ephemeralContainers")
+            {
+                return None;
             }
-            if let Some(volumes) = pod.volumes {
-                spec.volumes = Some(each(volumes, |v, out: &mut Volume| {
-                    out.name = v.name?;
-                    out.persistent_volume_claim = v.persistent_volume_claim;
-                    Some(())
-                })?);
+            let init = pod.init_containers.into_iter().flatten();
+            for c in pod.containers?.into_iter().chain(init) {
+                out.containers.push(Image {
+                    name: c.name?,
+                    image: c.image,
+                });
+            }
+            for v in pod.volumes.into_iter().flatten() {
+                let name = v.name?;
+                if let Some(source) = v.persistent_volume_claim {
+                    out.claims.push((name, source.claim_name));
+                }
             }
         }
         Some(out)
     }
-}
-
-/// Each item written by `f` into a default `U`, or `None` if any fails.
-/// Written in place: a k8s `Container` is 2 kB, a `Volume` 3 kB, and one
-/// built on the stack is copied into the vector.
-fn each<T, U: Default>(
-    items: Vec<T>,
-    mut f: impl FnMut(T, &mut U) -> Option<()>,
-) -> Option<Vec<U>> {
-    let mut out = Vec::with_capacity(items.len());
-    out.resize_with(items.len(), U::default);
-    for (item, slot) in items.into_iter().zip(&mut out) {
-        f(item, slot)?;
-    }
-    Some(out)
 }
 
 /// An object read field by field: the ones a decision reads into their
@@ -630,7 +616,7 @@ macro_rules! read_by_fields {
     )*};
 }
 read_by_fields! {
-    Template(template) { "metadata" => metadata, "spec" => spec }
+    TemplateText(template) { "metadata" => metadata, "spec" => spec }
     TemplateMeta(meta) { "labels" => labels }
     TemplatePod(pod) {
         "containers" => containers,
@@ -646,8 +632,6 @@ read_by_fields! {
 /// is often a kilobyte of escaped JSON).
 #[derive(Default)]
 pub(super) struct Own(BTreeMap<String, String>);
-
-const OWN_PREFIX: &str = "upgradeguard.io/";
 
 impl From<Own> for BTreeMap<String, String> {
     fn from(own: Own) -> Self {

@@ -8,7 +8,7 @@ pub mod tools;
 
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use upgrade_guard::decide::{self, Change, ClusterView, NoCluster, Verdict};
 use upgrade_guard::manifest;
 use upgrade_guard::policy::PolicySet;
@@ -94,10 +94,7 @@ pub fn json(w: &Workload) -> Value {
 
 pub fn update(old: &Workload, new: &Workload, policies: &PolicySet) -> Verdict {
     decide::decide(
-        &Change::Update {
-            old: old.clone(),
-            new: new.clone(),
-        },
+        &Change::update(old.clone(), new.clone()),
         policies,
         &NoCluster,
         now(),
@@ -159,4 +156,24 @@ pub fn refresh_settings(
         hooks: Default::default(),
         releases: Vec::new(),
     }
+}
+
+/// A pod review as the API server sends it, from a user: named as its
+/// object is.
+pub fn pod_review(operation: &str, object: &Value, old: Option<&Value>) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "u-1",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "name": object["metadata"]["name"], "namespace": "shop", "operation": operation,
+            "userInfo": {"username": "alice", "groups": ["system:authenticated"]},
+            "object": object, "oldObject": old,
+            "dryRun": false,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
+        }
+    })
 }
