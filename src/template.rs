@@ -12,7 +12,9 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{
+    Container, EphemeralContainer, PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -21,15 +23,32 @@ pub struct Template {
     rest: Rest,
 }
 
-/// What decisions read of a template.
+/// What decisions read of a template, each part as present or absent as
+/// in the template: with the rest, it is the whole template.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Kept {
-    pub labels: Option<BTreeMap<String, String>>,
-    /// Containers, then init containers (native sidecars among them).
+    /// Its metadata, if it has any: the labels.
+    pub metadata: Option<Labels>,
+    /// Its pod spec, if it has one.
+    pub spec: Option<PodKept>,
+}
+
+pub type Labels = Option<BTreeMap<String, String>>;
+
+/// What decisions read of a pod spec.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct PodKept {
     pub containers: Vec<Image>,
-    pub ephemeral: Vec<Image>,
-    /// `(volume, claim)` for each volume of a PersistentVolumeClaim.
-    pub claims: Vec<(String, String)>,
+    pub init_containers: Option<Vec<Image>>,
+    pub ephemeral_containers: Option<Vec<Image>>,
+    pub volumes: Option<Vec<ClaimVolume>>,
+}
+
+/// A volume's name and, if it is one, its PersistentVolumeClaim.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClaimVolume {
+    pub name: String,
+    pub claim: Option<PersistentVolumeClaimVolumeSource>,
 }
 
 /// A container's name and image.
@@ -60,48 +79,56 @@ impl PartialEq for Rest {
     }
 }
 
+/// A container of any kind.
+trait NamedImage {
+    /// Its name and image, taken out.
+    fn take(&mut self) -> Image;
+}
+
+impl NamedImage for Container {
+    fn take(&mut self) -> Image {
+        Image {
+            name: std::mem::take(&mut self.name),
+            image: self.image.take(),
+        }
+    }
+}
+
+impl NamedImage for EphemeralContainer {
+    fn take(&mut self) -> Image {
+        Image {
+            name: std::mem::take(&mut self.name),
+            image: self.image.take(),
+        }
+    }
+}
+
 /// Marks of [`Rest::Same`]: unique within the process.
 static MARKS: AtomicU64 = AtomicU64::new(0);
 
 impl Template {
     /// What a typed template holds.
     pub fn of(mut template: PodTemplateSpec) -> Template {
-        let labels = template.metadata.as_mut().and_then(|m| m.labels.take());
-        let (mut containers, mut ephemeral, mut claims) = (Vec::new(), Vec::new(), Vec::new());
-        if let Some(spec) = template.spec.as_mut() {
-            let init = spec.init_containers.iter_mut().flatten();
-            for c in spec.containers.iter_mut().chain(init) {
-                containers.push(Image {
-                    name: std::mem::take(&mut c.name),
-                    image: c.image.take(),
-                });
-            }
-            for c in spec.ephemeral_containers.iter_mut().flatten() {
-                ephemeral.push(Image {
-                    name: std::mem::take(&mut c.name),
-                    image: c.image.take(),
-                });
-            }
-            for v in spec.volumes.iter_mut().flatten() {
-                if let Some(source) = v.persistent_volume_claim.take() {
-                    claims.push((v.name.clone(), source.claim_name));
-                    // Its other fields (readOnly) stay with the rest.
-                    v.persistent_volume_claim = Some(
-                        k8s_openapi::api::core::v1::PersistentVolumeClaimVolumeSource {
-                            claim_name: String::new(),
-                            read_only: source.read_only,
-                        },
-                    );
-                }
-            }
+        fn images(containers: &mut [impl NamedImage]) -> Vec<Image> {
+            containers.iter_mut().map(NamedImage::take).collect()
         }
+        let metadata = template.metadata.as_mut().map(|m| m.labels.take());
+        let spec = template.spec.as_mut().map(|spec| PodKept {
+            containers: images(&mut spec.containers),
+            init_containers: spec.init_containers.as_deref_mut().map(images),
+            ephemeral_containers: spec.ephemeral_containers.as_deref_mut().map(images),
+            volumes: spec.volumes.as_mut().map(|volumes| {
+                volumes
+                    .iter_mut()
+                    .map(|v| ClaimVolume {
+                        name: std::mem::take(&mut v.name),
+                        claim: v.persistent_volume_claim.take(),
+                    })
+                    .collect()
+            }),
+        });
         Template {
-            kept: Kept {
-                labels,
-                containers,
-                ephemeral,
-                claims,
-            },
+            kept: Kept { metadata, spec },
             rest: Rest::Typed(Box::new(template)),
         }
     }
@@ -129,34 +156,40 @@ impl Template {
     }
 
     pub fn labels(&self) -> Option<&BTreeMap<String, String>> {
-        self.kept.labels.as_ref()
+        self.kept.metadata.as_ref()?.as_ref()
     }
 
     /// Every container it runs, as (name, image): containers, init
-    /// containers, then ephemeral containers.
+    /// containers (native sidecars among them), then ephemeral containers.
     pub fn images(&self) -> impl Iterator<Item = (&str, Option<&String>)> {
-        self.kept
-            .containers
-            .iter()
-            .chain(&self.kept.ephemeral)
-            .map(|c| (c.name.as_str(), c.image.as_ref()))
+        let containers = self.kept.spec.iter().flat_map(|p| {
+            let init = p.init_containers.iter().flatten();
+            let ephemeral = p.ephemeral_containers.iter().flatten();
+            p.containers.iter().chain(init).chain(ephemeral)
+        });
+        containers.map(|c| (c.name.as_str(), c.image.as_ref()))
     }
 
     /// The claims it mounts, as (volume, claim).
     pub fn claims(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.kept
-            .claims
+        let volumes = self
+            .kept
+            .spec
             .iter()
-            .map(|(v, c)| (v.as_str(), c.as_str()))
+            .flat_map(|p| p.volumes.iter().flatten());
+        volumes.filter_map(|v| Some((v.name.as_str(), v.claim.as_ref()?.claim_name.as_str())))
     }
 
     /// This template with the containers (not the ephemeral ones) named in
     /// `images` running those images.
     pub fn with_images(&self, images: &BTreeMap<String, String>) -> Template {
         let mut out = self.clone();
-        for c in &mut out.kept.containers {
-            if let Some(image) = images.get(&c.name) {
-                c.image = Some(image.clone());
+        if let Some(pod) = out.kept.spec.as_mut() {
+            let init = pod.init_containers.iter_mut().flatten();
+            for c in pod.containers.iter_mut().chain(init) {
+                if let Some(image) = images.get(&c.name) {
+                    c.image = Some(image.clone());
+                }
             }
         }
         out
@@ -218,6 +251,32 @@ mod tests {
             let mut edited = base.clone();
             *edited.pointer_mut(at).unwrap() = value;
             assert_ne!(template(base.clone()), template(edited), "{at}");
+        }
+        // What is there and what is not, and in which list.
+        let db = json!({"name": "db", "image": "db:1"});
+        let side = json!({"name": "side", "image": "side:1"});
+        let differ = [
+            (
+                json!({"spec": {"containers": [db, side]}}),
+                json!({"spec": {"containers": [db], "initContainers": [side]}}),
+            ),
+            (
+                json!({"spec": {"containers": [db]}}),
+                json!({"spec": {"containers": [db], "initContainers": []}}),
+            ),
+            (
+                json!({"spec": {"containers": [db]}}),
+                json!({"spec": {"containers": [db], "volumes": [{"name": "v"}]}}),
+            ),
+            (
+                json!({"spec": {"containers": [db]}}),
+                json!({"metadata": {}, "spec": {"containers": [db]}}),
+            ),
+            (json!({"metadata": {}}), json!({"metadata": {"labels": {}}})),
+            (json!({}), json!({"spec": {"containers": []}})),
+        ];
+        for (a, b) in differ {
+            assert_ne!(template(a.clone()), template(b.clone()), "{a} {b}");
         }
     }
 

@@ -321,6 +321,109 @@ fn arrays_repeated_keys_and_init_containers_are_read_as_the_full_way_reads_them(
 }
 
 #[test]
+fn what_is_present_in_a_template_and_in_which_list_is_read_alike() {
+    // Each pair differs only in what is there, or in which list a
+    // container is, never in a name or an image: both ways must see that
+    // the template changed (a restart of the same version, which starts a
+    // refresh) or both not. The quick way answers each: what differs is
+    // in what it reads.
+    let policies = policies();
+    let base = sample("sts-update-set-image.json");
+    let template =
+        |review: &Value, object: &str| review["request"][object]["spec"]["template"].clone();
+    let db = template(&base, "oldObject")["spec"]["containers"][0].clone();
+    let side = json!({"name": "side", "image": "side:1"});
+    let claim = |read_only: bool| json!([{"name": "data", "persistentVolumeClaim": {"claimName": "data-db-0", "readOnly": read_only}}]);
+    let pairs: [(&str, Value, Value); 6] = [
+        (
+            "a container moved to the init containers",
+            json!({"containers": [db, side]}),
+            json!({"containers": [db], "initContainers": [side]}),
+        ),
+        (
+            "no init containers, then an empty list",
+            json!({"containers": [db]}),
+            json!({"containers": [db], "initContainers": []}),
+        ),
+        (
+            "a volume of a name alone added",
+            json!({"containers": [db]}),
+            json!({"containers": [db], "volumes": [{"name": "v"}]}),
+        ),
+        (
+            "a claim mounted read-only, then not",
+            json!({"containers": [db], "volumes": claim(true)}),
+            json!({"containers": [db], "volumes": claim(false)}),
+        ),
+        (
+            "the same spec",
+            json!({"containers": [db]}),
+            json!({"containers": [db]}),
+        ),
+        (
+            "the same claim",
+            json!({"containers": [db], "volumes": claim(true)}),
+            json!({"containers": [db], "volumes": claim(true)}),
+        ),
+    ];
+    for (what, old, new) in pairs {
+        let mut review = base.clone();
+        let changed = old != new;
+        review["request"]["oldObject"]["spec"]["template"]["spec"] = old;
+        review["request"]["object"]["spec"]["template"]["spec"] = new;
+        let body = compact(&review);
+        assert!(same_answers(&body, &policies, what), "{what}");
+        let mutated = review_in_full(
+            &body,
+            Endpoint::Mutate,
+            &policies,
+            &NoCluster,
+            now(),
+            &Caller::default(),
+        )
+        .unwrap();
+        assert_eq!(!mutated.verdict.patch.is_empty(), changed, "{what}");
+    }
+    // The template's metadata there, empty, or not there.
+    let metadata = template(&base, "oldObject")["metadata"].clone();
+    for (what, old, new) in [
+        ("labels added", Some(json!({})), Some(metadata)),
+        ("metadata gone", Some(json!({})), None),
+        ("metadata empty", None, Some(json!({}))),
+    ] {
+        let mut review = base.clone();
+        review["request"]["object"]["spec"]["template"] = template(&base, "oldObject");
+        for (object, metadata) in [("oldObject", old), ("object", new)] {
+            let template = review["request"][object]["spec"]["template"]
+                .as_object_mut()
+                .unwrap();
+            match metadata {
+                Some(m) => template.insert("metadata".into(), m),
+                None => template.remove("metadata"),
+            };
+        }
+        assert!(same_answers(&compact(&review), &policies, what), "{what}");
+    }
+    // A spec on one side only: its template has nothing to be compared
+    // with, and goes the full way, which refuses it if it is broken.
+    let mut review = base.clone();
+    review["request"]["object"]["metadata"]["labels"]["app.kubernetes.io/name"] = json!("other");
+    review["request"]["oldObject"]
+        .as_object_mut()
+        .unwrap()
+        .remove("spec");
+    assert!(!same_answers(&compact(&review), &policies, "one spec"));
+    review["request"]["object"]["spec"]["template"]["spec"]["containers"][0]["resources"] =
+        json!(5);
+    assert!(!same_answers(
+        &compact(&review),
+        &policies,
+        "one broken spec"
+    ));
+    assert!(full_way(&compact(&review), &policies).is_err());
+}
+
+#[test]
 fn an_ephemeral_container_in_a_template_is_governed_alike() {
     // The API server refuses ephemeral containers in a template, but a
     // review from anyone else may carry them: a policy governs them as it

@@ -45,7 +45,7 @@ use super::objects::{Meta, checked};
 use super::schema::{AnyString, Check, KeyText, Shape};
 use crate::decide::{self, Change, Subject};
 use crate::policy::PolicySet;
-use crate::template::{Image, Kept, Template};
+use crate::template::{self, Image, Kept, PodKept, Template};
 use crate::workload::{OWN_PREFIX, Workload, WorkloadKind};
 
 /// What the quick read makes of a workload UPDATE: the old object's UID,
@@ -84,7 +84,10 @@ pub(super) fn read(
     };
     let templates = match (&mut old_spec, &mut new_spec) {
         (Some(o), Some(n)) => Some(templates(o.template.take()?, n.template.take()?, shapes)?),
-        _ => None,
+        (None, None) => None,
+        // A template on one side has no other to be compared with as text,
+        // and its fields would go unchecked.
+        _ => return None,
     };
     let (old_template, new_template) = templates.unzip();
     fill(&mut old, old_spec, old_rest.status)?;
@@ -313,10 +316,10 @@ impl<'a> Object<'a> {
 }
 
 /// Puts a skimmed workload's spec, but its template, and status in
-/// place. `None` where this read cannot vouch for it: an unreadable
-/// status, a required field missing (a spec's template or selector, a
-/// pod's containers, a container's or volume's name: the full read takes
-/// those as empty, as the API server's decoder would), or a claim template
+/// place (the template is read by [`read`], which declines a spec without
+/// one). `None` where this read cannot vouch for it: an unreadable
+/// status, a required field missing (a spec's selector: the full read
+/// takes it as empty, as the API server's decoder would), or a claim template
 /// carrying managedFields (any JSON, whose depth only a read of the whole
 /// body measures).
 fn fill(workload: &mut Workload, spec: Option<Spec<'_>>, status: Option<&RawValue>) -> Option<()> {
@@ -516,33 +519,51 @@ impl<'a> TemplateText<'a> {
     /// ephemeral containers (a policy governs them; this read keeps them
     /// as text).
     fn reduce(self) -> Option<Kept> {
-        let mut out = Kept {
-            labels: self.metadata.and_then(|m| m.labels),
-            ..Kept::default()
-        };
-        if let Some(pod) = self.spec {
-            if pod
-                .rest
-                .iter()
-                .any(|(key, _)| *key == "ephemeralContainers")
-            {
-                return None;
-            }
-            let init = pod.init_containers.into_iter().flatten();
-            for c in pod.containers?.into_iter().chain(init) {
-                out.containers.push(Image {
+        fn images(containers: Vec<Named>) -> Option<Vec<Image>> {
+            let image = |c: Named| {
+                Some(Image {
                     name: c.name?,
                     image: c.image,
-                });
-            }
-            for v in pod.volumes.into_iter().flatten() {
-                let name = v.name?;
-                if let Some(source) = v.persistent_volume_claim {
-                    out.claims.push((name, source.claim_name));
-                }
-            }
+                })
+            };
+            containers.into_iter().map(image).collect()
         }
-        Some(out)
+        let spec = match self.spec {
+            None => None,
+            Some(pod) => {
+                if pod
+                    .rest
+                    .iter()
+                    .any(|(key, _)| *key == "ephemeralContainers")
+                {
+                    return None;
+                }
+                let volume = |v: ClaimVolume| {
+                    Some(template::ClaimVolume {
+                        name: v.name?,
+                        claim: v.persistent_volume_claim,
+                    })
+                };
+                Some(PodKept {
+                    containers: images(pod.containers?)?,
+                    init_containers: match pod.init_containers {
+                        Some(init) => Some(images(init)?),
+                        None => None,
+                    },
+                    ephemeral_containers: None,
+                    volumes: match pod.volumes {
+                        Some(volumes) => {
+                            Some(volumes.into_iter().map(volume).collect::<Option<_>>()?)
+                        }
+                        None => None,
+                    },
+                })
+            }
+        };
+        Some(Kept {
+            metadata: self.metadata.map(|m| m.labels),
+            spec,
+        })
     }
 }
 
