@@ -69,6 +69,8 @@ enum Rest {
     Same(u64),
 }
 
+/// Templates of one reader compare: one built by [`Template::of`] never
+/// equals one the quick read marked, whatever they hold.
 impl PartialEq for Rest {
     fn eq(&self, other: &Rest) -> bool {
         match (self, other) {
@@ -133,12 +135,11 @@ impl Template {
         }
     }
 
-    /// A pod as a template: its labels and annotations, and its spec.
+    /// A pod as a template: its labels and its spec.
     pub fn of_pod(pod: &Pod) -> Template {
         Template::of(PodTemplateSpec {
             metadata: Some(ObjectMeta {
                 labels: pod.metadata.labels.clone(),
-                annotations: pod.metadata.annotations.clone(),
                 ..Default::default()
             }),
             spec: pod.spec.clone(),

@@ -12,7 +12,7 @@ use super::{ClusterView, Requester, Rule, Verdict};
 use crate::claim::{SERVED, Served, ServedVersion, served_annotation};
 use crate::policy::{GovernedVersion, PathOutcome, Policy, PolicySet, Version};
 use crate::template::Template;
-use crate::workload::{Workload, claim_volumes, owner_of};
+use crate::workload::{Workload, claim_volumes, owner_of, pod_images};
 
 /// A pod CREATE, or an UPDATE (an image edited in place, an ephemeral
 /// container added): judged against every claim it mounts that carries a
@@ -30,13 +30,13 @@ pub fn judge_pod(
     if new.spec.is_none() {
         return verdict;
     }
-    let template = Template::of_pod(new);
-    if let Some(old) = old {
-        let old = Template::of_pod(old);
-        if old.images().eq(template.images()) {
-            return verdict;
-        }
+    fn images(p: &Pod) -> impl Iterator<Item = (&str, Option<&String>)> {
+        p.spec.iter().flat_map(pod_images)
     }
+    if old.is_some_and(|old| images(old).eq(images(new))) {
+        return verdict;
+    }
+    let template = Template::of_pod(new);
     let namespace = new.metadata.namespace.as_deref().unwrap_or("default");
     let pod = crate::quoted::bounded(&format!(
         "{namespace}/{}",

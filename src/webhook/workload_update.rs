@@ -515,9 +515,9 @@ impl<'a> TemplateText<'a> {
     }
 
     /// What decisions read of the template; `None` for a container or
-    /// volume without a name, a pod without containers, or one with
-    /// ephemeral containers (a policy governs them; this read keeps them
-    /// as text).
+    /// volume without a name, a pod without containers, or one that names
+    /// ephemeral containers at all, even as null (a policy governs them;
+    /// this read does not read them).
     fn reduce(self) -> Option<Kept> {
         fn images(containers: Vec<Named>) -> Option<Vec<Image>> {
             let image = |c: Named| {
