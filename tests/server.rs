@@ -639,6 +639,46 @@ async fn connections_that_do_nothing_are_closed() {
     server.shutdown().await;
 }
 
+/// A connection that has sent no request is held as an idle one while
+/// the listener has room (a Go client keeps a connection it dialed but did
+/// not need in its pool, and uses it later), and closed after the
+/// first-request limit once half the cap is taken.
+#[tokio::test]
+async fn a_connection_without_a_request_is_closed_early_only_when_places_run_short() {
+    use tokio::io::AsyncReadExt;
+    let server = start(Options {
+        connections: ConnectionLimits {
+            first_request: Duration::from_millis(300),
+            idle: Duration::from_secs(30),
+            ..short_limits(4)
+        },
+        ..Options::default()
+    })
+    .await;
+    let connect = || async {
+        let tcp = TcpStream::connect(server.addr).await.unwrap();
+        let connector = TlsConnector::from(client_tls(&[&server.ca], "http/1.1", None));
+        connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap()
+    };
+    let mut first = connect().await;
+    // Room to spare: still open well past the first-request limit.
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_millis(1500), first.read(&mut buf)).await;
+    assert!(read.is_err(), "closed with room to spare: {read:?}");
+    // Half the cap taken: it goes (and once it has, the places no longer
+    // run short).
+    let (second, third) = (connect().await, connect().await);
+    closed_within(first, Duration::from_secs(5)).await;
+    drop((second, third));
+    // And a client that does send a request is served.
+    let mut client = server.client("http/1.1").await;
+    assert_eq!(client.get("/healthz").await.0, StatusCode::OK);
+    server.shutdown().await;
+}
+
 /// Above the cap a connection gets one 503 and is closed; the ones within
 /// it are served.
 #[tokio::test]

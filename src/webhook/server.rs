@@ -514,8 +514,13 @@ pub struct ConnectionLimits {
     /// Connections served at once; above it a connection gets one 503.
     pub max: usize,
     /// A connection that sends no whole request head this long after it
-    /// opened (the TLS handshake done) is closed: what bounds a client that
-    /// trickles its first request's headers.
+    /// opened (the TLS handshake done) is closed while half the cap or more
+    /// is taken: what frees the slots of clients that connect and send
+    /// nothing, or trickle their first request's headers. With room to
+    /// spare such a connection is held as an idle one is: the API server's
+    /// Go client keeps a connection it dialed but did not need in its idle
+    /// pool, and closing it sooner raced with the client's first use of it
+    /// (a webhook call failed with "broken pipe" on the real control plane).
     pub first_request: Duration,
     /// A connection with no request in flight this long is closed. Longer
     /// than the API server's Go client keeps an idle one (90 s), so that the
@@ -559,10 +564,13 @@ impl Activity {
         }
     }
 
-    /// Resolves once the connection has been idle past its limit.
-    async fn idle(&self, limits: &ConnectionLimits) {
+    /// Resolves once the connection has been idle past its limit; one
+    /// that has sent no request yet is held to `first_request` while its
+    /// listener is `pressed`.
+    async fn idle(&self, limits: &ConnectionLimits, pressed: impl Fn() -> bool) {
         loop {
-            let limit = if self.served.load(Ordering::Acquire) {
+            let served = self.served.load(Ordering::Acquire);
+            let limit = if served || !pressed() {
                 limits.idle
             } else {
                 limits.first_request
@@ -571,7 +579,12 @@ impl Activity {
             if self.in_flight.load(Ordering::Acquire) == 0 && since >= limit {
                 return;
             }
-            tokio::time::sleep(limit.saturating_sub(since).max(Duration::from_millis(100))).await;
+            let mut wait = limit.saturating_sub(since);
+            if !served {
+                // Pressure may come at any time.
+                wait = wait.min(limits.first_request);
+            }
+            tokio::time::sleep(wait.max(Duration::from_millis(100))).await;
         }
     }
 }
@@ -693,6 +706,7 @@ pub async fn serve(
             watcher: graceful.watcher(),
             limits,
             slot,
+            slots: slots.clone(),
             peer,
         };
         match &workers {
@@ -723,6 +737,8 @@ struct Connection {
     limits: ConnectionLimits,
     /// Its place under the connection cap; `None` over it.
     slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The listener's places.
+    slots: Arc<tokio::sync::Semaphore>,
     peer: SocketAddr,
 }
 
@@ -738,6 +754,7 @@ impl Connection {
             watcher,
             limits,
             slot,
+            slots,
             peer,
         } = self;
         let activity = Arc::new(Activity::new());
@@ -791,9 +808,11 @@ impl Connection {
                 }
             }
         };
+        // Half the cap or more taken (over it, always).
+        let pressed = || slot.is_none() || slots.available_permits() * 2 < limits.max;
         tokio::select! {
             () = served => {}
-            () = activity.idle(&limits) => tracing::debug!(%peer, "closed an idle connection"),
+            () = activity.idle(&limits, pressed) => tracing::debug!(%peer, "closed an idle connection"),
         }
         drop(slot);
     }
