@@ -576,8 +576,8 @@ impl Closings {
 ///     connection it dialed early).
 async fn idle_handshaken(bin: &Binary, config: &Config) -> Outcome {
     let name = "idle-handshaken";
-    let cap = format!("--max-connections={}", config.idle_connections);
-    let server = serve_or_return!(name, bin.serve("info", false, &[cap.as_str()]));
+    let cap = config.idle_connections.to_string();
+    let server = serve_or_return!(name, bin.serve("info", false, &["--max-connections", &cap]));
     let limit = config.first_request + config.margin;
     let connector = tokio_rustls::TlsConnector::from(client_tls(&[&server.ca], "h2", None));
     let mut tasks = tokio::task::JoinSet::new();
