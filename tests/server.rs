@@ -124,6 +124,15 @@ impl Harness {
             .unwrap()
     }
 
+    /// A TLS connection, the handshake done, no HTTP byte sent.
+    async fn handshaken(&self, alpn: &'static str) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let tcp = TcpStream::connect(self.addr).await.unwrap();
+        TlsConnector::from(client_tls(&[&self.ca], alpn, None))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap()
+    }
+
     async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -617,12 +626,7 @@ async fn connections_that_do_nothing_are_closed() {
     })
     .await;
     // TLS done, no HTTP byte.
-    let tcp = TcpStream::connect(server.addr).await.unwrap();
-    let connector = TlsConnector::from(client_tls(&[&server.ca], "h2", None));
-    let tls = connector
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
+    let tls = server.handshaken("h2").await;
     let took = closed_within(tls, Duration::from_secs(5)).await;
     assert!(took >= Duration::from_millis(250), "{took:?}");
 
@@ -655,22 +659,17 @@ async fn a_connection_without_a_request_is_closed_early_only_when_places_run_sho
         ..Options::default()
     })
     .await;
-    let connect = || async {
-        let tcp = TcpStream::connect(server.addr).await.unwrap();
-        let connector = TlsConnector::from(client_tls(&[&server.ca], "http/1.1", None));
-        connector
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await
-            .unwrap()
-    };
-    let mut first = connect().await;
+    let mut first = server.handshaken("http/1.1").await;
     // Room to spare: still open well past the first-request limit.
     let mut buf = [0u8; 1];
     let read = tokio::time::timeout(Duration::from_millis(1500), first.read(&mut buf)).await;
     assert!(read.is_err(), "closed with room to spare: {read:?}");
     // Half the cap taken: it goes (and once it has, the places no longer
     // run short).
-    let (second, third) = (connect().await, connect().await);
+    let (second, third) = (
+        server.handshaken("http/1.1").await,
+        server.handshaken("http/1.1").await,
+    );
     closed_within(first, Duration::from_secs(5)).await;
     drop((second, third));
     // And a client that does send a request is served.
@@ -1020,12 +1019,7 @@ async fn a_thousand_concurrent_requests_all_succeed() {
 #[tokio::test]
 async fn shutdown_finishes_a_request_in_flight() {
     let server = start(Options::default()).await;
-    let tcp = TcpStream::connect(server.addr).await.unwrap();
-    let connector = TlsConnector::from(client_tls(&[&server.ca], "http/1.1", None));
-    let mut stream = connector
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
+    let mut stream = server.handshaken("http/1.1").await;
     let body = sample_bytes("sts-update-set-image.json");
     let head = format!(
         "POST /validate HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
