@@ -450,6 +450,54 @@ fn an_ephemeral_container_in_a_template_is_governed_alike() {
     );
 }
 
+/// The quick read checks a template's other fields once per text, and not
+/// again for the very same text lately checked on this thread. A text one
+/// value apart from one that passed is checked again; a text that failed
+/// fails every time, whatever passed before or after it.
+#[test]
+fn a_template_checked_before_is_checked_again_when_any_value_differs() {
+    let policies = policies();
+    let review = sample("sts-update-set-image.json");
+    let with = |place: &str, value: Value| {
+        let mut edited = review.clone();
+        for object in ["object", "oldObject"] {
+            *edited["request"][object].pointer_mut(place).unwrap() = value.clone();
+        }
+        compact(&edited)
+    };
+    let passes = compact(&review);
+    let message = "/spec/template/spec/containers/0/terminationMessagePath";
+    // Each the length of the value it replaces ("/dev/termination-log",
+    // "ClusterFirst", 30): the same size of text, not the same text.
+    let fails = [
+        with(message, json!([1, 2, 3, 4, 5, 6, 7, 8, 9, 10])),
+        with(message, json!({"a": "0123456789abcd"})),
+        with(
+            "/spec/template/spec/dnsPolicy",
+            json!(12_345_678_901_234_u64),
+        ),
+        with(
+            "/spec/template/spec/terminationGracePeriodSeconds",
+            json!([]),
+        ),
+    ];
+    for body in &fails {
+        assert_eq!(body.len(), passes.len());
+    }
+    let other_text = with(message, json!("/dev/other-log"));
+    for round in 0..3 {
+        assert!(same_answers(&passes, &policies, "the recorded review"));
+        for (i, body) in fails.iter().enumerate() {
+            assert!(
+                quick_way(body, &policies).is_none(),
+                "round {round}, edit {i}: answered the quick way"
+            );
+            assert!(full_way(body, &policies).is_err(), "edit {i}");
+        }
+        assert!(same_answers(&other_text, &policies, "another message path"));
+    }
+}
+
 fn pod_file(name: &str) -> Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/pods/");
     serde_json::from_str(&std::fs::read_to_string(format!("{path}{name}")).unwrap()).unwrap()

@@ -5,7 +5,8 @@
 //! hands the body to [`review`], which routes it from [`request`] (the
 //! envelope read in one pass, objects in place where the route is known).
 //! A workload UPDATE is read by [`workload_update`] (only what decisions
-//! read; [`schema`] checks the rest against its k8s-openapi types); a pod
+//! read; [`schema`] checks the rest against its k8s-openapi types, and
+//! [`passed`] remembers the texts that passed lately); a pod
 //! without a claim is answered from its metadata; everything else, and
 //! anything those decline, is read whole into its types ([`objects`], less
 //! managedFields) by [`full_read`]. [`wire`] holds what both
@@ -15,6 +16,7 @@ pub mod events;
 mod full_read;
 pub mod metrics;
 pub mod objects;
+mod passed;
 pub mod rbac;
 mod request;
 pub mod review;

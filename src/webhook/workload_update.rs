@@ -18,13 +18,15 @@
 //! same rest: a template whose other fields changed (an env var, a probe,
 //! a new container) is beyond this read.
 //! Those texts are still checked against their k8s-openapi types
-//! ([`super::schema`]), once (the other object's are the same text), and
+//! ([`super::schema`]), once (the other object's are the same text; a text
+//! that passed lately on this thread is not checked again, [`Passed`]), and
 //! every other field the full read parses is parsed here too, so this read
 //! fails wherever the full one would. What is beyond it, and anything it
 //! fails on, goes the full way ([`super::review`]), which names what is
 //! wrong. So both ways always decide alike; `tests/fast_path.rs` holds them
 //! to it.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
@@ -42,6 +44,7 @@ use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::objects::{Meta, checked};
+use super::passed::Passed;
 use super::schema::{AnyString, Check, KeyText, Shape};
 use crate::decide::{self, Change, Subject};
 use crate::policy::PolicySet;
@@ -113,9 +116,7 @@ fn templates(
     if old.rests(shapes) != new_rests {
         return None;
     }
-    for rest in &new_rests {
-        rest.check()?;
-    }
+    check_once(&new_rests)?;
     drop(new_rests);
     Some(Template::same_rest(old.reduce()?, new.reduce()?))
 }
@@ -429,6 +430,28 @@ impl PartialEq for RestOf<'_, '_> {
 }
 
 impl RestOf<'_, '_> {
+    /// Everything [`RestOf::check`] reads, each part after its length, so
+    /// that two are the same bytes only when they check alike.
+    fn write(&self, out: &mut Vec<u8>) {
+        let mut part = |bytes: &[u8]| {
+            out.extend_from_slice(&bytes.len().to_le_bytes());
+            out.extend_from_slice(bytes);
+        };
+        part(&(std::ptr::from_ref(self.shape) as usize).to_le_bytes());
+        part(&self.depth.to_le_bytes());
+        part(&self.rest.len().to_le_bytes());
+        for (key, text) in self.rest {
+            part(key.as_bytes());
+            part(text.as_bytes());
+        }
+    }
+
+    /// About the bytes [`RestOf::write`] writes.
+    fn size(&self) -> usize {
+        let fields: usize = self.rest.iter().map(|(k, t)| k.len() + t.len() + 16).sum();
+        fields + 48
+    }
+
     /// Each field as its type reads it.
     fn check(&self) -> Option<()> {
         for (key, text) in self.rest {
@@ -443,6 +466,36 @@ impl RestOf<'_, '_> {
         }
         Some(())
     }
+}
+
+/// How many texts that passed the check each thread remembers, and in how
+/// many bytes (a template's other fields are some kilobytes).
+const PASSED_TEXTS: usize = 16;
+const PASSED_BYTES: usize = 256 * 1024;
+
+/// Checks `rests` ([`RestOf::check`]) unless the very same text passed
+/// lately on this thread ([`Passed`]).
+fn check_once(rests: &[RestOf]) -> Option<()> {
+    thread_local! {
+        static PASSED: RefCell<(Passed, Vec<u8>)> =
+            RefCell::new((Passed::new(PASSED_TEXTS, PASSED_BYTES), Vec::new()));
+    }
+    let size: usize = rests.iter().map(RestOf::size).sum();
+    if size > PASSED_BYTES / 4 {
+        return rests.iter().try_for_each(RestOf::check);
+    }
+    PASSED.with_borrow_mut(|(passed, text)| {
+        text.clear();
+        for rest in rests {
+            rest.write(text);
+        }
+        if passed.seen(text) {
+            return Some(());
+        }
+        rests.iter().try_for_each(RestOf::check)?;
+        passed.remember(text);
+        Some(())
+    })
 }
 
 /// The k8s-openapi types the reduced ones stand for.
