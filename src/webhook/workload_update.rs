@@ -446,7 +446,7 @@ impl RestOf<'_, '_> {
         }
     }
 
-    /// About the bytes [`RestOf::write`] writes.
+    /// How many bytes [`RestOf::write`] writes.
     fn size(&self) -> usize {
         let fields: usize = self.rest.iter().map(|(k, t)| k.len() + t.len() + 16).sum();
         fields + 48
