@@ -4,7 +4,9 @@
 //! quick way and in full.
 //! `cargo bench --bench decide`
 
+use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::Value;
@@ -13,9 +15,58 @@ use upgrade_guard::policy::PolicySet;
 use upgrade_guard::webhook::{Caller, Endpoint, review, review_in_full};
 use upgrade_guard::workload::Workload;
 
-// The server's allocator, so `review` costs here what it costs there.
+// The server's allocator, so `review` costs here what it costs there;
+// counting only while `allocations` asks it to.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: Counting = Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
+
+struct Counting;
+
+impl Counting {
+    fn count(size: usize) {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+            ALLOCATED.fetch_add(size, Ordering::Relaxed);
+        }
+    }
+}
+
+// SAFETY: every call is passed on to mimalloc unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        Self::count(layout.size());
+        unsafe { mimalloc::MiMalloc.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        Self::count(layout.size());
+        unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        Self::count(new_size);
+        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+    }
+}
+
+/// How many allocations (and reallocations) `f` makes, and of how many
+/// bytes in all.
+fn allocations<T>(f: impl FnOnce() -> T) -> (usize, usize) {
+    ALLOCATIONS.store(0, Ordering::Relaxed);
+    ALLOCATED.store(0, Ordering::Relaxed);
+    COUNTING.store(true, Ordering::Relaxed);
+    drop(black_box(f()));
+    COUNTING.store(false, Ordering::Relaxed);
+    (
+        ALLOCATIONS.load(Ordering::Relaxed),
+        ALLOCATED.load(Ordering::Relaxed),
+    )
+}
 
 #[path = "common/sample.rs"]
 mod sample;
@@ -65,6 +116,21 @@ fn bench(c: &mut Criterion) {
         ("recorded", sample::recorded()),
     ];
     for (name, body) in &bodies {
+        let at_validate = || {
+            review(
+                body,
+                Endpoint::Validate,
+                &policies,
+                &NoCluster,
+                now,
+                &Caller::default(),
+            )
+            .unwrap()
+        };
+        // Once before counting: the first review of a text checks it.
+        drop(at_validate());
+        let (count, bytes) = allocations(at_validate);
+        println!("review/validate from bytes, {name}: {count} allocations, {bytes} bytes");
         for endpoint in [Endpoint::Validate, Endpoint::Mutate] {
             let id = format!(
                 "review/{} from bytes, {name} ({} B)",
