@@ -498,6 +498,40 @@ fn a_template_checked_before_is_checked_again_when_any_value_differs() {
     }
 }
 
+/// The same text under the same key is checked by the type it sits in: a
+/// pod's securityContext has no capabilities (ignored, as k8s-openapi
+/// ignores unknown fields), a container's has, and 5 is not one. What
+/// passed at the pod's level must not let the container's through.
+#[test]
+fn the_same_text_in_another_type_is_checked_again() {
+    let policies = policies();
+    let review = sample("sts-update-set-image.json");
+    let with_spec = |spec_of: &dyn Fn(&Value) -> Value| {
+        let mut edited = review.clone();
+        for object in ["object", "oldObject"] {
+            let spec = &mut edited["request"][object]["spec"]["template"]["spec"];
+            let image = spec["containers"][0]["image"].clone();
+            *spec = spec_of(&image);
+        }
+        compact(&edited)
+    };
+    let in_the_pod = with_spec(
+        &|image| json!({"containers": [{"name": "db", "image": image}], "securityContext": {"capabilities": 5}}),
+    );
+    let in_the_container = with_spec(
+        &|image| json!({"containers": [{"name": "db", "image": image, "securityContext": {"capabilities": 5}}]}),
+    );
+    assert!(full_way(&in_the_pod, &policies).is_ok());
+    assert!(full_way(&in_the_container, &policies).is_err());
+    for _ in 0..2 {
+        assert!(same_answers(&in_the_pod, &policies, "in the pod"));
+        assert!(
+            quick_way(&in_the_container, &policies).is_none(),
+            "in the container: answered the quick way"
+        );
+    }
+}
+
 fn pod_file(name: &str) -> Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/pods/");
     serde_json::from_str(&std::fs::read_to_string(format!("{path}{name}")).unwrap()).unwrap()

@@ -4,12 +4,13 @@
 //! The API server sends a workload's pod template over and over: in every
 //! update that leaves it alone (a scale, an annotation, a controller's
 //! bookkeeping), as the new object and then as the old one. The check is a
-//! function of the text alone, so a text that passed once passes again;
-//! only the very same bytes count (no hash stands in for them).
+//! function of the text and of the types it is read as, both written into
+//! what is remembered, so what passed once passes again; only the very
+//! same bytes count (no hash stands in for them).
 
 use std::collections::VecDeque;
 
-/// The most recent texts that passed, newest first, within a bound.
+/// The texts that passed, the most recently used first, within a bound.
 pub(super) struct Passed {
     texts: VecDeque<Box<[u8]>>,
     bytes: usize,
@@ -39,11 +40,16 @@ impl Passed {
         true
     }
 
-    /// Remembers that `text` passed, forgetting the oldest past the
-    /// bound. A text over a quarter of the bound is not kept: it would
-    /// push out the others.
+    /// Whether a text of `len` bytes would be kept within `most_bytes`: not
+    /// one over a quarter of the bound, which would push out the others.
+    pub(super) fn keeps(len: usize, most_bytes: usize) -> bool {
+        len <= most_bytes / 4
+    }
+
+    /// Remembers that `text` passed, forgetting the least recently used
+    /// past the bound.
     pub(super) fn remember(&mut self, text: &[u8]) {
-        if text.len() > self.most_bytes / 4 || self.most_texts == 0 {
+        if !Self::keeps(text.len(), self.most_bytes) || self.most_texts == 0 {
             return;
         }
         self.bytes += text.len();

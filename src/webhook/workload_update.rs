@@ -430,26 +430,31 @@ impl PartialEq for RestOf<'_, '_> {
 }
 
 impl RestOf<'_, '_> {
-    /// Everything [`RestOf::check`] reads, each part after its length, so
-    /// that two are the same bytes only when they check alike.
+    /// Everything [`RestOf::check`] reads: the type (its shape's address:
+    /// the shapes are traced once, for the process), the depth, and each
+    /// key and value, every one after its length, so that two are the same
+    /// bytes only when they check alike.
     fn write(&self, out: &mut Vec<u8>) {
-        let mut part = |bytes: &[u8]| {
-            out.extend_from_slice(&bytes.len().to_le_bytes());
-            out.extend_from_slice(bytes);
-        };
-        part(&(std::ptr::from_ref(self.shape) as usize).to_le_bytes());
-        part(&self.depth.to_le_bytes());
-        part(&self.rest.len().to_le_bytes());
+        out.extend_from_slice(&std::ptr::from_ref(self.shape).addr().to_le_bytes());
+        out.extend_from_slice(&self.depth.to_le_bytes());
+        out.extend_from_slice(&self.rest.len().to_le_bytes());
         for (key, text) in self.rest {
-            part(key.as_bytes());
-            part(text.as_bytes());
+            for part in [key, text] {
+                out.extend_from_slice(&part.len().to_le_bytes());
+                out.extend_from_slice(part.as_bytes());
+            }
         }
     }
 
     /// How many bytes [`RestOf::write`] writes.
     fn size(&self) -> usize {
-        let fields: usize = self.rest.iter().map(|(k, t)| k.len() + t.len() + 16).sum();
-        fields + 48
+        const WORD: usize = size_of::<usize>();
+        let fields: usize = self
+            .rest
+            .iter()
+            .map(|(k, t)| 2 * WORD + k.len() + t.len())
+            .sum();
+        3 * WORD + fields
     }
 
     /// Each field as its type reads it.
@@ -468,34 +473,40 @@ impl RestOf<'_, '_> {
     }
 }
 
-/// How many texts that passed the check each thread remembers, and in how
-/// many bytes (a template's other fields are some kilobytes).
+/// How many texts that passed the check each serving thread remembers, and
+/// in how many bytes (a template's other fields are some kilobytes): with
+/// the scratch text, at most 320 KiB a thread.
 const PASSED_TEXTS: usize = 16;
 const PASSED_BYTES: usize = 256 * 1024;
 
-/// Checks `rests` ([`RestOf::check`]) unless the very same text passed
-/// lately on this thread ([`Passed`]).
+/// Checks `rests` ([`RestOf::check`]) unless the very same types and text
+/// passed lately on this thread ([`Passed`]).
 fn check_once(rests: &[RestOf]) -> Option<()> {
     thread_local! {
         static PASSED: RefCell<(Passed, Vec<u8>)> =
             RefCell::new((Passed::new(PASSED_TEXTS, PASSED_BYTES), Vec::new()));
     }
+    let check = || rests.iter().try_for_each(RestOf::check);
     let size: usize = rests.iter().map(RestOf::size).sum();
-    if size > PASSED_BYTES / 4 {
-        return rests.iter().try_for_each(RestOf::check);
+    if rests.is_empty() || !Passed::keeps(size, PASSED_BYTES) {
+        return check();
     }
-    PASSED.with_borrow_mut(|(passed, text)| {
+    // A thread past its end (a destructor's) checks as before.
+    let remembered = PASSED.try_with(|cell| {
+        let (passed, text) = &mut *cell.borrow_mut();
         text.clear();
+        text.reserve_exact(size);
         for rest in rests {
             rest.write(text);
         }
         if passed.seen(text) {
             return Some(());
         }
-        rests.iter().try_for_each(RestOf::check)?;
+        check()?;
         passed.remember(text);
         Some(())
-    })
+    });
+    remembered.unwrap_or_else(|_| check())
 }
 
 /// The k8s-openapi types the reduced ones stand for.
