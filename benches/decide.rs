@@ -116,21 +116,21 @@ fn bench(c: &mut Criterion) {
         ("5 containers", sample::compact(&start)),
         ("recorded", sample::recorded()),
     ];
+    let at = |endpoint: Endpoint, body: &[u8]| {
+        review(
+            body,
+            endpoint,
+            &policies,
+            &NoCluster,
+            now,
+            &Caller::default(),
+        )
+        .unwrap()
+    };
     for (name, body) in &bodies {
-        let at_validate = || {
-            review(
-                body,
-                Endpoint::Validate,
-                &policies,
-                &NoCluster,
-                now,
-                &Caller::default(),
-            )
-            .unwrap()
-        };
         // Once before counting: the first review of a text checks it.
-        drop(at_validate());
-        let (count, bytes) = allocations(at_validate);
+        drop(at(Endpoint::Validate, body));
+        let (count, bytes) = allocations(|| at(Endpoint::Validate, body));
         println!("review/validate from bytes, {name}: {count} allocations, {bytes} bytes");
         for endpoint in [Endpoint::Validate, Endpoint::Mutate] {
             let id = format!(
@@ -138,19 +138,7 @@ fn bench(c: &mut Criterion) {
                 endpoint.as_str(),
                 body.len()
             );
-            c.bench_function(&id, |b| {
-                b.iter(|| {
-                    review(
-                        black_box(body),
-                        endpoint,
-                        &policies,
-                        &NoCluster,
-                        now,
-                        &Caller::default(),
-                    )
-                    .unwrap()
-                })
-            });
+            c.bench_function(&id, |b| b.iter(|| at(endpoint, black_box(body))));
         }
         // A template this thread has not checked lately (32 bodies in turn,
         // one env value apart, past the 16 it remembers): the check runs,
@@ -169,17 +157,7 @@ fn bench(c: &mut Criterion) {
             let mut next = unseen.iter().cycle();
             let id = format!("review/validate from bytes, {name}, template unseen");
             c.bench_function(&id, |b| {
-                b.iter(|| {
-                    review(
-                        black_box(next.next().unwrap()),
-                        Endpoint::Validate,
-                        &policies,
-                        &NoCluster,
-                        now,
-                        &Caller::default(),
-                    )
-                    .unwrap()
-                })
+                b.iter(|| at(Endpoint::Validate, black_box(next.next().unwrap())))
             });
         }
         // The reference read, each object built whole: what the quick one
