@@ -40,16 +40,16 @@ impl Passed {
         true
     }
 
-    /// Whether a text of `len` bytes would be kept within `most_bytes`: not
-    /// one over a quarter of the bound, which would push out the others.
-    pub(super) fn keeps(len: usize, most_bytes: usize) -> bool {
-        len <= most_bytes / 4
+    /// Whether a text of `len` bytes would be kept: not one over a quarter
+    /// of the bound, which would push out the others.
+    pub(super) fn keeps(&self, len: usize) -> bool {
+        len <= self.most_bytes / 4
     }
 
     /// Remembers that `text` passed, forgetting the least recently used
     /// past the bound.
     pub(super) fn remember(&mut self, text: &[u8]) {
-        if !Self::keeps(text.len(), self.most_bytes) || self.most_texts == 0 {
+        if !self.keeps(text.len()) {
             return;
         }
         self.bytes += text.len();
