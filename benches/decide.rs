@@ -111,10 +111,23 @@ fn bench(c: &mut Criterion) {
     c.bench_function("decide/skip refused", |b| {
         b.iter(|| decide(black_box(&skip_change), &policies, &NoCluster, now))
     });
-    // The 5-container review, and the recorded one as the API server sent it.
+    // The 5-container review, the recorded one as the API server sent it,
+    // and three of the load bench's matrix.
     let bodies = [
         ("5 containers", sample::compact(&start)),
         ("recorded", sample::recorded()),
+        (
+            "5 containers x 20 env",
+            sample::compact(&sample::matrix_review(5, 20, true, true)),
+        ),
+        (
+            "ungoverned",
+            sample::compact(&sample::matrix_review(5, 20, true, false)),
+        ),
+        (
+            "pod CREATE, no claim",
+            sample::compact(&sample::pod_create(false)),
+        ),
     ];
     let at = |endpoint: Endpoint, body: &[u8]| {
         review(

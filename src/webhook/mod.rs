@@ -14,6 +14,7 @@
 
 pub mod events;
 mod full_read;
+mod json;
 pub mod metrics;
 pub mod objects;
 mod passed;

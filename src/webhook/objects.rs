@@ -157,7 +157,7 @@ impl<A> Meta<A> {
 pub(super) fn metadata_and<K: Parts, S: DeserializeOwned>(
     text: &str,
 ) -> Result<(ObjectMeta, Option<S>), serde_json::Error> {
-    let raw: Raw<S, IgnoredAny> = serde_json::from_str(text)?;
+    let raw: Raw<S, IgnoredAny> = super::json::from_str(text)?;
     let metadata = checked::<K, serde_json::Error, _>(raw.api_version, raw.kind, raw.metadata)?;
     Ok((metadata, raw.spec))
 }

@@ -221,7 +221,7 @@ impl<'a> Context<'a> {
 
 /// Of a pod's own text, whether it mounts a claim, and its UID; `None` for
 /// what the full read would refuse (another kind, unreadable metadata).
-fn pod_without_claims(text: &serde_json::value::RawValue) -> Option<(bool, Option<String>)> {
+fn pod_without_claims(text: super::json::Text) -> Option<(bool, Option<String>)> {
     // An object, as the full read's claim check reads it (serde's derived
     // readers would take an array of the fields too).
     if !text.get().starts_with('{') {

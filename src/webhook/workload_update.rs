@@ -41,8 +41,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde::Deserialize;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
-use serde_json::value::RawValue;
 
+use super::json::{self, Text};
 use super::objects::{Meta, checked};
 use super::passed::Passed;
 use super::schema::{AnyString, Check, KeyText, Shape};
@@ -129,23 +129,21 @@ pub(super) struct Object<'a> {
     kind: Option<String>,
     metadata: Meta<Own>,
     spec: Option<SpecSent<'a>>,
-    status: Option<&'a RawValue>,
+    status: Option<Text<'a>>,
 }
 
 /// A spec read in place, or its text: one of an object no policy selects
 /// is read only if the other object of the review is selected.
 enum SpecSent<'a> {
     Read(Box<Spec<'a>>),
-    Text(&'a RawValue),
+    Text(Text<'a>),
 }
 
 impl<'a> SpecSent<'a> {
     fn read(self) -> Option<Spec<'a>> {
         match self {
             SpecSent::Read(spec) => Some(*spec),
-            SpecSent::Text(text) => serde_json::from_str(text.get())
-                .ok()
-                .map(|SpecObject(spec)| spec),
+            SpecSent::Text(text) => json::from_str(text.get()).ok().map(|SpecObject(spec)| spec),
         }
     }
 }
@@ -204,7 +202,7 @@ impl<'de> Visitor<'de> for ObjectSeed<'_> {
                     // The metadata comes first from the API server: an
                     // object no policy selects keeps its spec unread.
                     object.spec = if seen[2] && !self.may_be_governed(&object.metadata) {
-                        map.next_value::<Option<&RawValue>>()?.map(SpecSent::Text)
+                        map.next_value::<Option<Text>>()?.map(SpecSent::Text)
                     } else {
                         map.next_value::<Option<SpecObject>>()?
                             .map(|SpecObject(spec)| SpecSent::Read(Box::new(spec)))
@@ -284,7 +282,7 @@ struct Spec<'a> {
 /// What the metadata leaves to read.
 struct Unread<'a> {
     spec: Option<SpecSent<'a>>,
-    status: Option<&'a RawValue>,
+    status: Option<Text<'a>>,
 }
 
 impl<'a> Object<'a> {
@@ -323,7 +321,7 @@ impl<'a> Object<'a> {
 /// takes it as empty, as the API server's decoder would), or a claim template
 /// carrying managedFields (any JSON, whose depth only a read of the whole
 /// body measures).
-fn fill(workload: &mut Workload, spec: Option<Spec<'_>>, status: Option<&RawValue>) -> Option<()> {
+fn fill(workload: &mut Workload, spec: Option<Spec<'_>>, status: Option<Text>) -> Option<()> {
     macro_rules! filled {
         ($object:ident, |$s:ident, $out:ident| $own:block) => {{
             if let Some($s) = spec {
@@ -361,10 +359,10 @@ fn fill(workload: &mut Workload, spec: Option<Spec<'_>>, status: Option<&RawValu
 }
 
 /// `Some(None)` for no status, `None` for an unreadable one.
-fn typed<T: serde::de::DeserializeOwned>(raw: Option<&RawValue>) -> Option<Option<T>> {
-    match raw {
+fn typed<T: serde::de::DeserializeOwned>(text: Option<Text>) -> Option<Option<T>> {
+    match text {
         None => Some(None),
-        Some(raw) => serde_json::from_str(raw.get()).ok().map(Some),
+        Some(text) => json::from_str(text.get()).ok().map(Some),
     }
 }
 
@@ -660,7 +658,7 @@ impl<'de, T: Fields<'de>> Visitor<'de> for FieldsVisitor<T> {
             }
             match shape.field(key) {
                 Some(_) => {
-                    let text: &'de RawValue = map.next_value()?;
+                    let text: Text<'de> = map.next_value()?;
                     object.rest().push((key, text.get()));
                 }
                 None => {

@@ -1,0 +1,802 @@
+//! The quick read's JSON reader: a serde `Deserializer` over a review's
+//! text that walks objects and arrays itself and finds where each value
+//! ends with [`value_end`], a validating scan about twice as fast as
+//! serde_json's skip. A value no type reads (managedFields, the spec of a
+//! workload no policy selects) or one kept as its text ([`Text`]) costs
+//! that scan alone; a string without escapes is lent as it is; any other
+//! value is handed, as its text, to serde_json.
+//!
+//! It takes no text serde_json refuses: [`value_end`] accepts exactly the
+//! JSON serde_json accepts where it skips a value, and refuses more than
+//! 127 nested arrays and objects, the most a typed read by serde_json can
+//! take (its recursion limit), so that no value handed to serde_json on
+//! its own is deeper than it would be in the whole. Anything it refuses
+//! goes the full way, like any other failure of the quick read.
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Error;
+use serde_json::de::StrRead;
+
+/// The most arrays and objects one inside another that this reader takes.
+pub(super) const MAX_NESTING: usize = 127;
+
+/// `T` read from `text`, one JSON value and whitespace.
+pub(super) fn from_str<'de, T: serde::Deserialize<'de>>(text: &'de str) -> Result<T, Error> {
+    let mut reader = Reader::new(text);
+    let value = T::deserialize(&mut reader)?;
+    reader.end()?;
+    Ok(value)
+}
+
+/// A value's text, borrowed from the body: what serde_json's `RawValue`
+/// is, without scanning the value a second time under this reader.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct Text<'a>(pub &'a str);
+
+/// The name this reader knows a [`Text`] by.
+const TEXT: &str = "upgrade_guard::Text";
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Lent;
+        impl<'de> Visitor<'de> for Lent {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            // From this reader.
+            fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(text))
+            }
+            // From serde_json, which calls a newtype's own reader.
+            fn visit_newtype_struct<D: Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> Result<Text<'de>, D::Error> {
+                <&serde_json::value::RawValue as serde::Deserialize>::deserialize(d)
+                    .map(|raw| Text(raw.get()))
+            }
+        }
+        d.deserialize_newtype_struct(TEXT, Lent)
+    }
+}
+
+impl<'a> Text<'a> {
+    pub fn get(self) -> &'a str {
+        self.0
+    }
+}
+
+/// Reads one value at a time from a text, as serde_json's `Deserializer`
+/// does.
+pub(super) struct Reader<'de> {
+    text: &'de str,
+    at: usize,
+    /// The arrays and objects open around `at`.
+    depth: usize,
+}
+
+fn refused() -> Error {
+    de::Error::custom("JSON this reader does not take")
+}
+
+impl<'de> Reader<'de> {
+    pub fn new(text: &'de str) -> Self {
+        Reader {
+            text,
+            at: 0,
+            depth: 0,
+        }
+    }
+
+    /// Only whitespace is left.
+    pub fn end(&mut self) -> Result<(), Error> {
+        match self.peek() {
+            None => Ok(()),
+            Some(_) => Err(refused()),
+        }
+    }
+
+    /// The next byte after whitespace, not taken.
+    fn peek(&mut self) -> Option<u8> {
+        self.at = whitespace_end(self.text.as_bytes(), self.at);
+        self.text.as_bytes().get(self.at).copied()
+    }
+
+    /// Takes `byte`, the next after whitespace.
+    fn take(&mut self, byte: u8) -> Result<(), Error> {
+        if self.peek() != Some(byte) {
+            return Err(refused());
+        }
+        self.at += 1;
+        Ok(())
+    }
+
+    /// The next value's text, checked and taken.
+    fn value(&mut self) -> Result<&'de str, Error> {
+        self.peek();
+        let start = self.at;
+        let end = value_end(self.text.as_bytes(), start, self.depth).ok_or_else(refused)?;
+        self.at = end;
+        self.text.get(start..end).ok_or_else(refused)
+    }
+
+    /// The next value read by serde_json from its text.
+    fn by_serde_json<V>(
+        &mut self,
+        read: impl FnOnce(&mut serde_json::Deserializer<StrRead<'de>>) -> Result<V, Error>,
+    ) -> Result<V, Error> {
+        let mut de = serde_json::Deserializer::from_str(self.value()?);
+        let value = read(&mut de)?;
+        de.end()?;
+        Ok(value)
+    }
+
+    /// A string without escapes, lent; `None` for another value, left
+    /// untaken.
+    fn plain_string(&mut self) -> Result<Option<&'de str>, Error> {
+        if self.peek() != Some(b'"') {
+            return Ok(None);
+        }
+        let (end, escaped) = string_end(self.text.as_bytes(), self.at + 1).ok_or_else(refused)?;
+        if escaped {
+            return Ok(None);
+        }
+        let content = self.text.get(self.at + 1..end - 1).ok_or_else(refused)?;
+        self.at = end;
+        Ok(Some(content))
+    }
+
+    fn open(&mut self, byte: u8) -> Result<(), Error> {
+        self.take(byte)?;
+        self.depth += 1;
+        if self.depth > MAX_NESTING {
+            return Err(refused());
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, byte: u8) -> Result<(), Error> {
+        self.take(byte)?;
+        self.depth -= 1;
+        Ok(())
+    }
+
+    fn map<V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value, Error> {
+        self.open(b'{')?;
+        let value = visitor.visit_map(Items {
+            reader: self,
+            first: true,
+        })?;
+        self.close(b'}')?;
+        Ok(value)
+    }
+
+    fn seq<V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value, Error> {
+        self.open(b'[')?;
+        let value = visitor.visit_seq(Items {
+            reader: self,
+            first: true,
+        })?;
+        self.close(b']')?;
+        Ok(value)
+    }
+}
+
+/// The members of an object or the items of an array, one at a time.
+struct Items<'r, 'de> {
+    reader: &'r mut Reader<'de>,
+    first: bool,
+}
+
+impl<'de> Items<'_, 'de> {
+    /// Whether another member or item follows before `close`.
+    fn another(&mut self, close: u8) -> Result<bool, Error> {
+        let next = self.reader.peek();
+        if next == Some(close) {
+            return Ok(false);
+        }
+        if !std::mem::replace(&mut self.first, false) {
+            self.reader.take(b',')?;
+        }
+        Ok(true)
+    }
+}
+
+impl<'de> MapAccess<'de> for Items<'_, 'de> {
+    type Error = Error;
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Error> {
+        if !self.another(b'}')? {
+            return Ok(None);
+        }
+        let reader = &mut *self.reader;
+        if reader.peek() != Some(b'"') {
+            return Err(refused());
+        }
+        let start = reader.at;
+        let (end, escaped) = string_end(reader.text.as_bytes(), start + 1).ok_or_else(refused)?;
+        reader.at = end;
+        reader.take(b':')?;
+        let quoted = reader.text.get(start..end).ok_or_else(refused)?;
+        seed.deserialize(Key { quoted, escaped }).map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
+        seed.deserialize(&mut *self.reader)
+    }
+}
+
+impl<'de> SeqAccess<'de> for Items<'_, 'de> {
+    type Error = Error;
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, Error> {
+        if !self.another(b']')? {
+            return Ok(None);
+        }
+        seed.deserialize(&mut *self.reader).map(Some)
+    }
+}
+
+/// Hands each named method to serde_json, with the text of the value (or
+/// key) next: `self.by_serde_json`.
+macro_rules! by_serde_json {
+    ($($method:ident($($arg:ident: $ty:ty),*)),* $(,)?) => {$(
+        fn $method<V: Visitor<'de>>(self, $($arg: $ty,)* visitor: V) -> Result<V::Value, Error> {
+            self.by_serde_json(|de| de.$method($($arg,)* visitor))
+        }
+    )*};
+}
+
+/// The methods both [`Reader`] and [`Key`] hand to serde_json.
+macro_rules! scalars_by_serde_json {
+    () => {
+        by_serde_json!(
+            deserialize_bool(),
+            deserialize_i8(),
+            deserialize_i16(),
+            deserialize_i32(),
+            deserialize_i64(),
+            deserialize_i128(),
+            deserialize_u8(),
+            deserialize_u16(),
+            deserialize_u32(),
+            deserialize_u64(),
+            deserialize_u128(),
+            deserialize_f32(),
+            deserialize_f64(),
+            deserialize_char(),
+            deserialize_bytes(),
+            deserialize_byte_buf(),
+            deserialize_unit(),
+            deserialize_tuple(len: usize),
+            deserialize_tuple_struct(name: &'static str, len: usize),
+            deserialize_unit_struct(name: &'static str),
+            deserialize_enum(name: &'static str, variants: &'static [&'static str]),
+        );
+    };
+}
+
+impl<'de> Deserializer<'de> for &mut Reader<'de> {
+    type Error = Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self.peek() {
+            Some(b'{') => self.map(visitor),
+            Some(b'[') => self.seq(visitor),
+            _ => match self.plain_string()? {
+                Some(text) => visitor.visit_borrowed_str(text),
+                None => self.by_serde_json(|de| de.deserialize_any(visitor)),
+            },
+        }
+    }
+
+    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self.plain_string()? {
+            Some(text) => visitor.visit_borrowed_str(text),
+            None => self.by_serde_json(|de| de.deserialize_str(visitor)),
+        }
+    }
+
+    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.deserialize_str(visitor)
+    }
+
+    fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.deserialize_str(visitor)
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        if self.peek() == Some(b'n') {
+            let rest = self.text.as_bytes().get(self.at..).unwrap_or_default();
+            if !rest.starts_with(b"null") {
+                return Err(refused());
+            }
+            self.at += 4;
+            return visitor.visit_none();
+        }
+        visitor.visit_some(self)
+    }
+
+    fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self.peek() {
+            Some(b'{') => self.map(visitor),
+            _ => self.by_serde_json(|de| de.deserialize_map(visitor)),
+        }
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        match self.peek() {
+            Some(b'{') => self.map(visitor),
+            _ => self.by_serde_json(|de| de.deserialize_struct(name, fields, visitor)),
+        }
+    }
+
+    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self.peek() {
+            Some(b'[') => self.seq(visitor),
+            _ => self.by_serde_json(|de| de.deserialize_seq(visitor)),
+        }
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        if name == TEXT {
+            return visitor.visit_borrowed_str(self.value()?);
+        }
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.value()?;
+        visitor.visit_unit()
+    }
+
+    scalars_by_serde_json!();
+}
+
+/// An object's key: its text with the quotes, lent where it has no
+/// escapes, else decoded by serde_json.
+struct Key<'de> {
+    quoted: &'de str,
+    escaped: bool,
+}
+
+impl<'de> Key<'de> {
+    fn by_serde_json<V>(
+        self,
+        read: impl FnOnce(&mut serde_json::Deserializer<StrRead<'de>>) -> Result<V, Error>,
+    ) -> Result<V, Error> {
+        let mut de = serde_json::Deserializer::from_str(self.quoted);
+        let value = read(&mut de)?;
+        de.end()?;
+        Ok(value)
+    }
+}
+
+impl<'de> Deserializer<'de> for Key<'de> {
+    type Error = Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        if self.escaped {
+            return self.by_serde_json(|de| de.deserialize_str(visitor));
+        }
+        let content = self
+            .quoted
+            .get(1..self.quoted.len() - 1)
+            .ok_or_else(refused)?;
+        visitor.visit_borrowed_str(content)
+    }
+
+    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.deserialize_any(visitor)
+    }
+
+    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.deserialize_any(visitor)
+    }
+
+    fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.deserialize_any(visitor)
+    }
+
+    scalars_by_serde_json!();
+    by_serde_json!(
+        deserialize_option(),
+        deserialize_map(),
+        deserialize_seq(),
+        deserialize_ignored_any(),
+        deserialize_newtype_struct(name: &'static str),
+        deserialize_struct(name: &'static str, fields: &'static [&'static str]),
+    );
+}
+
+fn whitespace_end(text: &[u8], mut at: usize) -> usize {
+    while let Some(b' ' | b'\n' | b'\t' | b'\r') = text.get(at) {
+        at += 1;
+    }
+    at
+}
+
+/// Where the value that starts at `at`, after whitespace, ends, inside
+/// `depth` open arrays and objects; `None` where serde_json would fail
+/// skipping it, or where it nests deeper than [`MAX_NESTING`] in all.
+pub(super) fn value_end(text: &[u8], at: usize, depth: usize) -> Option<usize> {
+    // One bit a level, set for an object.
+    let mut objects: u128 = 0;
+    let mut open = 0;
+    let mut at = at;
+    loop {
+        at = whitespace_end(text, at);
+        match *text.get(at)? {
+            b'"' => at = string_end(text, at + 1)?.0,
+            bracket @ (b'{' | b'[') => {
+                open += 1;
+                if depth + open > MAX_NESTING {
+                    return None;
+                }
+                objects = objects << 1 | u128::from(bracket == b'{');
+                at = whitespace_end(text, at + 1);
+                // `}` and `]` are two after `{` and `[`.
+                if text.get(at) == Some(&(bracket + 2)) {
+                    at += 1;
+                    open -= 1;
+                    objects >>= 1;
+                } else {
+                    if bracket == b'{' {
+                        at = key_end(text, at)?;
+                    }
+                    continue;
+                }
+            }
+            b't' => at = word_end(text, at, b"true")?,
+            b'f' => at = word_end(text, at, b"false")?,
+            b'n' => at = word_end(text, at, b"null")?,
+            b'-' | b'0'..=b'9' => at = number_end(text, at)?,
+            _ => return None,
+        }
+        // After a value: a comma and the next, or the close of its array
+        // or object.
+        loop {
+            if open == 0 {
+                return Some(at);
+            }
+            at = whitespace_end(text, at);
+            let in_object = objects & 1 == 1;
+            match *text.get(at)? {
+                b',' => {
+                    at += 1;
+                    if in_object {
+                        at = key_end(text, at)?;
+                    }
+                    break;
+                }
+                b'}' if in_object => {}
+                b']' if !in_object => {}
+                _ => return None,
+            }
+            at += 1;
+            open -= 1;
+            objects >>= 1;
+        }
+    }
+}
+
+/// After whitespace, a key and its colon.
+fn key_end(text: &[u8], at: usize) -> Option<usize> {
+    let at = whitespace_end(text, at);
+    if text.get(at) != Some(&b'"') {
+        return None;
+    }
+    let at = whitespace_end(text, string_end(text, at + 1)?.0);
+    (text.get(at) == Some(&b':')).then_some(at + 1)
+}
+
+fn word_end(text: &[u8], at: usize, word: &[u8]) -> Option<usize> {
+    (text.get(at..at + word.len())? == word).then_some(at + word.len())
+}
+
+fn digits_end(text: &[u8], mut at: usize) -> usize {
+    while let Some(b'0'..=b'9') = text.get(at) {
+        at += 1;
+    }
+    at
+}
+
+/// A number as serde_json skips one: one leading zero at most, a digit
+/// after a `.` and after an exponent.
+fn number_end(text: &[u8], mut at: usize) -> Option<usize> {
+    if text.get(at) == Some(&b'-') {
+        at += 1;
+    }
+    match *text.get(at)? {
+        b'0' => {
+            at += 1;
+            if let Some(b'0'..=b'9') = text.get(at) {
+                return None;
+            }
+        }
+        b'1'..=b'9' => at = digits_end(text, at + 1),
+        _ => return None,
+    }
+    if text.get(at) == Some(&b'.') {
+        let end = digits_end(text, at + 1);
+        if end == at + 1 {
+            return None;
+        }
+        at = end;
+    }
+    if let Some(b'e' | b'E') = text.get(at) {
+        at += 1;
+        if let Some(b'+' | b'-') = text.get(at) {
+            at += 1;
+        }
+        let end = digits_end(text, at);
+        if end == at {
+            return None;
+        }
+        at = end;
+    }
+    Some(at)
+}
+
+/// From after a string's opening quote: where it ends, after its closing
+/// quote, and whether it has escapes. serde_json refuses a control
+/// character in a string and an unknown escape; a `\u` needs four hex
+/// digits.
+fn string_end(text: &[u8], mut at: usize) -> Option<(usize, bool)> {
+    let mut escaped = false;
+    loop {
+        at = stop(text, at);
+        match *text.get(at)? {
+            b'"' => return Some((at + 1, escaped)),
+            b'\\' => {
+                escaped = true;
+                at = match *text.get(at + 1)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => at + 2,
+                    b'u' if text.get(at + 2..at + 6)?.iter().all(u8::is_ascii_hexdigit) => at + 6,
+                    _ => return None,
+                };
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// The first quote, backslash or control character from `at`, or the end.
+fn stop(text: &[u8], mut at: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    while let Some(Ok(chunk)) = text.get(at..at + 16).map(<&[u8; 16]>::try_from) {
+        let found = sse2::stops(chunk);
+        if found != 0 {
+            return at + found.trailing_zeros() as usize;
+        }
+        at += 16;
+    }
+    while let Some(&b) = text.get(at) {
+        if b == b'"' || b == b'\\' || b < 0x20 {
+            break;
+        }
+        at += 1;
+    }
+    at
+}
+
+#[cfg(target_arch = "x86_64")]
+mod sse2 {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8,
+    };
+
+    /// A bit for each of the 16 bytes that is a quote, a backslash or a
+    /// control character.
+    pub(super) fn stops(chunk: &[u8; 16]) -> u32 {
+        // SAFETY: SSE2 is part of every x86_64 target, and the load reads
+        // the chunk's 16 bytes, unaligned.
+        unsafe { stops_sse2(chunk.as_ptr().cast()) }
+    }
+
+    #[target_feature(enable = "sse2")]
+    unsafe fn stops_sse2(chunk: *const __m128i) -> u32 {
+        // SAFETY: the caller's 16 bytes.
+        let v = unsafe { _mm_loadu_si128(chunk) };
+        let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+        let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+        // Unsigned `v <= 0x1f`: the larger of the two is 0x1f.
+        let control = _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x1f)), _mm_set1_epi8(0x1f));
+        _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use serde::de::IgnoredAny;
+    use serde_json::Value;
+
+    /// A StatefulSet as the API server sends one, cut short: escapes,
+    /// numbers, nulls, empty objects and arrays, managedFields.
+    const OBJECT: &str = r#"{"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"db","namespace":"prod","uid":"4f1c","generation":3,"labels":{"app":"db"},"annotations":{"note":"say \"hi\"\n\u00e9"},"managedFields":[{"manager":"kubectl","operation":"Update","time":"2026-01-02T03:04:05Z","fieldsType":"FieldsV1","fieldsV1":{"f:spec":{"f:replicas":{},"k:{\"name\":\"db\"}":{".":{}}}}}]},"spec":{"replicas":3,"selector":{"matchLabels":{"app":"db"}},"serviceName":"db","template":{"metadata":{"labels":{"app":"db"}},"spec":{"containers":[{"name":"db","image":"postgres:16.1","args":["-c","max_connections=100"],"resources":{"limits":{"memory":"1.5Gi"}},"env":[{"name":"A","value":""}]}],"terminationGracePeriodSeconds":30,"securityContext":null}},"volumeClaimTemplates":[{"metadata":{"name":"data"},"spec":{"accessModes":["ReadWriteOnce"],"resources":{"requests":{"storage":"1Gi"}}}}],"updateStrategy":{"type":"RollingUpdate","rollingUpdate":{"partition":0}}},"status":{"replicas":3,"readyReplicas":3,"observedGeneration":3,"conditions":[]}}"#;
+
+    /// Whether [`value_end`] takes `text` as one value and whitespace.
+    fn skipped(text: &str) -> bool {
+        value_end(text.as_bytes(), 0, 0)
+            .is_some_and(|end| whitespace_end(text.as_bytes(), end) == text.len())
+    }
+
+    /// Each one-byte edit of `text` that is still UTF-8: every byte
+    /// dropped, and each of a set of bytes that matter to JSON put in
+    /// place of every byte and before it.
+    fn edits(text: &str) -> impl Iterator<Item = String> + '_ {
+        const BYTES: &[u8] = b"\"\\{}[],: \t\n0-+.eEu/bnx\x01\x1f\x7f";
+        let bytes = text.as_bytes();
+        (0..bytes.len()).flat_map(move |at| {
+            let dropped = [&bytes[..at], &bytes[at + 1..]].concat();
+            let put = BYTES.iter().flat_map(move |&b| {
+                let replaced = [&bytes[..at], &[b], &bytes[at + 1..]].concat();
+                let inserted = [&bytes[..at], &[b], &bytes[at..]].concat();
+                [replaced, inserted]
+            });
+            std::iter::once(dropped)
+                .chain(put)
+                .filter_map(|edit| String::from_utf8(edit).ok())
+        })
+    }
+
+    #[test]
+    fn a_value_is_skipped_exactly_where_serde_json_skips_it() {
+        let cases = [
+            r#"{}"#,
+            r#"[]"#,
+            r#" { "a" : [ 1 , -2.5e+3 , 0 , 0.0 , 1E5 , true , false , null , "" ] } "#,
+            r#"{"a":{"b":{"c":[[],{}]}}}"#,
+            r#""\"\\\/\b\f\n\r\t\u00e9\uD83D\uDE00 é""#,
+            r#""\ud800""#,
+            r#"-0"#,
+            r#"01"#,
+            r#"1."#,
+            r#".5"#,
+            r#"1e"#,
+            r#"1e+"#,
+            r#"-"#,
+            r#"+1"#,
+            r#"tru"#,
+            r#"nul"#,
+            r#"nulll"#,
+            r#"{"a":1,}"#,
+            r#"[1,]"#,
+            r#"[,1]"#,
+            r#"{"a" 1}"#,
+            r#"{a:1}"#,
+            r#"{"a":1 "b":2}"#,
+            r#"[1 2]"#,
+            r#""\x""#,
+            r#""\u12g4""#,
+            r#""\u123""#,
+            "\"a\u{1}b\"",
+            "\"tab\tin\"",
+            r#""unterminated"#,
+            r#"{"a":[}"#,
+            r#"[{]}"#,
+            r#"1 2"#,
+            "",
+            " ",
+        ];
+        for text in cases {
+            let by_serde_json = serde_json::from_str::<IgnoredAny>(text).is_ok();
+            assert_eq!(skipped(text), by_serde_json, "{text:?}");
+        }
+        // Long strings, across the 16-byte chunks, ending in each place.
+        for len in 0..40 {
+            for stop in ["\"", "\\n\"", "\\q\"", "\u{1}\""] {
+                let text = format!("\"{}{stop}", "a".repeat(len));
+                let by_serde_json = serde_json::from_str::<IgnoredAny>(&text).is_ok();
+                assert_eq!(skipped(&text), by_serde_json, "{text:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_one_byte_edit_of_an_object_is_skipped_exactly_where_serde_json_skips_it() {
+        let mut taken = 0;
+        for edit in edits(OBJECT) {
+            let by_serde_json = serde_json::from_str::<IgnoredAny>(&edit).is_ok();
+            assert_eq!(skipped(&edit), by_serde_json, "{edit}");
+            taken += usize::from(by_serde_json);
+        }
+        // Whitespace put between tokens, and many a change inside a
+        // string, leave it JSON.
+        assert!(taken > 1000, "{taken}");
+    }
+
+    #[test]
+    fn every_one_byte_edit_of_an_object_is_read_alike() {
+        let mut read = 0;
+        for edit in edits(OBJECT) {
+            let as_value = (
+                from_str::<Value>(&edit).ok(),
+                serde_json::from_str::<Value>(&edit).ok(),
+            );
+            assert_eq!(as_value.0, as_value.1, "as a Value: {edit}");
+            let typed = (
+                from_str::<StatefulSet>(&edit).ok(),
+                serde_json::from_str::<StatefulSet>(&edit).ok(),
+            );
+            assert_eq!(typed.0, typed.1, "as a StatefulSet: {edit}");
+            read += usize::from(typed.0.is_some());
+        }
+        assert!(read > 1000, "{read}");
+    }
+
+    #[test]
+    fn a_text_is_the_value_as_sent_and_an_ignored_value_is_still_checked() {
+        #[derive(serde::Deserialize)]
+        struct Kept<'a> {
+            #[serde(borrow)]
+            kept: Text<'a>,
+            #[allow(dead_code)]
+            skipped: IgnoredAny,
+        }
+        let text = r#"{"kept": { "a" : [1, "\u00e9"] } , "skipped": [true]}"#;
+        let read: Kept = from_str(text).unwrap();
+        assert_eq!(read.kept.get(), r#"{ "a" : [1, "\u00e9"] }"#);
+        // The same from serde_json, through its own raw value.
+        let read: Kept = serde_json::from_str(text).unwrap();
+        assert_eq!(read.kept.get(), r#"{ "a" : [1, "\u00e9"] }"#);
+        for broken in [
+            r#"{"kept": [1,], "skipped": 1}"#,
+            r#"{"kept": 1, "skipped": [01]}"#,
+        ] {
+            assert!(from_str::<Kept>(broken).is_err(), "{broken}");
+            assert!(serde_json::from_str::<Kept>(broken).is_err(), "{broken}");
+        }
+    }
+
+    #[test]
+    fn nesting_is_taken_up_to_serde_jsons_limit_and_refused_past_it() {
+        let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let within = nested(MAX_NESTING);
+        assert!(skipped(&within));
+        assert!(from_str::<Value>(&within).is_ok());
+        assert!(serde_json::from_str::<Value>(&within).is_ok());
+        let past = nested(MAX_NESTING + 1);
+        assert!(!skipped(&past));
+        assert!(from_str::<Value>(&past).is_err());
+        assert!(serde_json::from_str::<Value>(&past).is_err());
+        // Inside a value already open, the limit counts from the top.
+        let inside = format!("{{\"a\":{}}}", nested(MAX_NESTING));
+        assert!(from_str::<Value>(&inside).is_err());
+        assert!(from_str::<IgnoredAny>(&inside).is_err());
+        assert!(serde_json::from_str::<Value>(&inside).is_err());
+    }
+
+    #[test]
+    fn keys_with_escapes_are_decoded_and_strings_without_are_lent() {
+        let read: std::collections::BTreeMap<String, String> =
+            from_str(r#"{"sp\u0065c": "a\"b", "plain": "c"}"#).unwrap();
+        assert_eq!(read["spec"], "a\"b");
+        assert_eq!(read["plain"], "c");
+        let lent: std::collections::BTreeMap<&str, &str> = from_str(r#"{"plain": "c"}"#).unwrap();
+        assert_eq!(lent["plain"], "c");
+        // An escaped string cannot be lent, by this reader or serde_json.
+        assert!(from_str::<std::collections::BTreeMap<&str, &str>>(r#"{"a": "\n"}"#).is_err());
+        assert!(
+            serde_json::from_str::<std::collections::BTreeMap<&str, &str>>(r#"{"a": "\n"}"#)
+                .is_err()
+        );
+    }
+}
