@@ -121,15 +121,21 @@ impl<'de> Reader<'de> {
         self.text.get(start..end).ok_or_else(refused)
     }
 
-    /// The next value read by serde_json from its text.
+    /// The next value read by serde_json from its text; taken only if
+    /// read, so that a type whose reader goes on past a failed read
+    /// fails next on the value, never past it.
     fn by_serde_json<V>(
         &mut self,
         read: impl FnOnce(&mut serde_json::Deserializer<StrRead<'de>>) -> Result<V, Error>,
     ) -> Result<V, Error> {
+        self.peek();
+        let start = self.at;
         let mut de = serde_json::Deserializer::from_str(self.value()?);
-        let value = read(&mut de)?;
-        de.end()?;
-        Ok(value)
+        let value = read(&mut de).and_then(|value| de.end().map(|()| value));
+        if value.is_err() {
+            self.at = start;
+        }
+        value
     }
 
     /// A string without escapes, lent; `None` for another value, left
@@ -198,6 +204,11 @@ impl<'de> Items<'_, 'de> {
         }
         if !std::mem::replace(&mut self.first, false) {
             self.reader.take(b',')?;
+            // A trailing comma, refused here as serde_json does, whatever
+            // the item's type makes of what follows.
+            if self.reader.peek() == Some(close) {
+                return Err(refused());
+            }
         }
         Ok(true)
     }
@@ -412,12 +423,16 @@ impl<'de> Deserializer<'de> for Key<'de> {
         self.deserialize_any(visitor)
     }
 
+    // serde_json reads a key it ignores as a string, escapes checked.
+    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.deserialize_any(visitor)
+    }
+
     scalars_by_serde_json!();
     by_serde_json!(
         deserialize_option(),
         deserialize_map(),
         deserialize_seq(),
-        deserialize_ignored_any(),
         deserialize_newtype_struct(name: &'static str),
         deserialize_struct(name: &'static str, fields: &'static [&'static str]),
     );
@@ -782,6 +797,65 @@ mod tests {
         assert!(from_str::<Value>(&inside).is_err());
         assert!(from_str::<IgnoredAny>(&inside).is_err());
         assert!(serde_json::from_str::<Value>(&inside).is_err());
+    }
+
+    /// Types that read less than serde's own: the reader must still fail
+    /// where serde_json fails (found by an independent differential fuzz).
+    #[test]
+    fn a_type_that_reads_little_or_swallows_a_failure_is_refused_as_by_serde_json() {
+        // An item that reads nothing: the trailing comma is still refused.
+        struct Nothing;
+        impl<'de> serde::Deserialize<'de> for Nothing {
+            fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+                Ok(Nothing)
+            }
+        }
+        for text in ["[,]", "[,,]", "[1,]"] {
+            assert!(from_str::<Vec<Nothing>>(text).is_err(), "{text}");
+            assert!(
+                serde_json::from_str::<Vec<Nothing>>(text).is_err(),
+                "{text}"
+            );
+        }
+        // A key ignored is still a string checked: no lone surrogate.
+        struct Keys;
+        impl<'de> serde::Deserialize<'de> for Keys {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct Each;
+                impl<'de> Visitor<'de> for Each {
+                    type Value = Keys;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("a map")
+                    }
+                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Keys, A::Error> {
+                        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                        Ok(Keys)
+                    }
+                }
+                d.deserialize_map(Each)
+            }
+        }
+        for text in [r#"{"\ud800":1}"#, r#"{"\udc00":1}"#] {
+            assert!(from_str::<Keys>(text).is_err(), "{text}");
+            assert!(serde_json::from_str::<Keys>(text).is_err(), "{text}");
+        }
+        assert!(from_str::<Keys>(r#"{"\u00e9":1}"#).is_ok());
+        // A field that swallows its failure: serde_json took nothing of
+        // the value, and fails on it next; so does this reader.
+        #[derive(serde::Deserialize, Debug)]
+        struct Lenient {
+            #[serde(deserialize_with = "lenient")]
+            #[allow(dead_code)]
+            a: Option<Vec<u32>>,
+            #[allow(dead_code)]
+            b: u32,
+        }
+        fn lenient<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u32>>, D::Error> {
+            Ok(<Vec<u32> as serde::Deserialize>::deserialize(d).ok())
+        }
+        let text = r#"{"a":{"k":1},"b":2}"#;
+        assert!(from_str::<Lenient>(text).is_err());
+        assert!(serde_json::from_str::<Lenient>(text).is_err());
     }
 
     #[test]
