@@ -31,7 +31,7 @@ pub(super) fn from_str<'de, T: serde::Deserialize<'de>>(text: &'de str) -> Resul
 /// A value's text, borrowed from the body: what serde_json's `RawValue`
 /// is, without scanning the value a second time under this reader.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub(super) struct Text<'a>(pub &'a str);
+pub(super) struct Text<'a>(&'a str);
 
 /// The name this reader knows a [`Text`] by.
 const TEXT: &str = "upgrade_guard::Text";
@@ -130,8 +130,7 @@ impl<'de> Reader<'de> {
     ) -> Result<V, Error> {
         self.peek();
         let start = self.at;
-        let mut de = serde_json::Deserializer::from_str(self.value()?);
-        let value = read(&mut de).and_then(|value| de.end().map(|()| value));
+        let value = whole_by_serde_json(self.value()?, read);
         if value.is_err() {
             self.at = start;
         }
@@ -323,11 +322,7 @@ impl<'de> Deserializer<'de> for &mut Reader<'de> {
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         if self.peek() == Some(b'n') {
-            let rest = self.text.as_bytes().get(self.at..).unwrap_or_default();
-            if !rest.starts_with(b"null") {
-                return Err(refused());
-            }
-            self.at += 4;
+            self.at = word_end(self.text.as_bytes(), self.at, b"null").ok_or_else(refused)?;
             return visitor.visit_none();
         }
         visitor.visit_some(self)
@@ -390,11 +385,19 @@ impl<'de> Key<'de> {
         self,
         read: impl FnOnce(&mut serde_json::Deserializer<StrRead<'de>>) -> Result<V, Error>,
     ) -> Result<V, Error> {
-        let mut de = serde_json::Deserializer::from_str(self.quoted);
-        let value = read(&mut de)?;
-        de.end()?;
-        Ok(value)
+        whole_by_serde_json(self.quoted, read)
     }
+}
+
+/// `read` by serde_json from `text`, which it must read whole.
+fn whole_by_serde_json<'de, V>(
+    text: &'de str,
+    read: impl FnOnce(&mut serde_json::Deserializer<StrRead<'de>>) -> Result<V, Error>,
+) -> Result<V, Error> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = read(&mut de)?;
+    de.end()?;
+    Ok(value)
 }
 
 impl<'de> Deserializer<'de> for Key<'de> {

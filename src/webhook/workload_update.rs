@@ -5,7 +5,8 @@
 //! - metadata without managedFields, and of its annotations only
 //!   upgrade-guard's own (`upgradeguard.io/`), plus whether there are any;
 //!   a workload no policy selects is answered from these alone, its spec
-//!   skipped unread (read later only if the other object is selected);
+//!   only scanned ([`super::json`]; read later only if the other object is
+//!   selected);
 //! - the spec typed, but the pod template read only as far as a
 //!   [`Template`] holds it (its labels, every container's name and image,
 //!   its claim volumes);
