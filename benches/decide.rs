@@ -112,13 +112,17 @@ fn bench(c: &mut Criterion) {
         b.iter(|| decide(black_box(&skip_change), &policies, &NoCluster, now))
     });
     // The 5-container review, the recorded one as the API server sent it,
-    // and three of the load bench's matrix.
+    // and four of the load bench's matrix.
     let bodies = [
         ("5 containers", sample::compact(&start)),
         ("recorded", sample::recorded()),
         (
             "5 containers x 20 env",
             sample::compact(&sample::matrix_review(5, 20, true, true)),
+        ),
+        (
+            "5 containers x 20 env, keys sorted",
+            sample::keys_sorted(&sample::matrix_review(5, 20, true, true)),
         ),
         (
             "ungoverned",
