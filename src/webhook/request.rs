@@ -342,3 +342,36 @@ impl<'de> Visitor<'de> for ObjectsAre<'_> {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UPDATE: &str = include_str!("../../tests/data/apiserver/sts-update-set-image.json");
+
+    fn policies() -> PolicySet {
+        let text = include_str!("../../policies/semver-db.yaml");
+        PolicySet::new(PolicySet::parse(text, "semver-db.yaml").unwrap()).unwrap()
+    }
+
+    fn read_in_place(request: &Request) -> [bool; 2] {
+        [&request.object, &request.old_object]
+            .map(|o| o.as_ref().is_some_and(|o| o.text().is_none()))
+    }
+
+    /// The API server writes the resource before the objects (the order of
+    /// Go's fields, as recorded), so both are read in place, each scanned
+    /// once. Keys in another order (serde_json's `Value` sorts them, putting
+    /// `object` first) leave the objects as text, read again later.
+    #[test]
+    fn objects_are_read_in_place_when_the_resource_comes_before_them() {
+        let policies = policies();
+        let request = read(UPDATE.as_bytes(), &policies).unwrap();
+        assert_eq!(read_in_place(&request), [true, true]);
+        let sorted: serde_json::Value = serde_json::from_str(UPDATE).unwrap();
+        let sorted = serde_json::to_vec(&sorted).unwrap();
+        assert!(sorted.starts_with(br#"{"apiVersion""#));
+        let request = read(&sorted, &policies).unwrap();
+        assert_eq!(read_in_place(&request), [false, false]);
+    }
+}
