@@ -22,8 +22,16 @@ pub(super) const MAX_NESTING: usize = 127;
 
 /// `T` read from `text`, one JSON value and whitespace.
 pub(super) fn from_str<'de, T: serde::Deserialize<'de>>(text: &'de str) -> Result<T, Error> {
+    from_str_seed(text, std::marker::PhantomData)
+}
+
+/// What `seed` reads from `text`, one JSON value and whitespace.
+pub(super) fn from_str_seed<'de, S: DeserializeSeed<'de>>(
+    text: &'de str,
+    seed: S,
+) -> Result<S::Value, Error> {
     let mut reader = Reader::new(text);
-    let value = T::deserialize(&mut reader)?;
+    let value = seed.deserialize(&mut reader)?;
     reader.end()?;
     Ok(value)
 }
@@ -69,7 +77,7 @@ impl<'a> Text<'a> {
 
 /// Reads one value at a time from a text, as serde_json's `Deserializer`
 /// does.
-pub(super) struct Reader<'de> {
+struct Reader<'de> {
     text: &'de str,
     at: usize,
     /// The arrays and objects open around `at`.
@@ -81,7 +89,7 @@ fn refused() -> Error {
 }
 
 impl<'de> Reader<'de> {
-    pub fn new(text: &'de str) -> Self {
+    fn new(text: &'de str) -> Self {
         Reader {
             text,
             at: 0,
@@ -90,7 +98,7 @@ impl<'de> Reader<'de> {
     }
 
     /// Only whitespace is left.
-    pub fn end(&mut self) -> Result<(), Error> {
+    fn end(&mut self) -> Result<(), Error> {
         match self.peek() {
             None => Ok(()),
             Some(_) => Err(refused()),

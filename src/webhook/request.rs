@@ -5,7 +5,7 @@
 //! writes the resource before the objects), else kept as its text and read
 //! from it later, the same way. A request is routed, and most are answered,
 //! from this read alone ([`super::review`]). It reads through
-//! [`super::json::Reader`], which skips what no type reads at twice
+//! [`super::json`]'s reader, which skips what no type reads at twice
 //! serde_json's speed.
 
 use std::fmt;
@@ -16,7 +16,7 @@ use kube::core::admission::{AdmissionResponse, Operation};
 use kube::core::{GroupVersionKind, GroupVersionResource};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 
-use super::json::{Reader, Text};
+use super::json::{self, Text};
 use super::schema::KeyText;
 use super::wire::{API_VERSION, Asked, KIND, workload_kind};
 use super::workload_update::{Object, ObjectSeed};
@@ -29,10 +29,7 @@ pub(super) fn read<'a>(body: &'a [u8], policies: &PolicySet) -> Option<Request<'
     // Validated once here, the text's strings are not validated again one
     // by one.
     let text = std::str::from_utf8(body).ok()?;
-    let mut reader = Reader::new(text);
-    let request = EnvelopeSeed { policies }.deserialize(&mut reader).ok()?;
-    reader.end().ok()?;
-    request
+    json::from_str_seed(text, EnvelopeSeed { policies }).ok()?
 }
 
 /// kube's `AdmissionRequest`, as far as an answer needs it.
@@ -66,13 +63,7 @@ impl<'a> Sent<'a> {
     ) -> Option<Object<'a>> {
         match self {
             Sent::Workload(object) => Some(*object),
-            Sent::Text(text) => {
-                let mut reader = Reader::new(text.get());
-                let object = ObjectSeed { kind, policies }
-                    .deserialize(&mut reader)
-                    .ok()?;
-                reader.end().ok().map(|()| object)
-            }
+            Sent::Text(text) => json::from_str_seed(text.get(), ObjectSeed { kind, policies }).ok(),
         }
     }
 
@@ -349,11 +340,6 @@ mod tests {
 
     const UPDATE: &str = include_str!("../../tests/data/apiserver/sts-update-set-image.json");
 
-    fn policies() -> PolicySet {
-        let text = include_str!("../../policies/semver-db.yaml");
-        PolicySet::new(PolicySet::parse(text, "semver-db.yaml").unwrap()).unwrap()
-    }
-
     fn read_in_place(request: &Request) -> [bool; 2] {
         [&request.object, &request.old_object]
             .map(|o| o.as_ref().is_some_and(|o| o.text().is_none()))
@@ -365,7 +351,7 @@ mod tests {
     /// `object` first) leave the objects as text, read again later.
     #[test]
     fn objects_are_read_in_place_when_the_resource_comes_before_them() {
-        let policies = policies();
+        let policies = super::super::review::tests::policies();
         let request = read(UPDATE.as_bytes(), &policies).unwrap();
         assert_eq!(read_in_place(&request), [true, true]);
         let sorted: serde_json::Value = serde_json::from_str(UPDATE).unwrap();

@@ -232,7 +232,7 @@ fn pod_without_claims(text: super::json::Text) -> Option<(bool, Option<String>)>
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::full_read::json_values;
     use super::super::wire::{API_VERSION, KIND};
     use super::*;
@@ -243,7 +243,8 @@ mod tests {
 
     const CREATE: &str = include_str!("../../tests/data/apiserver/sts-create-apply.json");
 
-    fn policies() -> PolicySet {
+    /// The example policy that governs the recorded `db` StatefulSet.
+    pub(in super::super) fn policies() -> PolicySet {
         let text = include_str!("../../policies/semver-db.yaml");
         PolicySet::new(PolicySet::parse(text, "semver-db.yaml").unwrap()).unwrap()
     }
