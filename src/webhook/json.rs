@@ -75,6 +75,12 @@ impl<'a> Text<'a> {
     }
 }
 
+/// The name this reader knows a string by that is only checked, as
+/// serde_json checks a `String`, and dropped ([`super::schema::AnyString`]):
+/// it is taken undecoded where it has no `\u` escape, and the visitor
+/// told so by `visit_unit`.
+pub(super) const CHECKED_STRING: &str = "upgrade_guard::CheckedString";
+
 /// Reads one value at a time from a text, as serde_json's `Deserializer`
 /// does.
 struct Reader<'de> {
@@ -151,13 +157,28 @@ impl<'de> Reader<'de> {
         if self.peek() != Some(b'"') {
             return Ok(None);
         }
-        let (end, escaped) = string_end(self.text.as_bytes(), self.at + 1).ok_or_else(refused)?;
-        if escaped {
+        let (end, escapes) = string_end(self.text.as_bytes(), self.at + 1).ok_or_else(refused)?;
+        if escapes != Escapes::None {
             return Ok(None);
         }
         let content = self.text.get(self.at + 1..end - 1).ok_or_else(refused)?;
         self.at = end;
         Ok(Some(content))
+    }
+
+    /// Takes a string serde_json would take as a `String`, undecoded;
+    /// `false` for another value or a string with a `\u` escape (serde_json
+    /// pairs its surrogates), left untaken.
+    fn checked_string(&mut self) -> Result<bool, Error> {
+        if self.peek() != Some(b'"') {
+            return Ok(false);
+        }
+        let (end, escapes) = string_end(self.text.as_bytes(), self.at + 1).ok_or_else(refused)?;
+        if escapes == Escapes::Unicode {
+            return Ok(false);
+        }
+        self.at = end;
+        Ok(true)
     }
 
     fn open(&mut self, byte: u8) -> Result<(), Error> {
@@ -235,7 +256,8 @@ impl<'de> MapAccess<'de> for Items<'_, 'de> {
             return Err(refused());
         }
         let start = reader.at;
-        let (end, escaped) = string_end(reader.text.as_bytes(), start + 1).ok_or_else(refused)?;
+        let (end, escapes) = string_end(reader.text.as_bytes(), start + 1).ok_or_else(refused)?;
+        let escaped = escapes != Escapes::None;
         reader.at = end;
         reader.take(b':')?;
         let quoted = reader.text.get(start..end).ok_or_else(refused)?;
@@ -369,6 +391,9 @@ impl<'de> Deserializer<'de> for &mut Reader<'de> {
     ) -> Result<V::Value, Error> {
         if name == TEXT {
             return visitor.visit_borrowed_str(self.value()?);
+        }
+        if name == CHECKED_STRING && self.checked_string()? {
+            return visitor.visit_unit();
         }
         visitor.visit_newtype_struct(self)
     }
@@ -582,27 +607,42 @@ fn number_end(text: &[u8], mut at: usize) -> Option<usize> {
 }
 
 /// From after a string's opening quote: where it ends, after its closing
-/// quote, and whether it has escapes. serde_json refuses a control
-/// character in a string and an unknown escape; a `\u` needs four hex
-/// digits.
+/// quote, and what escapes it has. serde_json refuses a control character
+/// in a string and an unknown escape; a `\u` needs four hex digits.
 #[inline(always)]
-fn string_end(text: &[u8], mut at: usize) -> Option<(usize, bool)> {
-    let mut escaped = false;
+fn string_end(text: &[u8], mut at: usize) -> Option<(usize, Escapes)> {
+    let mut escapes = Escapes::None;
     loop {
         at = stop(text, at);
         match *text.get(at)? {
-            b'"' => return Some((at + 1, escaped)),
+            b'"' => return Some((at + 1, escapes)),
             b'\\' => {
-                escaped = true;
                 at = match *text.get(at + 1)? {
-                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => at + 2,
-                    b'u' if text.get(at + 2..at + 6)?.iter().all(u8::is_ascii_hexdigit) => at + 6,
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {
+                        escapes = escapes.max(Escapes::Simple);
+                        at + 2
+                    }
+                    b'u' if text.get(at + 2..at + 6)?.iter().all(u8::is_ascii_hexdigit) => {
+                        escapes = Escapes::Unicode;
+                        at + 6
+                    }
                     _ => return None,
                 };
             }
             _ => return None,
         }
     }
+}
+
+/// What escapes a string has, as far as reading it goes.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Escapes {
+    None,
+    /// Only one-character escapes (`\n`, `\"`): each stands for one
+    /// character, so serde_json takes the string as a `String`.
+    Simple,
+    /// A `\u` too: a `String` takes it only if its surrogates pair up.
+    Unicode,
 }
 
 /// The first quote, backslash or control character from `at`, or the end.
@@ -872,6 +912,85 @@ mod tests {
         let text = r#"{"a":{"k":1},"b":2}"#;
         assert!(from_str::<Lenient>(text).is_err());
         assert!(serde_json::from_str::<Lenient>(text).is_err());
+    }
+
+    #[test]
+    fn a_string_only_checked_is_taken_exactly_where_serde_json_takes_a_string() {
+        use super::super::schema::AnyString;
+        let check = |text: &str| {
+            let by_serde_json = {
+                let mut de = serde_json::Deserializer::from_str(text);
+                AnyString
+                    .deserialize(&mut de)
+                    .and_then(|()| de.end())
+                    .is_ok()
+            };
+            assert_eq!(
+                from_str_seed(text, AnyString).is_ok(),
+                by_serde_json,
+                "{text:?}"
+            );
+            by_serde_json
+        };
+        let cases = [
+            r#""plain""#,
+            r#""\"\\\/\b\f\n\r\t""#,
+            r#""\u00e9""#,
+            r#""\ud83d\ude00""#,
+            r#""\ud800""#,
+            r#""\udc00""#,
+            r#""\ud800\u0041""#,
+            r#""\ud800x""#,
+            r#""\x""#,
+            r#""\u12g4""#,
+            "\"a\u{1}b\"",
+            r#""unterminated"#,
+            "1",
+            "null",
+            "[]",
+            "{}",
+        ];
+        let taken: Vec<_> = cases.iter().filter(|text| check(text)).collect();
+        assert_eq!(taken.len(), 4, "{taken:?}");
+        // kubectl's last-applied annotation is such a string.
+        let annotation = r#""{\"apiVersion\":\"apps/v1\",\"metadata\":{\"name\":\"d\u00e9\"}}\n""#;
+        let mut taken = 0;
+        for edit in std::iter::once(annotation.to_string()).chain(edits(annotation)) {
+            taken += usize::from(check(&edit));
+        }
+        assert!(taken > 100, "{taken}");
+    }
+
+    #[test]
+    fn a_string_only_checked_is_left_undecoded_unless_it_has_a_unicode_escape() {
+        struct Probe;
+        impl<'de> Visitor<'de> for Probe {
+            type Value = &'static str;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<&'static str, E> {
+                Ok("undecoded")
+            }
+            fn visit_newtype_struct<D: Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> Result<&'static str, D::Error> {
+                d.deserialize_string(self)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<&'static str, E> {
+                Ok("decoded")
+            }
+        }
+        let read = |text: &str| {
+            let mut reader = Reader::new(text);
+            (&mut reader).deserialize_newtype_struct(CHECKED_STRING, Probe)
+        };
+        assert_eq!(read(r#""a\"b\n""#).unwrap(), "undecoded");
+        assert_eq!(read(r#""plain""#).unwrap(), "undecoded");
+        assert_eq!(read(r#""\u00e9""#).unwrap(), "decoded");
+        assert!(read(r#""\ud800""#).is_err());
+        assert!(read("1").is_err());
     }
 
     #[test]

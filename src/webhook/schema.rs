@@ -16,6 +16,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use super::json;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use serde::de::value::{BorrowedStrDeserializer, Error as TraceError};
 use serde::de::{self, DeserializeSeed, Deserializer, Expected, MapAccess, SeqAccess, Visitor};
@@ -88,7 +89,7 @@ impl<'de> DeserializeSeed<'de> for Check<'_> {
             Shape::I32 => drop(i32::deserialize(d)?),
             Shape::I64 => drop(i64::deserialize(d)?),
             Shape::F64 => drop(f64::deserialize(d)?),
-            Shape::Str => d.deserialize_str(AnyString)?,
+            Shape::Str => AnyString.deserialize(d)?,
             Shape::Time => _ = Time::deserialize(d)?,
             Shape::MicroTime => _ = MicroTime::deserialize(d)?,
             Shape::Quantity => d.deserialize_any(QuantityText)?,
@@ -129,23 +130,32 @@ fn nesting(value: &serde_json::Value) -> usize {
     1 + inner.unwrap_or(0)
 }
 
-/// A string, checked as a `String` would be, and dropped.
+/// A string, checked as a `String` would be, and dropped: undecoded where
+/// the quick read's reader can vouch for it ([`json::CHECKED_STRING`]).
 pub(super) struct AnyString;
 
 impl<'de> DeserializeSeed<'de> for AnyString {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_str(self)
+        d.deserialize_newtype_struct(json::CHECKED_STRING, self)
     }
 }
 
-impl Visitor<'_> for AnyString {
+impl<'de> Visitor<'de> for AnyString {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a string")
     }
     fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
         Ok(())
+    }
+    /// From the quick read's reader, which checked the string itself.
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    /// From any other reader: the string read as a `String` is.
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_str(self)
     }
 }
 
