@@ -128,30 +128,6 @@ impl Workload {
         }))
     }
 
-    /// A workload of `kind` known by its namespace and labels alone: what
-    /// a policy selects by.
-    pub fn with_labels(
-        kind: WorkloadKind,
-        namespace: Option<&str>,
-        labels: Option<BTreeMap<String, String>>,
-    ) -> Workload {
-        let metadata = ObjectMeta {
-            namespace: namespace.map(str::to_string),
-            labels,
-            ..Default::default()
-        };
-        match kind {
-            WorkloadKind::StatefulSet => Workload::StatefulSet(Box::new(StatefulSet {
-                metadata,
-                ..Default::default()
-            })),
-            WorkloadKind::Deployment => Workload::Deployment(Box::new(Deployment {
-                metadata,
-                ..Default::default()
-            })),
-        }
-    }
-
     pub fn kind(&self) -> WorkloadKind {
         match self {
             Workload::StatefulSet(_) => WorkloadKind::StatefulSet,

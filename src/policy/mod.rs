@@ -299,12 +299,18 @@ impl Policy {
 
     /// Whether this policy governs the workload.
     pub fn governs(&self, workload: &Workload) -> bool {
-        self.kinds.contains(&workload.kind())
-            && self
-                .namespace
-                .as_deref()
-                .is_none_or(|ns| ns == workload.namespace())
-            && self.selector.matches(workload.labels())
+        self.selects(workload.kind(), workload.namespace(), workload.labels())
+    }
+
+    /// Whether this policy governs a workload of `kind` in `namespace`
+    /// labelled `labels`: what [`Policy::governs`] reads of a workload.
+    pub fn selects(
+        &self,
+        kind: WorkloadKind,
+        namespace: &str,
+        labels: Option<&BTreeMap<String, String>>,
+    ) -> bool {
+        self.may_govern(kind, namespace) && self.selector.matches(labels)
     }
 
     /// Whether this policy could govern some workload of `kind` in `namespace`.
@@ -581,6 +587,19 @@ impl PolicySet {
 
     pub fn may_govern(&self, kind: WorkloadKind, namespace: &str) -> bool {
         self.policies.iter().any(|p| p.may_govern(kind, namespace))
+    }
+
+    /// Whether a policy governs a workload of `kind` in `namespace`
+    /// labelled `labels` ([`Policy::selects`]).
+    pub fn selects(
+        &self,
+        kind: WorkloadKind,
+        namespace: &str,
+        labels: Option<&BTreeMap<String, String>>,
+    ) -> bool {
+        self.policies
+            .iter()
+            .any(|p| p.selects(kind, namespace, labels))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Policy> {

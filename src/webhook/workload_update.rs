@@ -232,9 +232,9 @@ impl ObjectSeed<'_> {
         if !own.0.is_empty() {
             return true;
         }
-        let probe =
-            Workload::with_labels(self.kind, metadata.namespace(), metadata.labels().cloned());
-        self.policies.select(&probe).is_some()
+        let namespace = metadata.namespace().unwrap_or("default");
+        self.policies
+            .selects(self.kind, namespace, metadata.labels())
     }
 }
 
