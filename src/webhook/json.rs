@@ -665,6 +665,24 @@ fn stop(text: &[u8], mut at: usize) -> usize {
     at
 }
 
+/// How many bytes of `text` are `{`, `[`, `,` or `:`, inside strings too:
+/// a bound on how many JSON values it holds, found 16 bytes at a time.
+pub(super) fn separators(text: &[u8]) -> usize {
+    let mut count = 0;
+    let mut at = 0;
+    #[cfg(target_arch = "x86_64")]
+    while let Some(Ok(chunk)) = text.get(at..at + 16).map(<&[u8; 16]>::try_from) {
+        count += sse2::separators(chunk).count_ones() as usize;
+        at += 16;
+    }
+    let tail = text.get(at..).unwrap_or_default();
+    count
+        + tail
+            .iter()
+            .filter(|b| matches!(b, b'{' | b'[' | b',' | b':'))
+            .count()
+}
+
 #[cfg(target_arch = "x86_64")]
 mod sse2 {
     use std::arch::x86_64::{
@@ -689,6 +707,26 @@ mod sse2 {
         // Unsigned `v <= 0x1f`: the larger of the two is 0x1f.
         let control = _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x1f)), _mm_set1_epi8(0x1f));
         _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) as u32
+    }
+
+    /// A bit for each of the 16 bytes that is `{`, `[`, `,` or `:`.
+    pub(super) fn separators(chunk: &[u8; 16]) -> u32 {
+        // SAFETY: as in `stops`.
+        unsafe { separators_sse2(chunk.as_ptr().cast()) }
+    }
+
+    #[target_feature(enable = "sse2")]
+    unsafe fn separators_sse2(chunk: *const __m128i) -> u32 {
+        // SAFETY: the caller's 16 bytes.
+        let v = unsafe { _mm_loadu_si128(chunk) };
+        let brace = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'{' as i8));
+        let bracket = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'[' as i8));
+        let comma = _mm_cmpeq_epi8(v, _mm_set1_epi8(b',' as i8));
+        let colon = _mm_cmpeq_epi8(v, _mm_set1_epi8(b':' as i8));
+        _mm_movemask_epi8(_mm_or_si128(
+            _mm_or_si128(brace, bracket),
+            _mm_or_si128(comma, colon),
+        )) as u32
     }
 }
 
@@ -991,6 +1029,32 @@ mod tests {
         assert_eq!(read(r#""\u00e9""#).unwrap(), "decoded");
         assert!(read(r#""\ud800""#).is_err());
         assert!(read("1").is_err());
+    }
+
+    #[test]
+    fn separators_are_counted_in_every_place_across_the_16_byte_chunks() {
+        let naive = |text: &[u8]| {
+            text.iter()
+                .filter(|b| matches!(b, b'{' | b'[' | b',' | b':'))
+                .count()
+        };
+        for len in 0..50 {
+            for at in 0..len {
+                for b in b"{[,:}]\"a" {
+                    let mut text = b"a\"b".repeat(len)[..len].to_vec();
+                    text[at] = *b;
+                    text.extend_from_slice(&b"{,"[..len % 3 % 2]);
+                    assert_eq!(
+                        separators(&text),
+                        naive(&text),
+                        "{:?}",
+                        String::from_utf8_lossy(&text)
+                    );
+                }
+            }
+        }
+        assert_eq!(separators(&b"{[,:".repeat(100)), 400);
+        assert_eq!(separators(b""), 0);
     }
 
     #[test]
