@@ -3,8 +3,9 @@
 //! ends with [`value_end`], a validating scan about twice as fast as
 //! serde_json's skip. A value no type reads (managedFields, the spec of a
 //! workload no policy selects) or one kept as its text ([`Text`]) costs
-//! that scan alone; a string without escapes is lent as it is; any other
-//! value is handed, as its text, to serde_json.
+//! that scan alone; a string without escapes is lent as it is; a string
+//! only checked ([`CHECKED_STRING`]) is taken undecoded unless it has a
+//! `\u` escape; any other value is handed, as its text, to serde_json.
 //!
 //! It takes no text serde_json refuses: [`value_end`] accepts exactly the
 //! JSON serde_json accepts where it skips a value, and refuses more than

@@ -7,7 +7,9 @@
 //! surrogate or any JSON is nested past serde_json's limit. So that the
 //! quick read never answers a body the full one refuses, each field it does
 //! not build is still [`Check`]ed against its type's [`Shape`], with the
-//! same `serde_json` calls the type itself makes.
+//! same `serde_json` calls the type itself makes (a string that has no
+//! `\u` escape is checked by the quick read's reader, which takes exactly
+//! the strings serde_json takes as a `String`).
 //!
 //! The shapes are traced from the k8s-openapi types themselves (their
 //! `Deserialize` run once against [`Tracer`]), not written out by hand, so
