@@ -669,13 +669,10 @@ fn stop(text: &[u8], mut at: usize) -> usize {
 /// How many bytes of `text` are `{`, `[`, `,` or `:`, inside strings too:
 /// a bound on how many JSON values it holds, found 16 bytes at a time.
 pub(super) fn separators(text: &[u8]) -> usize {
-    let mut count = 0;
-    let mut at = 0;
     #[cfg(target_arch = "x86_64")]
-    while let Some(Ok(chunk)) = text.get(at..at + 16).map(<&[u8; 16]>::try_from) {
-        count += sse2::separators(chunk).count_ones() as usize;
-        at += 16;
-    }
+    let (count, at) = sse2::separators(text);
+    #[cfg(not(target_arch = "x86_64"))]
+    let (count, at) = (0, 0);
     let tail = text.get(at..).unwrap_or_default();
     count
         + tail
@@ -687,8 +684,9 @@ pub(super) fn separators(text: &[u8]) -> usize {
 #[cfg(target_arch = "x86_64")]
 mod sse2 {
     use std::arch::x86_64::{
-        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
-        _mm_set1_epi8,
+        __m128i, _mm_cmpeq_epi8, _mm_cvtsi128_si64, _mm_loadu_si128, _mm_max_epu8,
+        _mm_movemask_epi8, _mm_or_si128, _mm_sad_epu8, _mm_set1_epi8, _mm_setzero_si128,
+        _mm_sub_epi8, _mm_unpackhi_epi64,
     };
 
     /// A bit for each of the 16 bytes that is a quote, a backslash or a
@@ -710,24 +708,45 @@ mod sse2 {
         _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) as u32
     }
 
-    /// A bit for each of the 16 bytes that is `{`, `[`, `,` or `:`.
-    pub(super) fn separators(chunk: &[u8; 16]) -> u32 {
-        // SAFETY: as in `stops`.
-        unsafe { separators_sse2(chunk.as_ptr().cast()) }
+    /// How many of the bytes of `text`'s whole 16-byte chunks are `{`,
+    /// `[`, `,` or `:`, and how many bytes those chunks hold.
+    pub(super) fn separators(text: &[u8]) -> (usize, usize) {
+        // SAFETY: as in `stops`; each load reads one whole chunk.
+        unsafe { separators_sse2(text) }
     }
 
     #[target_feature(enable = "sse2")]
-    unsafe fn separators_sse2(chunk: *const __m128i) -> u32 {
-        // SAFETY: the caller's 16 bytes.
-        let v = unsafe { _mm_loadu_si128(chunk) };
-        let brace = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'{' as i8));
-        let bracket = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'[' as i8));
-        let comma = _mm_cmpeq_epi8(v, _mm_set1_epi8(b',' as i8));
-        let colon = _mm_cmpeq_epi8(v, _mm_set1_epi8(b':' as i8));
-        _mm_movemask_epi8(_mm_or_si128(
-            _mm_or_si128(brace, bracket),
-            _mm_or_si128(comma, colon),
-        )) as u32
+    unsafe fn separators_sse2(text: &[u8]) -> (usize, usize) {
+        let mut chunks = text.chunks_exact(16);
+        let mut count = 0;
+        loop {
+            // Each byte lane counts its hits, up to 255 chunks at a time
+            // (a lane holds 255), then the lanes are summed: a popcount of
+            // each chunk's mask cost more than its compares (the x86_64
+            // baseline has no popcnt instruction).
+            let mut lanes = _mm_setzero_si128();
+            let mut taken = 0;
+            for chunk in chunks.by_ref().take(255) {
+                // SAFETY: the chunk's 16 bytes.
+                let v = unsafe { _mm_loadu_si128(chunk.as_ptr().cast()) };
+                let brace = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'{' as i8));
+                let bracket = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'[' as i8));
+                let comma = _mm_cmpeq_epi8(v, _mm_set1_epi8(b',' as i8));
+                let colon = _mm_cmpeq_epi8(v, _mm_set1_epi8(b':' as i8));
+                let hits = _mm_or_si128(_mm_or_si128(brace, bracket), _mm_or_si128(comma, colon));
+                // A hit is -1.
+                lanes = _mm_sub_epi8(lanes, hits);
+                taken += 1;
+            }
+            if taken == 0 {
+                return (count, text.len() - chunks.remainder().len());
+            }
+            // The lanes summed in two halves of 8.
+            let sums = _mm_sad_epu8(lanes, _mm_setzero_si128());
+            let low = _mm_cvtsi128_si64(sums);
+            let high = _mm_cvtsi128_si64(_mm_unpackhi_epi64(sums, sums));
+            count += (low + high) as usize;
+        }
     }
 }
 
@@ -1055,6 +1074,11 @@ mod tests {
             }
         }
         assert_eq!(separators(&b"{[,:".repeat(100)), 400);
+        // Past the 255 chunks a byte lane counts before the lanes are summed.
+        for len in [255 * 16, 255 * 16 + 1, 2 * 255 * 16 + 17, 3 * 255 * 16] {
+            assert_eq!(separators(&b",".repeat(len)), len);
+            assert_eq!(separators(&b"a:".repeat(len)), len);
+        }
         assert_eq!(separators(b""), 0);
     }
 
