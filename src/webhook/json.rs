@@ -6,6 +6,9 @@
 //! that scan alone; a string without escapes is lent as it is; a string
 //! only checked ([`CHECKED_STRING`]) is taken undecoded unless it has a
 //! `\u` escape; any other value is handed, as its text, to serde_json.
+//! A review's old object is mostly the new one's text: the second of two
+//! [`TWIN`]s takes a text that is the same bytes as the first's, at the
+//! same place and depth, without the scan.
 //!
 //! It takes no text serde_json refuses: [`value_end`] accepts exactly the
 //! JSON serde_json accepts where it skips a value, and refuses more than
@@ -82,6 +85,12 @@ impl<'a> Text<'a> {
 /// told so by `visit_unit`.
 pub(super) const CHECKED_STRING: &str = "upgrade_guard::CheckedString";
 
+/// The name this reader knows a value by that has a twin in the same
+/// text (a review's new and old object): the [`Text`]s of the first one
+/// read are remembered, in order, and each of the second's that is the
+/// same bytes as its counterpart is taken without a scan.
+pub(super) const TWIN: &str = "upgrade_guard::Twin";
+
 /// Reads one value at a time from a text, as serde_json's `Deserializer`
 /// does.
 struct Reader<'de> {
@@ -89,6 +98,29 @@ struct Reader<'de> {
     at: usize,
     /// The arrays and objects open around `at`.
     depth: usize,
+    twins: Twins,
+}
+
+/// The [`Text`]s of a value's first twin, where each starts and ends and
+/// how deep it is, and how far the second twin has come through them.
+#[derive(Default)]
+struct Twins {
+    texts: Vec<(usize, usize, usize)>,
+    read: TwinsRead,
+    /// How many of the second's texts were taken without a scan.
+    #[cfg(test)]
+    taken: usize,
+}
+
+#[derive(Default, Clone, Copy, PartialEq)]
+enum TwinsRead {
+    #[default]
+    Neither,
+    First,
+    Between,
+    /// In the second twin, at its nth text.
+    Second(usize),
+    Both,
 }
 
 fn refused() -> Error {
@@ -101,6 +133,7 @@ impl<'de> Reader<'de> {
             text,
             at: 0,
             depth: 0,
+            twins: Twins::default(),
         }
     }
 
@@ -134,6 +167,49 @@ impl<'de> Reader<'de> {
         let end = value_end(self.text.as_bytes(), start, self.depth).ok_or_else(refused)?;
         self.at = end;
         self.text.get(start..end).ok_or_else(refused)
+    }
+
+    /// The next value's text, as [`Reader::value`]; in a second twin, taken
+    /// without a scan where it is the same bytes as its counterpart.
+    fn text_value(&mut self) -> Result<&'de str, Error> {
+        self.peek();
+        let start = self.at;
+        let end = match self.twin_end() {
+            Some(end) => end,
+            None => value_end(self.text.as_bytes(), start, self.depth).ok_or_else(refused)?,
+        };
+        if self.twins.read == TwinsRead::First {
+            self.twins.texts.push((start, end, self.depth));
+        }
+        self.at = end;
+        self.text.get(start..end).ok_or_else(refused)
+    }
+
+    /// In a second twin, where the value at `at` ends if it is the same
+    /// bytes as its counterpart, the first twin's text of the same place
+    /// in order, at the same depth, and that text is an array, an object or
+    /// a string: [`value_end`] would take the same bytes at the same depth
+    /// the same way, as such a value's end is found within it (a number's
+    /// is found by the byte after it, so none is taken).
+    fn twin_end(&mut self) -> Option<usize> {
+        let TwinsRead::Second(n) = self.twins.read else {
+            return None;
+        };
+        self.twins.read = TwinsRead::Second(n + 1);
+        let &(start, end, depth) = self.twins.texts.get(n)?;
+        let bytes = self.text.as_bytes();
+        if depth != self.depth || !matches!(bytes.get(start), Some(b'{' | b'[' | b'"')) {
+            return None;
+        }
+        let here = self.at..self.at + (end - start);
+        if bytes.get(here.clone())? != bytes.get(start..end)? {
+            return None;
+        }
+        #[cfg(test)]
+        {
+            self.twins.taken += 1;
+        }
+        Some(here.end)
     }
 
     /// The next value read by serde_json from its text; taken only if
@@ -391,7 +467,19 @@ impl<'de> Deserializer<'de> for &mut Reader<'de> {
         visitor: V,
     ) -> Result<V::Value, Error> {
         if name == TEXT {
-            return visitor.visit_borrowed_str(self.value()?);
+            return visitor.visit_borrowed_str(self.text_value()?);
+        }
+        if name == TWIN {
+            let (during, after) = match self.twins.read {
+                TwinsRead::Neither => (TwinsRead::First, TwinsRead::Between),
+                TwinsRead::Between => (TwinsRead::Second(0), TwinsRead::Both),
+                // A third, or one inside a twin: read as it is.
+                _ => return visitor.visit_newtype_struct(self),
+            };
+            self.twins.read = during;
+            let value = visitor.visit_newtype_struct(&mut *self);
+            self.twins.read = after;
+            return value;
         }
         if name == CHECKED_STRING && self.checked_string()? {
             return visitor.visit_unit();
@@ -869,6 +957,112 @@ mod tests {
             read += usize::from(typed.0.is_some());
         }
         assert!(read > 1000, "{read}");
+    }
+
+    /// An object's members as texts, in order, read as a twin.
+    #[derive(Debug, PartialEq)]
+    struct Members<'a>(Vec<(String, Text<'a>)>);
+
+    impl<'de: 'a, 'a> serde::Deserialize<'de> for Members<'a> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Twin;
+            impl<'de> Visitor<'de> for Twin {
+                type Value = Members<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_newtype_struct<D: Deserializer<'de>>(
+                    self,
+                    d: D,
+                ) -> Result<Members<'de>, D::Error> {
+                    d.deserialize_map(Twin)
+                }
+                fn visit_map<A: MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<Members<'de>, A::Error> {
+                    let mut members = Vec::new();
+                    while let Some(key) = map.next_key()? {
+                        members.push((key, map.next_value()?));
+                    }
+                    Ok(Members(members))
+                }
+            }
+            d.deserialize_newtype_struct(TWIN, Twin)
+        }
+    }
+
+    /// Twins read by this reader, and how many of the second's texts it
+    /// took without a scan.
+    fn twins(text: &str) -> (Result<Vec<Members<'_>>, Error>, usize) {
+        let mut reader = Reader::new(text);
+        let read = serde::Deserialize::deserialize(&mut reader).and_then(|twins| {
+            reader.end()?;
+            Ok(twins)
+        });
+        (read, reader.twins.taken)
+    }
+
+    #[test]
+    fn a_twin_is_read_alike_whether_or_not_its_texts_are_the_others() {
+        const SCALARS: &str = r#"{"a":12,"b":-1.5e3,"c":true,"d":null,"e":"x\"y","f":[],"g":{}}"#;
+        let mut read = 0;
+        let pairs = [OBJECT, SCALARS]
+            .into_iter()
+            .flat_map(|twin| edits(twin).map(move |edit| (twin, edit)));
+        for (twin, edit) in pairs {
+            for text in [format!("[{twin},{edit}]"), format!("[{edit},{twin}]")] {
+                let ours = twins(&text).0.ok();
+                let theirs = serde_json::from_str::<Vec<Members>>(&text).ok();
+                assert_eq!(ours, theirs, "{text}");
+                read += usize::from(ours.is_some());
+            }
+        }
+        assert!(read > 1000, "{read}");
+    }
+
+    #[test]
+    fn a_twins_texts_are_taken_unscanned_only_where_they_are_the_others_bytes_at_its_depth() {
+        // Of OBJECT's five members, "kind", "apiVersion", "metadata", "spec"
+        // and "status", all are strings or objects.
+        let both = format!("[{OBJECT},{OBJECT}]");
+        let (read, taken) = twins(&both);
+        assert_eq!(read.map(|t| t.len()).ok(), Some(2));
+        assert_eq!(taken, 5);
+        // One changed: the others are still the other's.
+        let other = OBJECT.replace("postgres:16.1", "postgres:16.2");
+        assert_eq!(twins(&format!("[{OBJECT},{other}]")).1, 4);
+        // A number is never taken: its end is the byte after it.
+        assert_eq!(twins(r#"[{"a":12,"b":"x"},{"a":123,"b":"x"}]"#).1, 1);
+        assert_eq!(twins(r#"[{"a":12},{"a":12}]"#).1, 0);
+        // Nor the same bytes at another depth (the second one deeper).
+        #[derive(serde::Deserialize)]
+        struct Apart<'a> {
+            #[serde(borrow)]
+            _first: Members<'a>,
+            #[serde(borrow)]
+            _second: Vec<Members<'a>>,
+        }
+        let apart = r#"{"_first":{"a":[1]},"_second":[{"a":[1]}]}"#;
+        let mut reader = Reader::new(apart);
+        assert!(<Apart as serde::Deserialize>::deserialize(&mut reader).is_ok());
+        assert_eq!(reader.twins.taken, 0);
+        // There, the first's text nested as deep as this reader takes is
+        // too deep for the second, twin or not.
+        let apart = |levels: usize| {
+            let nested = format!("{}{}", "[".repeat(levels), "]".repeat(levels));
+            format!(r#"{{"_first":{{"a":{nested}}},"_second":[{{"a":{nested}}}]}}"#)
+        };
+        let (apart, within) = (apart(125), apart(124));
+        assert!(from_str::<Value>(&apart).is_err());
+        assert!(from_str::<Apart>(&apart).is_err());
+        assert!(from_str::<Value>(&within).is_ok());
+        assert!(from_str::<Apart>(&within).is_ok());
+        // Only a second twin is compared: a third is scanned.
+        let three = format!("[{OBJECT},{OBJECT},{OBJECT}]");
+        let (read, taken) = twins(&three);
+        assert_eq!(read.map(|t| t.len()).ok(), Some(3));
+        assert_eq!(taken, 5);
     }
 
     #[test]

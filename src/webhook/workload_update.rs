@@ -13,7 +13,8 @@
 //! - the status typed.
 //!
 //! The API server writes both objects of a review the same way, so an
-//! unchanged part of a template is the same text. Every template field a
+//! unchanged part of a template is the same text (scanned once: the two
+//! objects are read as [`json::TWIN`]s). Every template field a
 //! [`Template`] does not hold is kept as its text, and the two templates
 //! are built only when those texts are the same, marked as having the
 //! same rest: a template whose other fields changed (an env var, a probe,
@@ -159,7 +160,9 @@ pub(super) struct ObjectSeed<'p> {
 impl<'de> DeserializeSeed<'de> for ObjectSeed<'_> {
     type Value = Object<'de>;
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Object<'de>, D::Error> {
-        d.deserialize_map(self)
+        // A review's two objects are twins: most of the old one's text is
+        // the new one's.
+        d.deserialize_newtype_struct(json::TWIN, self)
     }
 }
 
@@ -167,6 +170,12 @@ impl<'de> Visitor<'de> for ObjectSeed<'_> {
     type Value = Object<'de>;
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a workload")
+    }
+    fn visit_newtype_struct<D: serde::Deserializer<'de>>(
+        self,
+        d: D,
+    ) -> Result<Object<'de>, D::Error> {
+        d.deserialize_map(self)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Object<'de>, A::Error> {
         use serde::de::Error;
