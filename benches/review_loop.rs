@@ -1,0 +1,81 @@
+//! One review from bytes, over and over, for a profiler or an instruction
+//! count: `cargo bench --bench review_loop -- BODY N`, where BODY is one of
+//! the load bench's reviews (run without arguments for their names).
+//! Instructions a review, the same on every run of a build (what the time
+//! of one review, on a shared 2-core machine, is not):
+//!
+//! ```text
+//! cargo bench --bench review_loop --config \
+//!   'target.x86_64-unknown-linux-gnu.runner="valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null"' \
+//!   -- "10 x 20 env" 1200
+//! ```
+//!
+//! less the same with 200, over 1000.
+
+use std::hint::black_box;
+
+use upgrade_guard::decide::NoCluster;
+use upgrade_guard::policy::PolicySet;
+use upgrade_guard::webhook::{Caller, Endpoint, review};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[path = "common/sample.rs"]
+mod sample;
+
+fn bodies() -> Vec<(String, Vec<u8>)> {
+    let mut bodies = vec![(
+        "13.7 kB".to_string(),
+        sample::compact(&sample::five_containers(
+            "registry.example.com/shop/db:1.8.0",
+        )),
+    )];
+    for (containers, env) in [(5, 4), (5, 20), (10, 4), (10, 20)] {
+        let review = sample::matrix_review(containers, env, true, true);
+        bodies.push((
+            format!("{containers} x {env} env"),
+            sample::compact(&review),
+        ));
+    }
+    let ungoverned = sample::matrix_review(5, 20, true, false);
+    bodies.push(("ungoverned".to_string(), sample::compact(&ungoverned)));
+    let pod = sample::pod_create(false);
+    bodies.push(("pod".to_string(), sample::compact(&pod)));
+    bodies.push(("recorded".to_string(), sample::recorded()));
+    bodies
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let bodies = bodies();
+    let (Some(name), Some(Ok(n))) = (args.first(), args.get(1).map(|n| n.parse::<usize>())) else {
+        let names: Vec<&str> = bodies.iter().map(|(name, _)| name.as_str()).collect();
+        println!("review_loop BODY N, BODY one of: {}", names.join(", "));
+        return;
+    };
+    let Some((_, body)) = bodies.iter().find(|(b, _)| b == name) else {
+        panic!("no body named {name:?}");
+    };
+    let policies = PolicySet::parse(include_str!("../policies/semver-db.yaml"), "bench")
+        .and_then(PolicySet::new)
+        .expect("the example policy");
+    let now: jiff::Timestamp = "2026-11-21T20:00:00Z".parse().expect("a time");
+    let started = std::time::Instant::now();
+    for _ in 0..n {
+        let answer = review(
+            black_box(body),
+            Endpoint::Validate,
+            &policies,
+            &NoCluster,
+            now,
+            &Caller::default(),
+        );
+        black_box(answer.expect("a review"));
+    }
+    let each = started.elapsed().as_secs_f64() * 1e6 / n.max(1) as f64;
+    println!("{name} ({} B): {n} reviews, {each:.2} µs each", body.len());
+}
