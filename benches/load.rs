@@ -91,7 +91,7 @@ fn main() {
     });
     // The matrix: each review with its own nginx location answering
     // upgrade-guard's bytes for it.
-    let matrix = review_matrix();
+    let matrix = sample::review_matrix();
     let mut locations: Vec<(String, Vec<u8>)> = vec![
         ("/validate".into(), answers[0].clone()),
         ("/mutate".into(), answers[1].clone()),
@@ -206,42 +206,6 @@ fn main() {
         env_or("MATRIX_SECONDS", 3),
         rounds,
     );
-}
-
-/// The reviews of the matrix: (name, compact body).
-fn review_matrix() -> Vec<(String, Vec<u8>)> {
-    let mut reviews = Vec::new();
-    for containers in [1, 5, 10] {
-        for env in [0, 4, 20] {
-            reviews.push((
-                format!("sts {containers}c {env}env mf governed"),
-                sample::compact(&sample::matrix_review(containers, env, true, true)),
-            ));
-        }
-    }
-    reviews.push((
-        "sts 5c 20env no-mf governed".into(),
-        sample::compact(&sample::matrix_review(5, 20, false, true)),
-    ));
-    // What a client other than the API server may send: `object` before
-    // `resource`, so each object is scanned as text before it is read.
-    reviews.push((
-        "sts 5c 20env mf governed, keys sorted".into(),
-        sample::keys_sorted(&sample::matrix_review(5, 20, true, true)),
-    ));
-    reviews.push((
-        "sts 5c 20env mf ungoverned".into(),
-        sample::compact(&sample::matrix_review(5, 20, true, false)),
-    ));
-    reviews.push((
-        "pod CREATE, no claim".into(),
-        sample::compact(&sample::pod_create(false)),
-    ));
-    reviews.push((
-        "pod CREATE, a claim".into(),
-        sample::compact(&sample::pod_create(true)),
-    ));
-    reviews
 }
 
 /// Each review of the matrix under HTTP/2 16×4, upgrade-guard's /validate

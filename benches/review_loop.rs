@@ -7,7 +7,7 @@
 //! ```text
 //! cargo bench --bench review_loop --config \
 //!   'target.x86_64-unknown-linux-gnu.runner="valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null"' \
-//!   -- "10 x 20 env" 1200
+//!   -- "sts 10c 20env mf governed" 1200
 //! ```
 //!
 //! less the same with 200, over 1000.
@@ -24,24 +24,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[path = "common/sample.rs"]
 mod sample;
 
+/// The load bench's matrix, the 13.7 kB review and the recorded one.
 fn bodies() -> Vec<(String, Vec<u8>)> {
-    let mut bodies = vec![(
-        "13.7 kB".to_string(),
-        sample::compact(&sample::five_containers(
-            "registry.example.com/shop/db:1.8.0",
-        )),
-    )];
-    for (containers, env) in [(5, 4), (5, 20), (10, 4), (10, 20)] {
-        let review = sample::matrix_review(containers, env, true, true);
-        bodies.push((
-            format!("{containers} x {env} env"),
-            sample::compact(&review),
-        ));
-    }
-    let ungoverned = sample::matrix_review(5, 20, true, false);
-    bodies.push(("ungoverned".to_string(), sample::compact(&ungoverned)));
-    let pod = sample::pod_create(false);
-    bodies.push(("pod".to_string(), sample::compact(&pod)));
+    let mut bodies = sample::review_matrix();
+    let review = sample::five_containers("registry.example.com/shop/db:1.8.0");
+    bodies.push(("13.7 kB".to_string(), sample::compact(&review)));
     bodies.push(("recorded".to_string(), sample::recorded()));
     bodies
 }

@@ -198,3 +198,34 @@ pub fn pod_create(claim: bool) -> Value {
         }
     })
 }
+
+/// The load bench's matrix of reviews: (name, compact body).
+#[allow(dead_code)] // the load and review_loop benches'
+pub fn review_matrix() -> Vec<(String, Vec<u8>)> {
+    let mut reviews = Vec::new();
+    for containers in [1, 5, 10] {
+        for env in [0, 4, 20] {
+            reviews.push((
+                format!("sts {containers}c {env}env mf governed"),
+                compact(&matrix_review(containers, env, true, true)),
+            ));
+        }
+    }
+    reviews.push((
+        "sts 5c 20env no-mf governed".into(),
+        compact(&matrix_review(5, 20, false, true)),
+    ));
+    // What a client other than the API server may send: `object` before
+    // `resource`, so each object is scanned as text before it is read.
+    reviews.push((
+        "sts 5c 20env mf governed, keys sorted".into(),
+        keys_sorted(&matrix_review(5, 20, true, true)),
+    ));
+    reviews.push((
+        "sts 5c 20env mf ungoverned".into(),
+        compact(&matrix_review(5, 20, true, false)),
+    ));
+    reviews.push(("pod CREATE, no claim".into(), compact(&pod_create(false))));
+    reviews.push(("pod CREATE, a claim".into(), compact(&pod_create(true))));
+    reviews
+}
