@@ -25,12 +25,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::tls_client::Client;
-use common::{env_or, file_rss_kib, free_port, peak_rss_kib, sample};
+use common::{Scratch, certificates, env_or, file_rss_kib, free_port, peak_rss_kib, sample};
 
 const INSTALL: &str = "apt-get install -y nghttp2-client nginx-light libnginx-mod-http-echo";
 const ECHO_MODULE: &str = "/usr/lib/nginx/modules/ngx_http_echo_module.so";
@@ -289,36 +289,6 @@ fn on_path(bin: &str) -> bool {
         std::env::split_paths(&path).any(|dir| dir.join(bin).is_file())
             || Path::new("/usr/sbin").join(bin).is_file()
     })
-}
-
-/// A directory of this run's files, removed at the end.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Scratch {
-        let dir = std::env::temp_dir().join(format!("ug-load-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("a scratch directory");
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// `upgrade-guard certs`: one CA and serving certificate for both servers.
-fn certificates(dir: &Path) {
-    let status = Command::new(env!("CARGO_BIN_EXE_upgrade-guard"))
-        .arg("certs")
-        .arg("--out")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("upgrade-guard certs");
-    assert!(status.success(), "upgrade-guard certs: {status}");
 }
 
 /// One HTTP/2 request, its response body.

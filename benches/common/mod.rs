@@ -8,7 +8,7 @@ pub mod tls_client;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -315,4 +315,35 @@ pub fn cut(text: &str, max: usize) -> String {
         end -= 1;
     }
     text[..end].to_string()
+}
+
+/// A directory of this run's files, removed at the end.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        let dir = std::env::temp_dir().join(format!("ug-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `upgrade-guard certs` into `dir`: a CA (`ca.crt`) and a serving
+/// certificate (`tls.crt`, `tls.key`) for the servers of one run.
+pub fn certificates(dir: &Path) {
+    let status = Command::new(env!("CARGO_BIN_EXE_upgrade-guard"))
+        .arg("certs")
+        .arg("--out")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("upgrade-guard certs");
+    assert!(status.success(), "upgrade-guard certs: {status}");
 }
