@@ -8,8 +8,10 @@
 //! placed after them, as before.
 //!
 //! Only lld takes the list, so it is given only where rustc links with its
-//! own lld: x86_64-unknown-linux-gnu, from Rust 1.90.
+//! own lld: x86_64-unknown-linux-gnu from Rust 1.90, with no other linker
+//! configured or chosen in the flags.
 
+use std::path::Path;
 use std::process::Command;
 
 fn main() {
@@ -17,16 +19,25 @@ fn main() {
     println!("cargo:rerun-if-changed={LIST}");
     println!("cargo:rerun-if-changed=build.rs");
     let target = std::env::var("TARGET").unwrap_or_default();
-    if target != "x86_64-unknown-linux-gnu" || !rustc_links_with_lld() {
+    let list = Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default()).join(LIST);
+    if target != "x86_64-unknown-linux-gnu" || !links_with_rust_lld() || !list.is_file() {
         return;
     }
-    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
-    println!("cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={manifest}/{LIST}");
+    println!(
+        "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
+        list.display()
+    );
     println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
 }
 
-/// Whether rustc is 1.90 or later, which links x86_64 Linux with lld.
-fn rustc_links_with_lld() -> bool {
+/// Whether the link is rustc's own lld: its default for x86_64 Linux from
+/// Rust 1.90, unless a linker is configured or the flags choose one.
+fn links_with_rust_lld() -> bool {
+    let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+    let chosen = ["linker", "link-self-contained", "fuse-ld"];
+    if std::env::var_os("RUSTC_LINKER").is_some() || chosen.iter().any(|f| flags.contains(f)) {
+        return false;
+    }
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let Ok(out) = Command::new(rustc).arg("--version").output() else {
         return false;

@@ -7,9 +7,10 @@
 //! /validate and /mutate over HTTP/2 and HTTP/1.1 and stops it. The list
 //! is the binary's functions that ran once it listened (serving, then
 //! stopping), the busiest first, then those only startup ran. Its names
-//! are the linker's, so it holds for builds of the `dist` profile with the
-//! same dependencies; a function missing from it is laid out after the
-//! listed ones.
+//! are the linker's, whose hashes carry cargo's metadata of each crate, so
+//! it holds for builds like the one it was made from (`dist`, the same
+//! dependencies); a function missing from it is laid out after the listed
+//! ones.
 
 mod common;
 
@@ -130,7 +131,9 @@ fn main() {
     if std::fs::read_to_string(LIST).ok().as_deref() != Some(text.as_str()) {
         std::fs::write(LIST, text).expect("the list");
     }
-    println!("{LIST}: {served} functions that served, then {started} that only startup ran");
+    println!(
+        "{LIST}: {served} functions that ran once it listened, then {started} that only startup ran"
+    );
 }
 
 /// The profile's parts in the order callgrind wrote them.
