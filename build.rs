@@ -2,52 +2,81 @@
 //!
 //! The kernel maps a binary's code 64 KiB around each page first run, so
 //! code a request runs, spread over the whole binary, kept most of its
-//! pages resident. Listed first, the functions a review runs and then those
-//! startup runs lie together. The list is made by `cargo bench --bench
-//! text_order --profile dist`; a function not in it (new, or renamed) is
-//! placed after them, as before.
+//! pages resident. Listed first, the functions that ran once the server
+//! listened (serving, then stopping), then those only startup ran, lie
+//! together. The list is made by `cargo bench --bench text_order --profile
+//! dist`; a function not in it (new, renamed, or built by another rustc)
+//! is placed after them, as before.
 //!
-//! Only lld takes the list, so it is given only where rustc links with its
-//! own lld: x86_64-unknown-linux-gnu from Rust 1.90, with no other linker
-//! configured or chosen in the flags.
+//! Only lld takes the list (rustc's own lld links x86_64 Linux from Rust
+//! 1.90, where rustc was built to), so it is given only when a program
+//! linked the way this build links, with the list, links.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
+
+const LIST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/link/text-order.txt");
+
+/// The arguments that give the linker the list, each passed on as is.
+const ORDER: [&str; 4] = [
+    "-Xlinker",
+    concat!(
+        "--symbol-ordering-file=",
+        env!("CARGO_MANIFEST_DIR"),
+        "/link/text-order.txt"
+    ),
+    "-Xlinker",
+    "--no-warn-symbol-ordering",
+];
 
 fn main() {
-    const LIST: &str = "link/text-order.txt";
-    println!("cargo:rerun-if-changed={LIST}");
     println!("cargo:rerun-if-changed=build.rs");
-    let target = std::env::var("TARGET").unwrap_or_default();
-    let list = Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default()).join(LIST);
-    if target != "x86_64-unknown-linux-gnu" || !links_with_rust_lld() || !list.is_file() {
+    if !Path::new(LIST).is_file() {
         return;
     }
-    println!(
-        "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
-        list.display()
-    );
-    println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
+    println!("cargo:rerun-if-changed={LIST}");
+    if links_with_the_list() {
+        for arg in ORDER {
+            println!("cargo:rustc-link-arg-bins={arg}");
+        }
+    }
 }
 
-/// Whether the link is rustc's own lld: its default for x86_64 Linux from
-/// Rust 1.90, unless a linker is configured or the flags choose one.
-fn links_with_rust_lld() -> bool {
-    let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
-    let chosen = ["linker", "link-self-contained", "fuse-ld"];
-    if std::env::var_os("RUSTC_LINKER").is_some() || chosen.iter().any(|f| flags.contains(f)) {
-        return false;
-    }
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let Ok(out) = Command::new(rustc).arg("--version").output() else {
+/// Whether an empty program links with the list, built by this build's
+/// rustc for its target with its flags and linker.
+fn links_with_the_list() -> bool {
+    let (Some(rustc), Some(target), Some(out)) = (
+        std::env::var_os("RUSTC"),
+        std::env::var_os("TARGET"),
+        std::env::var_os("OUT_DIR"),
+    ) else {
         return false;
     };
-    let version = String::from_utf8_lossy(&out.stdout);
-    let mut parts = version
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_default()
-        .split('.')
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    matches!((parts.next(), parts.next()), (Some(1), Some(minor)) if minor >= 90)
+    let out = Path::new(&out);
+    let program = out.join("probe.rs");
+    if std::fs::write(&program, "fn main() {}\n").is_err() {
+        return false;
+    }
+    let mut probe = Command::new(rustc);
+    probe
+        .arg(&program)
+        .arg("--target")
+        .arg(target)
+        .arg("-o")
+        .arg(out.join("probe"));
+    let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+    probe.args(flags.split('\x1f').filter(|f| !f.is_empty()));
+    if let Some(linker) = std::env::var_os("RUSTC_LINKER") {
+        let mut flag = std::ffi::OsString::from("linker=");
+        flag.push(linker);
+        probe.arg("-C").arg(flag);
+    }
+    for arg in ORDER {
+        probe.arg("-C").arg(format!("link-arg={arg}"));
+    }
+    probe
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }

@@ -23,12 +23,27 @@ use common::tls_client::Client;
 use common::{Scratch, certificates, free_port, sample};
 
 const LIST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/link/text-order.txt");
-/// Of each review, to each endpoint, over each protocol: 3.7 MB on the
+/// Of each review, to each endpoint, over each protocol: 3.2 MB on the
 /// HTTP/2 connection, past its 1 MiB windows, so window updates run too.
 const REQUESTS: usize = 8;
 
 fn main() {
+    // `cargo test --benches` runs benches without `--bench`: a debug
+    // build's names would not be the shipped build's.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
     let bin = env!("CARGO_BIN_EXE_upgrade-guard");
+    if !bin.contains("/dist/") {
+        eprintln!(
+            "the list is made from the dist build: cargo bench --bench text_order --profile dist"
+        );
+        std::process::exit(2);
+    }
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        eprintln!("cargo bench --bench text_order needs valgrind: apt-get install -y valgrind");
+        std::process::exit(2);
+    }
     let dir = Scratch::new();
     certificates(&dir.0);
     let profile = dir.0.join("callgrind.out");
@@ -47,7 +62,7 @@ fn main() {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("valgrind (apt-get install -y valgrind)");
+        .expect("valgrind");
     let deadline = Instant::now() + Duration::from_secs(120);
     while std::net::TcpStream::connect(addr).is_err() {
         assert!(
@@ -167,6 +182,14 @@ fn parts(dir: &Path) -> Vec<PathBuf> {
 /// the call's, not the function's own.
 fn functions_run(profile: &Path, object: &str) -> HashMap<String, u64> {
     let text = std::fs::read_to_string(profile).expect("a callgrind profile");
+    // Cost lines are read as `position instructions`.
+    for header in ["positions: line", "events: Ir"] {
+        assert!(
+            text.lines().any(|l| l == header),
+            "{}: no `{header}` (VALGRIND_OPTS or a .valgrindrc?)",
+            profile.display()
+        );
+    }
     let object = std::fs::canonicalize(object).expect("the binary's path");
     let mut objects: HashMap<String, bool> = HashMap::new();
     let mut names: HashMap<String, String> = HashMap::new();
