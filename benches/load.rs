@@ -53,9 +53,7 @@ fn main() {
     let seconds: u64 = env_or("LOAD_SECONDS", 5);
     let rounds: usize = env_or("LOAD_ROUNDS", 3).max(1);
     let dir = Scratch::new();
-    let body = sample::compact(&sample::five_containers(
-        "registry.example.com/shop/db:1.8.0",
-    ));
+    let body = sample::five_containers_compact();
     let body_file = dir.0.join("review.json");
     std::fs::write(&body_file, &body).expect("the body file");
     certificates(&dir.0);

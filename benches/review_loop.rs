@@ -27,8 +27,7 @@ mod sample;
 /// The load bench's matrix, the 13.7 kB review and the recorded one.
 fn bodies() -> Vec<(String, Vec<u8>)> {
     let mut bodies = sample::review_matrix();
-    let review = sample::five_containers("registry.example.com/shop/db:1.8.0");
-    bodies.push(("13.7 kB".to_string(), sample::compact(&review)));
+    bodies.push(("13.7 kB".to_string(), sample::five_containers_compact()));
     bodies.push(("recorded".to_string(), sample::recorded()));
     bodies
 }

@@ -85,12 +85,7 @@ fn main() {
 
     let ca = std::fs::read_to_string(dir.0.join("ca.crt")).expect("the CA");
     let mut reviews = sample::review_matrix();
-    reviews.push((
-        "13.7 kB".into(),
-        sample::compact(&sample::five_containers(
-            "registry.example.com/shop/db:1.8.0",
-        )),
-    ));
+    reviews.push(("13.7 kB".into(), sample::five_containers_compact()));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -199,6 +199,12 @@ pub fn pod_create(claim: bool) -> Value {
     })
 }
 
+/// The benches' 13.7 kB review: five containers, compact.
+#[allow(dead_code)] // the load, review_loop and text_order benches'
+pub fn five_containers_compact() -> Vec<u8> {
+    compact(&five_containers("registry.example.com/shop/db:1.8.0"))
+}
+
 /// The load bench's matrix of reviews: (name, compact body).
 #[allow(dead_code)] // the load and review_loop benches'
 pub fn review_matrix() -> Vec<(String, Vec<u8>)> {
