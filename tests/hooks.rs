@@ -170,9 +170,31 @@ impl World {
                 .position(|x| x.metadata.name.as_deref() == Some(&format!("db-{p}")))
                 .unwrap();
             self.pods[i] = pod(p, "new", Some(now));
+            self.report_status();
         }
         if let Some(paused) = a.paused {
             self.object["spec"]["paused"] = json!(paused);
+        }
+    }
+
+    /// What the StatefulSet controller writes to the status once the pods
+    /// changed: how many run the update revision, and, when all of them do
+    /// and are Ready, that revision as the current one.
+    fn report_status(&mut self) {
+        let on_new =
+            |p: &&Pod| p.metadata.labels.as_ref().unwrap()["controller-revision-hash"] == "new";
+        let ready = |p: &&Pod| {
+            let conditions = p.status.as_ref().unwrap().conditions.as_ref().unwrap();
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        };
+        let updated = self.pods.iter().filter(on_new).count();
+        let all_ready = self.pods.iter().all(|p| ready(&p));
+        let status = &mut self.object["status"];
+        status["updatedReplicas"] = json!(updated);
+        if status["replicas"] == json!(updated) && all_ready {
+            status["currentRevision"] = json!("new");
         }
     }
 

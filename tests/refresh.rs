@@ -49,6 +49,14 @@ fn sts(replicas: i32, partition: i32, record: &str, annotations: Value) -> Workl
     }))
 }
 
+/// `w` as the StatefulSet controller reports it once every pod runs the
+/// update revision and is Ready.
+fn reported_done(w: &Workload) -> Workload {
+    let replicas = w.replicas();
+    let w = with(w, "/status/updatedReplicas", json!(replicas));
+    with(&w, "/status/currentRevision", json!("new"))
+}
+
 /// A pod at `ordinal`, on `revision`, Ready since `ready` seconds after T0.
 fn pod(ordinal: i32, revision: &str, ready: Option<i64>) -> Pod {
     let mut p = json!({"metadata": {"name": format!("db-{ordinal}"), "labels": {"controller-revision-hash": revision}},
@@ -360,6 +368,17 @@ fn the_last_unit_completes_the_refresh_or_the_rollback() {
         &record(0, "RollingOut", json!({"resumed": true})),
         json!({}),
     );
+    // Every pod is Ready on the new revision, but the StatefulSet
+    // controller has not said so yet: the webhook's freeze still holds.
+    let lagging = run(&w, &pods(5, 0, 0), &s, 60);
+    assert!(lagging.is_nothing(), "{lagging:?}");
+    assert_eq!(
+        lagging.next.text,
+        "waiting for the StatefulSet controller to report every unit on the new revision"
+    );
+    let w = reported_done(&w);
+    let stale = with(&w, "/status/observedGeneration", json!(1));
+    assert!(run(&stale, &pods(5, 0, 0), &s, 60).is_nothing());
     let a = run(&w, &pods(5, 0, 0), &s, 60);
     assert_eq!(event(&a), "RefreshCompleted");
     let r = written(&a);
@@ -371,12 +390,12 @@ fn the_last_unit_completes_the_refresh_or_the_rollback() {
     let mut p = pods(5, 0, 0);
     p[3] = pod(3, "new", None);
     assert!(run(&w, &p, &s, 60).is_nothing());
-    let back = sts(
+    let back = reported_done(&sts(
         5,
         0,
         &record(0, "RollingBack", json!({"rollback": true})),
         json!({}),
-    );
+    ));
     let done = run(&back, &pods(5, 0, 0), &s, 60);
     assert_eq!(event(&done), "RefreshCompleted");
     assert!(
@@ -415,7 +434,7 @@ fn a_rollback_mid_way_starts_again_from_the_highest_ordinal() {
 #[test]
 fn one_replica_completes_after_its_only_unit() {
     let s = settings(PauseAfter::First);
-    let w = sts(1, 0, &record(0, "RollingOut", json!({})), json!({}));
+    let w = reported_done(&sts(1, 0, &record(0, "RollingOut", json!({})), json!({})));
     assert!(run(&w, &[pod(0, "new", None)], &s, 30).is_nothing());
     assert_eq!(
         event(&run(&w, &[pod(0, "new", Some(0))], &s, 30)),

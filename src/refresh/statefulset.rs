@@ -205,6 +205,17 @@ fn finish(unit: &Unit, observed: &Observed, record: RefreshRecord, id: &str) -> 
             POLL,
         );
     }
+    // The webhook's freeze reads the StatefulSet's status, which the
+    // StatefulSet controller writes a moment after the pods change: a
+    // record completed before it would refuse the next change it allows.
+    let w = observed.workload;
+    if !unit.forced && (w.status_shows_rollout() || w.status_is_stale()) {
+        return Action::wait(
+            "waiting for the StatefulSet controller to report every unit on the new revision"
+                .into(),
+            POLL,
+        );
+    }
     let settings = observed.settings;
     let post = hooks::post_refresh_runs(&settings.hooks, &settings.releases, &record);
     if let Some(action) = first_closed(&post, observed, &record, id) {
