@@ -7,8 +7,8 @@
 //! only checked ([`CHECKED_STRING`]) is taken undecoded unless it has a
 //! `\u` escape; any other value is handed, as its text, to serde_json.
 //! A review's old object is mostly the new one's text: the second of two
-//! [`TWIN`]s takes a text that is the same bytes as the first's, at the
-//! same place and depth, without the scan.
+//! [`TWIN`]s compares each of its texts with the first's at the same
+//! place and depth, and scans only about where they differ.
 //!
 //! It takes no text serde_json refuses: [`value_end`] accepts exactly the
 //! JSON serde_json accepts where it skips a value, and refuses more than
@@ -87,8 +87,8 @@ pub(super) const CHECKED_STRING: &str = "upgrade_guard::CheckedString";
 
 /// The name this reader knows a value by that has a twin in the same
 /// text (a review's new and old object): the [`Text`]s of the first one
-/// read are remembered, in order, and each of the second's that is the
-/// same bytes as its counterpart is taken without a scan.
+/// read are remembered, in order, and each of the second's is compared
+/// with its counterpart and scanned only where they differ.
 pub(super) const TWIN: &str = "upgrade_guard::Twin";
 
 /// Reads one value at a time from a text, as serde_json's `Deserializer`
@@ -101,16 +101,44 @@ struct Reader<'de> {
     twins: Twins,
 }
 
-/// The [`Text`]s of a value's first twin, where each starts and ends and
-/// how deep it is, and how far the second twin has come through them.
+/// The [`Text`]s of a value's first twin, and how far the second twin has
+/// come through them.
 #[derive(Default)]
 struct Twins {
-    texts: Vec<(usize, usize, usize)>,
+    texts: Vec<FirstText>,
+    /// Places in the first twin's arrays and objects, a few for each text
+    /// ([`MARK_EVERY`]), in order.
+    marks: Vec<Place>,
     read: TwinsRead,
-    /// How many of the second's texts were taken without a scan.
+    /// How many of the second's texts were taken without a scan, and how
+    /// many of its bytes were compared instead of scanned.
     #[cfg(test)]
     taken: usize,
+    #[cfg(test)]
+    unscanned: usize,
 }
+
+/// A [`Text`] of a first twin: where it starts and ends, how deep it is,
+/// and its places in [`Twins::marks`].
+struct FirstText {
+    start: usize,
+    end: usize,
+    depth: usize,
+    marks: std::ops::Range<usize>,
+}
+
+/// The fewest bytes between two marked places of a first twin's text: a
+/// second twin's scan starts again at most about this far before where it
+/// differs.
+const MARK_EVERY: usize = 96;
+
+/// How many bytes a place of the second twin must share with a marked
+/// place of the first one for the two to be tried as the same place.
+const ANCHOR: usize = 16;
+
+/// How many marks past a difference the second twin may align with
+/// again: bytes taken out of it up to about this many [`MARK_EVERY`]s.
+const ANCHORS: usize = 4;
 
 #[derive(Default, Clone, Copy, PartialEq)]
 enum TwinsRead {
@@ -169,47 +197,68 @@ impl<'de> Reader<'de> {
         self.text.get(start..end).ok_or_else(refused)
     }
 
-    /// The next value's text, as [`Reader::value`]; in a second twin, taken
-    /// without a scan where it is the same bytes as its counterpart.
+    /// The next value's text, as [`Reader::value`]; in a second twin,
+    /// scanned only where it differs from its counterpart.
     fn text_value(&mut self) -> Result<&'de str, Error> {
         self.peek();
-        let start = self.at;
-        let end = match self.twin_end() {
-            Some(end) => end,
-            None => value_end(self.text.as_bytes(), start, self.depth).ok_or_else(refused)?,
+        let (start, depth) = (self.at, self.depth);
+        let text = self.text.as_bytes();
+        let end = match self.twins.read {
+            TwinsRead::First => {
+                let marks = &mut self.twins.marks;
+                if marks.capacity() == 0 {
+                    // The first twin is about half the text.
+                    marks.reserve(text.len() / MARK_EVERY / 2);
+                }
+                let first = marks.len();
+                let end = marked_end(text, start, depth, marks).ok_or_else(refused)?;
+                self.twins.texts.push(FirstText {
+                    start,
+                    end,
+                    depth,
+                    marks: first..marks.len(),
+                });
+                end
+            }
+            TwinsRead::Second(n) => {
+                self.twins.read = TwinsRead::Second(n + 1);
+                self.second_end(n).ok_or_else(refused)?
+            }
+            _ => value_end(text, start, depth).ok_or_else(refused)?,
         };
-        if self.twins.read == TwinsRead::First {
-            self.twins.texts.push((start, end, self.depth));
-        }
         self.at = end;
         self.text.get(start..end).ok_or_else(refused)
     }
 
-    /// In a second twin, where the value at `at` ends if it is the same
-    /// bytes as its counterpart, the first twin's text of the same place
-    /// in order, at the same depth, and that text is an array, an object or
-    /// a string: [`value_end`] would take the same bytes at the same depth
-    /// the same way, as such a value's end is found within it (a number's
-    /// is found by the byte after it, so none is taken).
-    fn twin_end(&mut self) -> Option<usize> {
-        let TwinsRead::Second(n) = self.twins.read else {
-            return None;
+    /// Where the second twin's nth text, at `at`, ends, as [`value_end`]
+    /// finds it: where it is the same bytes as its counterpart, the first
+    /// twin's nth text, at the same depth, those bytes are compared
+    /// instead of scanned.
+    fn second_end(&mut self, n: usize) -> Option<usize> {
+        let text = self.text.as_bytes();
+        let (at, depth) = (self.at, self.depth);
+        let Some(first) = self.twins.texts.get(n).filter(|t| t.depth == depth) else {
+            return value_end(text, at, depth);
         };
-        self.twins.read = TwinsRead::Second(n + 1);
-        let &(start, end, depth) = self.twins.texts.get(n)?;
-        let bytes = self.text.as_bytes();
-        if depth != self.depth || !matches!(bytes.get(start), Some(b'{' | b'[' | b'"')) {
-            return None;
-        }
-        let here = self.at..self.at + (end - start);
-        if bytes.get(here.clone())? != bytes.get(start..end)? {
-            return None;
-        }
+        let length = first.end - first.start;
+        let whole = text.get(first.start..first.end) == text.get(at..at + length);
+        let (end, _compared) = match text.get(first.start) {
+            // An array's, an object's or a string's end is found within it:
+            // the same bytes end alike.
+            Some(b'{' | b'[' | b'"') if whole => (at + length, length),
+            Some(b'{' | b'[') => {
+                let marks = self.twins.marks.get(first.marks.clone());
+                resynced_end(text, first, marks.unwrap_or_default(), at)?
+            }
+            // A number's end is found by the byte after it.
+            _ => return value_end(text, at, depth),
+        };
         #[cfg(test)]
         {
-            self.twins.taken += 1;
+            self.twins.taken += usize::from(_compared == length);
+            self.twins.unscanned += _compared;
         }
-        Some(here.end)
+        Some(end)
     }
 
     /// The next value read by serde_json from its text; taken only if
@@ -488,7 +537,9 @@ impl<'de> Deserializer<'de> for &mut Reader<'de> {
     }
 
     fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-        self.value()?;
+        // Checked as a text is: managedFields, ignored, is most of the
+        // text of a review's two objects.
+        self.text_value()?;
         visitor.visit_unit()
     }
 
@@ -576,11 +627,62 @@ fn whitespace_end(text: &[u8], mut at: usize) -> usize {
 /// (Its string and key scans are inlined into it: 9% of its time on the
 /// 18.9 kB ungoverned review.)
 pub(super) fn value_end(text: &[u8], at: usize, depth: usize) -> Option<usize> {
-    // One bit a level, set for an object.
-    let mut objects: u128 = 0;
-    let mut open = 0;
-    let mut at = at;
+    match scan(text, Place::start(at), depth, |_| false)? {
+        Scanned::End(end) => Some(end),
+        Scanned::Stopped(_) => None,
+    }
+}
+
+/// Where [`scan`] is about to read a value: its offset, and the arrays
+/// and objects open around it in the value scanned (one bit a level in
+/// `objects`, set for an object). From a place, the scan reads only the
+/// bytes from `at` on; it came to it having read none after `at`'s (after
+/// a `[`, it looked at that one for a `]`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Place {
+    at: usize,
+    open: usize,
+    objects: u128,
+}
+
+impl Place {
+    fn start(at: usize) -> Place {
+        Place {
+            at,
+            open: 0,
+            objects: 0,
+        }
+    }
+
+    fn nested_alike(&self, other: &Place) -> bool {
+        (self.open, self.objects) == (other.open, other.objects)
+    }
+}
+
+enum Scanned {
+    End(usize),
+    Stopped(Place),
+}
+
+/// [`value_end`]'s scan from `from`, stopped at the first place `stop`
+/// asks it to.
+#[inline(always)]
+fn scan(
+    text: &[u8],
+    from: Place,
+    depth: usize,
+    mut stop: impl FnMut(&Place) -> bool,
+) -> Option<Scanned> {
+    let Place {
+        mut at,
+        mut open,
+        mut objects,
+    } = from;
     loop {
+        let place = Place { at, open, objects };
+        if stop(&place) {
+            return Some(Scanned::Stopped(place));
+        }
         at = whitespace_end(text, at);
         match *text.get(at)? {
             b'"' => at = string_end(text, at + 1)?.0,
@@ -613,7 +715,7 @@ pub(super) fn value_end(text: &[u8], at: usize, depth: usize) -> Option<usize> {
         // or object.
         loop {
             if open == 0 {
-                return Some(at);
+                return Some(Scanned::End(at));
             }
             at = whitespace_end(text, at);
             let in_object = objects & 1 == 1;
@@ -634,6 +736,117 @@ pub(super) fn value_end(text: &[u8], at: usize, depth: usize) -> Option<usize> {
             objects >>= 1;
         }
     }
+}
+
+/// [`value_end`] of a first twin's text, marking a place of its arrays
+/// and objects in `marks` at least [`MARK_EVERY`] bytes after the last.
+fn marked_end(text: &[u8], at: usize, depth: usize, marks: &mut Vec<Place>) -> Option<usize> {
+    if !matches!(text.get(at), Some(b'{' | b'[')) {
+        return value_end(text, at, depth);
+    }
+    let mut next = at;
+    let mark = |place: &Place| {
+        if place.at >= next {
+            marks.push(*place);
+            next = place.at + MARK_EVERY;
+        }
+        false
+    };
+    match scan(text, Place::start(at), depth, mark)? {
+        Scanned::End(end) => Some(end),
+        Scanned::Stopped(_) => None,
+    }
+}
+
+/// Where the second twin's array or object at `at` ends, as [`value_end`]
+/// finds it, and how many of its bytes were compared with `first`'s
+/// instead of scanned; `marks` are `first`'s.
+///
+/// From two places nested alike, one in each, the scan reads the same
+/// bytes the same way, so it ends alike if all the bytes ahead are the
+/// same: the second's end is where the first's is. Where they differ,
+/// the second is scanned from the last place marked before, which the
+/// same bytes ahead of it led to, up to a place nested like one of the
+/// first [`ANCHORS`] places marked from where they differ, with the same
+/// [`ANCHOR`] bytes ahead: from there the two are compared again. Each
+/// byte of the first is compared once; the second is scanned no more than
+/// [`value_end`] would scan it, but for about [`MARK_EVERY`] bytes again
+/// at each difference.
+fn resynced_end(
+    text: &[u8],
+    first: &FirstText,
+    marks: &[Place],
+    at: usize,
+) -> Option<(usize, usize)> {
+    let depth = first.depth;
+    let mut compared = 0;
+    // A place of the second's, and the place of the first's it is nested
+    // like, with the same bytes before it.
+    let (mut place, mut theirs) = (Place::start(at), first.start);
+    loop {
+        let ahead = text.get(theirs..first.end).unwrap_or_default();
+        let same = common_len(ahead, text.get(place.at..).unwrap_or_default());
+        if same == ahead.len() {
+            return Some((place.at + same, compared + same));
+        }
+        let differs = theirs + same;
+        // The second twin is read after the first: its bytes come later.
+        let Some(shift) = place.at.checked_sub(theirs) else {
+            return value_end(text, at, depth).map(|end| (end, 0));
+        };
+        // A mark's own byte may have been looked at to come to it.
+        let next = marks.partition_point(|m| m.at < differs);
+        let before = next.checked_sub(1).and_then(|i| marks.get(i));
+        if let Some(mark) = before.filter(|m| m.at >= theirs) {
+            compared += mark.at - theirs;
+            place = Place {
+                at: mark.at + shift,
+                ..*mark
+            };
+        }
+        // Marks of the first past the difference, any of which the second
+        // may come to next: after bytes changed, or added, the first;
+        // after some taken out, a later one.
+        let anchors = marks.get(next..marks.len().min(next + ANCHORS));
+        let anchors = anchors.unwrap_or_default();
+        let ahead_of = |a: &Place| {
+            text.get(a.at..first.end.min(a.at + ANCHOR))
+                .unwrap_or_default()
+        };
+        let mut anchored = first.end;
+        let realigned = |p: &Place| {
+            if p.at < differs + shift {
+                return false;
+            }
+            let found = anchors.iter().find(|a| {
+                let needle = ahead_of(a);
+                p.nested_alike(a) && text.get(p.at..p.at + needle.len()) == Some(needle)
+            });
+            found.inspect(|a| anchored = a.at).is_some()
+        };
+        match scan(text, place, depth, realigned)? {
+            Scanned::End(end) => return Some((end, compared)),
+            Scanned::Stopped(p) => (place, theirs) = (p, anchored),
+        }
+    }
+}
+
+/// How many bytes `a` and `b` share from their start.
+fn common_len(a: &[u8], b: &[u8]) -> usize {
+    let (wide_a, _) = a.as_chunks::<32>();
+    let (wide_b, _) = b.as_chunks::<32>();
+    let whole = 32
+        * wide_a
+            .iter()
+            .zip(wide_b)
+            .take_while(|(x, y)| x == y)
+            .count();
+    let rest = a.get(whole..).unwrap_or_default().iter();
+    whole
+        + rest
+            .zip(b.get(whole..).unwrap_or_default())
+            .take_while(|(x, y)| x == y)
+            .count()
 }
 
 /// After whitespace, a key and its colon.
@@ -1063,6 +1276,103 @@ mod tests {
         let (read, taken) = twins(&three);
         assert_eq!(read.map(|t| t.len()).ok(), Some(3));
         assert_eq!(taken, 5);
+    }
+
+    /// Twins read by this reader and by serde_json, alike, and how many
+    /// of the second's bytes this reader compared instead of scanning.
+    fn read_alike(first: &str, second: &str) -> usize {
+        let text = format!("[{first},{second}]");
+        let mut reader = Reader::new(&text);
+        let ours = serde::Deserialize::deserialize(&mut reader)
+            .and_then(|twins: Vec<Members>| reader.end().map(|()| twins));
+        let theirs = serde_json::from_str::<Vec<Members>>(&text);
+        assert_eq!(ours.ok(), theirs.ok(), "{text}");
+        reader.twins.unscanned
+    }
+
+    #[test]
+    fn a_second_twin_is_scanned_only_near_where_it_differs() {
+        // How many bytes of the second's member texts were scanned.
+        let scanned = |first: &str, second: &str| {
+            let members = serde_json::from_str::<Members>(second).unwrap().0;
+            let texts: usize = members.iter().map(|(_, text)| text.get().len()).sum();
+            texts - read_alike(first, second)
+        };
+        // The same object twice: none.
+        assert_eq!(scanned(OBJECT, OBJECT), 0);
+        // An image two bytes longer: from the last mark before it to the
+        // next after it, and the few bytes the anchor is looked for in.
+        let longer = OBJECT.replace("postgres:16.1", "postgres:16.100");
+        let one = scanned(OBJECT, &longer);
+        assert!((1..3 * MARK_EVERY).contains(&one), "{one}");
+        // Two changes, one shorter.
+        let two = longer.replace("max_connections=100", "max_connections=9");
+        assert!((one..6 * MARK_EVERY).contains(&scanned(OBJECT, &two)));
+        // An env entry more, and one fewer.
+        let more = OBJECT.replace(
+            r#"{"name":"A","value":""}"#,
+            r#"{"name":"A","value":""},{"name":"B","value":"b"}"#,
+        );
+        assert!(scanned(OBJECT, &more) < 4 * MARK_EVERY);
+        assert!(scanned(&more, OBJECT) < 4 * MARK_EVERY);
+        // Nested one level deeper in the middle: scanned until the two are
+        // nested alike again.
+        let deeper = OBJECT.replace(
+            r#"["-c","max_connections=100"]"#,
+            r#"[["-c","max_connections=100"]]"#,
+        );
+        assert!(scanned(OBJECT, &deeper) < 4 * MARK_EVERY);
+    }
+
+    #[test]
+    fn twins_that_differ_in_many_ways_are_read_alike() {
+        let reordered = OBJECT
+            .replace(r#""serviceName":"db","template""#, r#""template""#)
+            .replace(
+                r#""volumeClaimTemplates""#,
+                r#""serviceName":"db","volumeClaimTemplates""#,
+            );
+        let variants = [
+            OBJECT.replace("postgres:16.1", "postgres:16.100"),
+            OBJECT.replace("postgres:16.1", "p"),
+            OBJECT.replace("postgres:16.1", r#"postgres:16.1\u00e9\"x"#),
+            OBJECT.replace("postgres:16.1", "postgres:16.1é€😀"),
+            OBJECT.replace(r#""1.5Gi""#, r#"{"a":[1,2,{"b":null}]}"#),
+            OBJECT.replace(r#""1.5Gi""#, "1.5e3"),
+            OBJECT.replace(r#""replicas":3,"#, ""),
+            OBJECT.replace(
+                r#"{"name":"A","value":""}"#,
+                r#"{"name":"A","value":""},{"name":"B","value":"b"}"#,
+            ),
+            OBJECT.replace(r#"\"hi\""#, "hi"),
+            OBJECT.replace(",", " , "),
+            reordered,
+            // Broken after the difference, or by it.
+            OBJECT.replace("postgres:16.1", "postgres\"16.1"),
+            OBJECT.replace(r#""args":["-c","#, r#""args":[["-c","#),
+            OBJECT.replace(r#""1Gi"}}}]"#, r#""1Gi"}}}"#),
+            OBJECT.replace("postgres:16.1", r#"postgres:16.1\u00"#),
+        ];
+        for variant in &variants {
+            read_alike(OBJECT, variant);
+            read_alike(variant, OBJECT);
+            // A second edit anywhere in it.
+            for edit in edits(variant).step_by(7) {
+                read_alike(OBJECT, &edit);
+            }
+        }
+    }
+
+    #[test]
+    fn a_second_twin_nested_past_the_limit_where_it_differs_is_refused() {
+        let nested = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        // Inside [ and the twin's {"a": ..}: two levels more.
+        let twin = |n: usize| format!(r#"{{"a":{},"b":"{}"}}"#, nested(n), "x".repeat(200));
+        let (within, past) = (twin(MAX_NESTING - 2), twin(MAX_NESTING - 1));
+        assert!(from_str::<Vec<Members>>(&format!("[{within},{within}]")).is_ok());
+        for text in [format!("[{within},{past}]"), format!("[{past},{within}]")] {
+            assert!(from_str::<Vec<Members>>(&text).is_err(), "{text}");
+        }
     }
 
     #[test]
