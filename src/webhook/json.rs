@@ -1325,6 +1325,59 @@ mod tests {
     }
 
     #[test]
+    fn twins_edited_at_random_in_several_places_are_read_alike() {
+        // Three objects in one: room for many marks and anchors.
+        let big = format!(r#"{{"a":{OBJECT},"b":{OBJECT},"c":{OBJECT}}}"#);
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |below: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % below as u64) as usize
+        };
+        const BYTES: &[u8] = b"\"\\{}[],:0-.e ax";
+        let (mut read, mut realigned) = (0, 0);
+        for _ in 0..3000 {
+            let mut edited = big.clone().into_bytes();
+            for _ in 0..1 + next(4) {
+                let at = next(edited.len());
+                let to = (at + 1 + next(300)).min(edited.len());
+                match next(5) {
+                    0 => edited[at] = BYTES[next(BYTES.len())],
+                    1 => edited.insert(at, BYTES[next(BYTES.len())]),
+                    2 => drop(edited.drain(at..to)),
+                    // A stretch given twice, or moved.
+                    3 => {
+                        let stretch = edited[at..to].to_vec();
+                        edited.splice(at..at, stretch);
+                    }
+                    _ => {
+                        let stretch: Vec<u8> = edited.drain(at..to).collect();
+                        let into = next(edited.len() + 1);
+                        edited.splice(into..into, stretch);
+                    }
+                }
+            }
+            let Ok(edited) = String::from_utf8(edited) else {
+                continue;
+            };
+            let unscanned = read_alike(&big, &edited);
+            read_alike(&edited, &big);
+            if let Ok(members) = serde_json::from_str::<Members>(&edited) {
+                let texts: usize = members.0.iter().map(|(_, t)| t.get().len()).sum();
+                read += 1;
+                // Neither taken whole nor scanned whole: realigned.
+                realigned += usize::from(unscanned > 0 && unscanned < texts);
+            }
+        }
+        // Most edits break the JSON; enough do not.
+        assert!(
+            read > 300 && realigned > 200,
+            "{read} read, {realigned} realigned"
+        );
+    }
+
+    #[test]
     fn twins_that_differ_in_many_ways_are_read_alike() {
         let reordered = OBJECT
             .replace(r#""serviceName":"db","template""#, r#""template""#)
