@@ -5,9 +5,9 @@
 //! Runs `upgrade-guard serve` under callgrind, cuts its profile once it
 //! listens, then sends every review of the load bench's matrix, and its
 //! 13.7 kB review, to /validate and /mutate over HTTP/2 and HTTP/1.1 and
-//! stops it. The list
-//! is the binary's functions that ran once it listened (serving, then
-//! stopping), the busiest first, then those only startup ran. Its names
+//! stops it. The list is the binary's functions that ran once it
+//! listened (serving, then stopping), the busiest first, then those only
+//! startup ran. Its names
 //! are the linker's, whose hashes carry cargo's metadata of each crate, so
 //! it holds for builds like the one it was made from (`dist`, the same
 //! dependencies); a function missing from it is laid out after the listed

@@ -642,7 +642,7 @@ pub(super) fn value_end(text: &[u8], at: usize, depth: usize) -> Option<usize> {
 /// `objects`, set for an object). From a place, the scan reads only the
 /// bytes from `at` on; it came to it having read none after `at`'s (after
 /// a `[`, it looked at that one for a `]`).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy)]
 struct Place {
     at: usize,
     open: usize,
