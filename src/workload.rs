@@ -235,7 +235,17 @@ impl Workload {
                     (Some(current), Some(update)) => current != update,
                     _ => false,
                 };
-                revisions_differ || st.updated_replicas.unwrap_or(0) < st.replicas
+                let pods_behind = st.updated_replicas.unwrap_or(0) < st.replicas;
+                // The StatefulSet controller moves `currentRevision` once
+                // every pod is updated and Ready, but before Kubernetes 1.36
+                // never for OnDelete (kubernetes#73492): there the counts
+                // say the same.
+                if self.is_on_delete() {
+                    pods_behind
+                        || (revisions_differ && st.ready_replicas.unwrap_or(0) < st.replicas)
+                } else {
+                    revisions_differ || pods_behind
+                }
             }),
             Workload::Deployment(d) => d.status.as_ref().is_some_and(|st| {
                 let generation_lags = match (st.observed_generation, d.metadata.generation) {
@@ -548,6 +558,39 @@ mod tests {
             "currentRevision": "a", "updateRevision": "a"});
         assert!(sts(lagging).status_shows_rollout());
         assert!(!sts(json!(null)).status_shows_rollout());
+    }
+
+    #[test]
+    fn an_on_delete_rollout_ends_when_every_pod_is_updated_and_ready_whatever_current_revision_says()
+     {
+        let on_delete = |status: &serde_json::Value| {
+            Workload::from_value(json!({
+                "apiVersion": "apps/v1", "kind": "StatefulSet",
+                "metadata": {"name": "db", "generation": 2},
+                "spec": {"selector": {}, "serviceName": "db", "template": {},
+                    "updateStrategy": {"type": "OnDelete"}},
+                "status": status,
+            }))
+            .unwrap()
+            .unwrap()
+        };
+        // As Kubernetes 1.23 leaves it once every pod was deleted and came
+        // back on the update revision.
+        let done = json!({"replicas": 3, "readyReplicas": 3, "updatedReplicas": 3,
+            "currentReplicas": 0, "currentRevision": "a", "updateRevision": "b"});
+        assert!(!on_delete(&done).status_shows_rollout());
+        // The same counts under a RollingUpdate: only the revisions meeting
+        // end it.
+        assert!(sts(done.clone()).status_shows_rollout());
+        let mut deleted = done.clone();
+        deleted["updatedReplicas"] = json!(2);
+        assert!(on_delete(&deleted).status_shows_rollout());
+        let mut starting = done;
+        starting["readyReplicas"] = json!(2);
+        assert!(on_delete(&starting).status_shows_rollout());
+        // Once the revisions meet, a pod not Ready is no rollout.
+        starting["currentRevision"] = json!("b");
+        assert!(!on_delete(&starting).status_shows_rollout());
     }
 
     #[test]

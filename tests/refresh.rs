@@ -550,6 +550,17 @@ fn an_on_delete_statefulset_is_never_partitioned_and_completes_when_every_pod_is
         "{}",
         starting.next.text
     );
+    // Every pod is on the new revision, but the status does not say so yet.
+    let lagging = run(&w, &pods(3, 0, 0), &s, 100);
+    assert!(lagging.is_nothing(), "{lagging:?}");
+    assert_eq!(
+        lagging.next.text,
+        "waiting for the StatefulSet controller to report every unit on the new revision"
+    );
+    // As Kubernetes 1.23 reports it: every pod updated and Ready, and
+    // `currentRevision` left where it was, as it always is for OnDelete.
+    let w = with(&w, "/status/updatedReplicas", json!(3));
+    let w = with(&w, "/status/readyReplicas", json!(3));
     let done = run(&w, &pods(3, 0, 0), &s, 100);
     assert_eq!(event(&done), "RefreshCompleted");
     assert_eq!(written(&done).state, RefreshState::Completed);

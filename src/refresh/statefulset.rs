@@ -205,16 +205,10 @@ fn finish(unit: &Unit, observed: &Observed, record: RefreshRecord, id: &str) -> 
             POLL,
         );
     }
-    // The webhook's freeze reads the StatefulSet's status, which the
-    // StatefulSet controller writes a moment after the pods change: a
-    // record completed before it would refuse the next change it allows.
-    let w = observed.workload;
-    if !unit.forced && (w.status_shows_rollout() || w.status_is_stale()) {
-        return Action::wait(
-            "waiting for the StatefulSet controller to report every unit on the new revision"
-                .into(),
-            POLL,
-        );
+    if !unit.forced
+        && let Some(wait) = status_lags(observed.workload)
+    {
+        return wait;
     }
     let settings = observed.settings;
     let post = hooks::post_refresh_runs(&settings.hooks, &settings.releases, &record);
@@ -223,6 +217,20 @@ fn finish(unit: &Unit, observed: &Observed, record: RefreshRecord, id: &str) -> 
     }
     let detail = format!(": all {replicas} units refreshed");
     completed(record, observed.now, &detail, unit.resume.is_some(), None)
+}
+
+/// A wait while the StatefulSet's status still shows the rollout. The
+/// webhook's freeze reads that status, which the StatefulSet controller
+/// writes a moment after the pods change: a record completed before it
+/// would promise a change the freeze still refuses.
+fn status_lags(w: &Workload) -> Option<Action> {
+    (w.status_shows_rollout() || w.status_is_stale()).then(|| {
+        Action::wait(
+            "waiting for the StatefulSet controller to report every unit on the new revision"
+                .into(),
+            POLL,
+        )
+    })
 }
 
 /// Whether pauseAfter holds the refresh after this unit. A resume passes
@@ -370,10 +378,10 @@ pub(super) fn step_on_delete(
     let replicas = observed.workload.replicas();
     let health = |o: i32| health_at(observed, name, update_revision, o);
     match (0..replicas).rev().find(|o| health(*o) != UnitHealth::Done) {
-        None => {
+        None => status_lags(observed.workload).unwrap_or_else(|| {
             let detail = format!(": all {replicas} units refreshed (OnDelete)");
             completed(record, now, &detail, false, None)
-        }
+        }),
         Some(o) if health(o) == UnitHealth::Outdated => Action::wait(
             format!(
                 "updateStrategy OnDelete: delete pod {name}-{o} to refresh it (`kubectl -n {} delete pod {name}-{o}`), highest ordinal first",

@@ -22,5 +22,6 @@ mod hooks;
 mod install;
 mod kyuubi;
 mod leadership;
+mod on_delete;
 mod overrides;
 mod protocol;
