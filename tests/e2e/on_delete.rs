@@ -100,3 +100,44 @@ async fn an_on_delete_refresh_completes_pod_by_pod_and_the_statefulset_then_take
         Some("RollingOut")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_on_delete_refresh_rolled_back_by_rollout_undo_completes_once_the_refreshed_pod_is_deleted()
+ {
+    let Some(s) = suite() else { return };
+    let ns = s.namespace("ondelete-undo").await;
+    s.apply(
+        &ns,
+        &policy(
+            "db",
+            "{app.kubernetes.io/name: db}",
+            "track: none\n  step: major\n  releases: [v1, v2]\n  refresh: {pauseAfter: none}",
+        ),
+    );
+    let on_delete = statefulset("db", 3, "db", "db:v1").replace(
+        "  serviceName:",
+        "  updateStrategy: {type: OnDelete}\n  serviceName:",
+    );
+    s.apply(&ns, &on_delete);
+    for pod in ["db-2", "db-1", "db-0"] {
+        wait_pod_ready(s, &ns, pod, "db:v1").await;
+    }
+    s.kubectl_ok(&["-n", &ns, "set", "image", "statefulset/db", "db=db:v2"]);
+    wait_record_state(s, &ns, "statefulset", "db", "RollingOut").await;
+    s.kubectl_ok(&["-n", &ns, "delete", "pod", "db-2", "--wait=false"]);
+    wait_pod_ready(s, &ns, "db-2", "db:v2").await;
+
+    s.kubectl_ok(&["-n", &ns, "rollout", "undo", "statefulset/db"]);
+    let status = eventually("status to name db-2 to delete", 60, || async {
+        let said = text(&s.ug(&["status", &format!("{ns}/db")]).stdout);
+        said.contains("delete pod db-2").then_some(said)
+    })
+    .await;
+    assert!(status.contains("v2 → v1"), "{status}");
+    s.kubectl_ok(&["-n", &ns, "delete", "pod", "db-2", "--wait=false"]);
+    wait_pod_ready(s, &ns, "db-2", "db:v1").await;
+    wait_record_state(s, &ns, "statefulset", "db", "Completed").await;
+    let record = crate::workloads::record(s, &ns, "statefulset", "db").unwrap();
+    assert_eq!(record["rollback"], true, "{record}");
+    s.kubectl_ok(&["-n", &ns, "scale", "statefulset/db", "--replicas=2"]);
+}
