@@ -517,6 +517,81 @@ async fn a_body_far_over_the_limit_gets_the_413_over_both_protocols() {
     server.shutdown().await;
 }
 
+/// A review whose body stops coming is answered 408 once the request's
+/// time is up, and a method other than POST 405 with `Allow: POST`; each
+/// is counted by why, and the connection's server goes on serving.
+#[tokio::test]
+async fn a_body_that_stops_coming_gets_the_408_and_a_get_the_405() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let limits = Limits {
+        request: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let server = start(Options {
+        limits,
+        ..Options::default()
+    })
+    .await;
+    let body = sample_bytes("sts-update-set-image.json");
+    let half = Bytes::copy_from_slice(&body[..body.len() / 2]);
+
+    // HTTP/2, as the API server calls: half the body, then nothing.
+    let mut client = server.client("h2").await;
+    let (send, chunks) = tokio::sync::mpsc::channel(1);
+    send.send(half.clone()).await.unwrap();
+    let started = std::time::Instant::now();
+    let (status, _, _) = client
+        .post_channel("/validate", body.len(), chunks)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    drop(send);
+
+    // HTTP/1.1, with the query the API server adds.
+    let mut stream = server.handshaken("http/1.1").await;
+    let head = format!(
+        "POST /mutate?timeout=10s HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&half).await.unwrap();
+    stream.flush().await.unwrap();
+    let mut reply = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut reply))
+        .await
+        .expect("an answer before the body ends")
+        .unwrap();
+    let reply = String::from_utf8_lossy(&reply[..n]).to_string();
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+
+    let mut stream = server.handshaken("http/1.1").await;
+    stream
+        .write_all(b"GET /validate HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = [0u8; 512];
+    let n = stream.read(&mut reply).await.unwrap();
+    let head = String::from_utf8_lossy(&reply[..n]).to_lowercase();
+    assert!(head.starts_with("http/1.1 405"), "{head}");
+    assert!(head.contains("\r\nallow: post\r\n"), "{head}");
+    let (status, _, _) = client.get("/mutate").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+
+    let (status, _, reply) = client.post("/validate", body).await;
+    assert_eq!(status, StatusCode::OK, "still serving");
+    assert_eq!(response_of(&reply)["allowed"], true);
+    let (_, _, metrics) = client.get("/metrics").await;
+    let text = String::from_utf8(metrics.to_vec()).unwrap();
+    for counted in [
+        "upgrade_guard_rejected_requests_total{reason=\"timeout\"} 2\n",
+        "upgrade_guard_rejected_requests_total{reason=\"method_not_allowed\"} 2\n",
+    ] {
+        assert!(text.contains(counted), "{counted}: {text}");
+    }
+    server.shutdown().await;
+}
+
 /// Bodies in memory are bounded: with room for one, a second request waits
 /// until the first is answered.
 #[tokio::test]
@@ -614,6 +689,52 @@ async fn closed_within(mut stream: impl tokio::io::AsyncRead + Unpin, limit: Dur
     .await
     .expect("the server closed the connection");
     started.elapsed()
+}
+
+/// A request the client gave up on (its HTTP/2 stream reset while the
+/// request waited for room for its body) no longer counts as in flight:
+/// its connection, idle after it, is closed.
+#[tokio::test]
+async fn a_stream_the_client_reset_leaves_its_connection_idle() {
+    let server = start(Options {
+        connections: short_limits(100),
+        limits: Limits {
+            request: Duration::from_secs(60),
+            body_bytes: 64 * 1024,
+            bodies_in_memory: 64 * 1024,
+            ..Limits::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let body = sample_bytes("sts-update-set-image.json");
+    let half = Bytes::copy_from_slice(&body[..body.len() / 2]);
+    // The first holds all the room for bodies, its body half sent.
+    let mut holder = server.client("h2").await;
+    let (send, chunks) = tokio::sync::mpsc::channel(1);
+    send.send(half.clone()).await.unwrap();
+    let holding =
+        tokio::spawn(async move { holder.post_channel("/validate", 64 * 1024, chunks).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The second waits for room, and is given up.
+    let mut client = server.client("h2").await;
+    let (_waiting, chunks) = tokio::sync::mpsc::channel(1);
+    let given_up = tokio::time::timeout(
+        Duration::from_millis(200),
+        client.post_channel("/validate", body.len(), chunks),
+    )
+    .await;
+    assert!(given_up.is_err(), "no answer without room for the body");
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !client.is_closed().await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the server closed the idle connection");
+    drop(send);
+    holding.abort();
+    server.shutdown().await;
 }
 
 /// Connections that do nothing are closed: a TLS connection that sends no

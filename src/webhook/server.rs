@@ -13,12 +13,11 @@ use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use futures::StreamExt;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -115,22 +114,43 @@ impl Budget {
     }
 }
 
-/// The webhook routes, probes and metrics.
-pub fn router(app: Arc<App>, limits: Limits) -> Router {
+/// What a listener serves: `/validate` and `/mutate` answered directly,
+/// everything else by a router.
+#[derive(Clone)]
+pub struct Routes {
+    admission: Option<Arc<Admission>>,
+    router: Router,
+}
+
+impl From<Router> for Routes {
+    fn from(router: Router) -> Routes {
+        Routes {
+            admission: None,
+            router,
+        }
+    }
+}
+
+/// The two admission endpoints. They take most requests, so they are
+/// served without the router: its layers boxed, cloned and dropped a
+/// service and a future each per request, a tenth of the CPU of a pod
+/// review (`perf`, docs/benchmarks.md).
+struct Admission {
+    app: Arc<App>,
+    budget: Budget,
+    timeout: Duration,
+}
+
+/// The webhook's endpoints, probes and metrics.
+pub fn router(app: Arc<App>, limits: Limits) -> Routes {
     // Traced here, at start-up, not by the first request.
     super::workload_update::shapes();
-    let budget = Budget::new(&limits);
-    let validate = budget.clone();
-    Router::new()
-        .route(
-            "/validate",
-            post(move |s, v, h, b| admission(s, Endpoint::Validate, v, h, b, validate.clone())),
-        )
-        .route(
-            "/mutate",
-            post(move |s, v, h, b| admission(s, Endpoint::Mutate, v, h, b, budget.clone())),
-        )
-        .merge(routes())
+    let admission = Admission {
+        app: app.clone(),
+        budget: Budget::new(&limits),
+        timeout: limits.request,
+    };
+    let router = routes()
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limits.request,
@@ -139,7 +159,86 @@ pub fn router(app: Arc<App>, limits: Limits) -> Router {
             app.clone(),
             rejections,
         ))
-        .with_state(app)
+        .with_state(app);
+    Routes {
+        admission: Some(Arc::new(admission)),
+        router,
+    }
+}
+
+impl Routes {
+    /// The answer to one request from `peer`, counted in `activity`.
+    async fn answer(
+        &self,
+        request: hyper::Request<hyper::body::Incoming>,
+        peer: SocketAddr,
+        activity: &Activity,
+    ) -> Response {
+        let _in_flight = activity.begin();
+        match (&self.admission, Endpoint::at(request.uri().path())) {
+            (Some(admission), Some(endpoint)) => admission.answer(endpoint, request, peer).await,
+            _ => {
+                let mut request = request.map(Body::new);
+                // The client's address, for the log line of a rejected request.
+                request.extensions_mut().insert(ConnectInfo(peer));
+                routed(self.router.clone(), request).await
+            }
+        }
+    }
+}
+
+/// `request` answered by `router`.
+async fn routed(mut router: Router, request: axum::extract::Request) -> Response {
+    use tower::Service;
+    let Ok(()) =
+        std::future::poll_fn(|cx| Service::<axum::extract::Request>::poll_ready(&mut router, cx))
+            .await;
+    let Ok(response) = router.call(request).await;
+    response
+}
+
+impl Admission {
+    /// POST only; cut short past the request's time limit, as the router's
+    /// other routes are.
+    async fn answer(
+        &self,
+        endpoint: Endpoint,
+        request: hyper::Request<hyper::body::Incoming>,
+        peer: SocketAddr,
+    ) -> Response {
+        let app = &self.app;
+        let method = request.method().clone();
+        let response = if method != axum::http::Method::POST {
+            let mut refused = rejected(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "only POST is served here",
+            );
+            refused
+                .headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+            refused
+        } else {
+            let (parts, body) = request.into_parts();
+            let answered = admission(
+                State(app.clone()),
+                endpoint,
+                parts.version,
+                parts.headers,
+                Body::new(body),
+                self.budget.clone(),
+            );
+            match tokio::time::timeout(self.timeout, answered).await {
+                Ok(response) => response,
+                Err(_) => {
+                    let mut late = Response::new(Body::empty());
+                    *late.status_mut() = StatusCode::REQUEST_TIMEOUT;
+                    late
+                }
+            }
+        };
+        noted(app, endpoint.path(), Some(peer), &method, response)
+    }
 }
 
 /// Probes and metrics alone, for the optional plain-HTTP port.
@@ -173,8 +272,6 @@ async fn rejections(
 ) -> Response {
     // Only the routes' own paths are echoed; anything else is one word.
     let path = match request.uri().path() {
-        "/validate" => "/validate",
-        "/mutate" => "/mutate",
         "/healthz" => "/healthz",
         "/readyz" => "/readyz",
         "/metrics" => "/metrics",
@@ -186,6 +283,17 @@ async fn rejections(
         .map(|c| c.0);
     let method = request.method().clone();
     let response = next.run(request).await;
+    noted(&app, path, client, &method, response)
+}
+
+/// `response`, logged and counted if it is a 4xx.
+fn noted(
+    app: &App,
+    path: &'static str,
+    client: Option<SocketAddr>,
+    method: &axum::http::Method,
+    response: Response,
+) -> Response {
     let status = response.status();
     if !status.is_client_error() {
         return response;
@@ -564,6 +672,14 @@ impl Activity {
         }
     }
 
+    /// A request came in, for [`Activity::idle`]: in flight until the
+    /// guard is dropped.
+    fn begin(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.served.store(true, Ordering::Release);
+        InFlight(self)
+    }
+
     /// Resolves once the connection has been idle past its limit; one
     /// that has sent no request yet is held to `first_request` while its
     /// listener is `pressed`.
@@ -589,19 +705,16 @@ impl Activity {
     }
 }
 
-/// Counts a connection's requests in flight, for [`Activity::idle`].
-async fn track(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let activity = request.extensions().get::<Arc<Activity>>().cloned();
-    if let Some(a) = &activity {
-        a.in_flight.fetch_add(1, Ordering::AcqRel);
-        a.served.store(true, Ordering::Release);
+/// A request in flight on a connection. It ends when dropped: answered, or
+/// given up when the client resets its stream, which drops the answer's
+/// future half way.
+struct InFlight<'a>(&'a Activity);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
-    let response = next.run(request).await;
-    if let Some(a) = &activity {
-        a.touch();
-        a.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-    response
 }
 
 /// Raises the soft limit on open files to the hard one, and returns the
@@ -645,18 +758,18 @@ pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     threads: usize,
-    router: Router,
+    routes: impl Into<Routes>,
     metrics: Arc<Metrics>,
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
 ) {
+    let routes = Arc::new(routes.into());
     let workers = (threads > 0)
         .then(|| Workers::start(threads))
         .transpose()
         .inspect_err(|e| tracing::warn!(error = %e, "no serving threads; connections are served on the main runtime"))
         .ok()
         .flatten();
-    let router = router.layer(axum::middleware::from_fn(track));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // No header read timeout: hyper starts it when it waits for the next
@@ -700,7 +813,7 @@ pub async fn serve(
         }
         let connection = Connection {
             tls: tls.clone(),
-            router: router.clone(),
+            routes: routes.clone(),
             metrics: metrics.clone(),
             builder: builder.clone(),
             watcher: graceful.watcher(),
@@ -730,7 +843,7 @@ fn closed<E: std::fmt::Display>(peer: SocketAddr, result: Result<(), E>) {
 /// One accepted connection and what serving it needs.
 struct Connection {
     tls: Option<TlsAcceptor>,
-    router: Router,
+    routes: Arc<Routes>,
     metrics: Arc<Metrics>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: hyper_util::server::graceful::Watcher,
@@ -748,7 +861,7 @@ impl Connection {
     async fn serve(self, tcp: tokio::net::TcpStream) {
         let Connection {
             tls,
-            router,
+            routes,
             metrics,
             builder,
             watcher,
@@ -758,10 +871,10 @@ impl Connection {
             peer,
         } = self;
         let activity = Arc::new(Activity::new());
-        let router = match slot {
-            Some(_) => router,
+        let routes = match slot {
+            Some(_) => routes,
             // Over the cap: one polite answer, then the connection closes.
-            None => Router::new().fallback(|| async {
+            None => Arc::new(Routes::from(Router::new().fallback(|| async {
                 let mut busy = error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "too many connections; try again",
@@ -771,7 +884,7 @@ impl Connection {
                     header::HeaderValue::from_static("close"),
                 );
                 busy
-            }),
+            }))),
         };
         let limits = match slot {
             Some(_) => limits,
@@ -781,10 +894,12 @@ impl Connection {
                 ..limits
             },
         };
-        // The client's address, for the log line of a rejected request.
-        let router = tower::Layer::layer(&axum::Extension(ConnectInfo(peer)), router);
-        let router = tower::Layer::layer(&axum::Extension(activity.clone()), router);
-        let service = TowerToHyperService::new(router);
+        let service = hyper::service::service_fn(|request| {
+            let (routes, activity) = (routes.clone(), activity.clone());
+            async move {
+                Ok::<_, std::convert::Infallible>(routes.answer(request, peer, &activity).await)
+            }
+        });
         let served = async {
             match &tls {
                 Some(acceptor) => {

@@ -28,6 +28,21 @@ impl Endpoint {
             Endpoint::Mutate => "mutate",
         }
     }
+
+    /// The path it is served on.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Validate => "/validate",
+            Endpoint::Mutate => "/mutate",
+        }
+    }
+
+    /// The endpoint served on `path`, if any.
+    pub fn at(path: &str) -> Option<Endpoint> {
+        [Endpoint::Validate, Endpoint::Mutate]
+            .into_iter()
+            .find(|e| e.path() == path)
+    }
 }
 
 /// The kind behind an `apps/v1` resource, if upgrade-guard reads it.
