@@ -1218,3 +1218,66 @@ fn most_generated_reviews_are_answered_the_quick_way() {
     }
     assert!(quick * 10 > total * 7, "{quick} of {total}");
 }
+
+/// The request's `options`, which no answer reads, are still checked as
+/// the full read's `RawExtension` checks them: any JSON value, its numbers
+/// in range and its strings (keys too) decodable. Spliced in as text, since
+/// serde_json writes neither a lone surrogate nor 1e400.
+#[test]
+fn the_options_are_checked_as_the_full_read_checks_them() {
+    let policies = policies();
+    let with_options = |name: &str, options: &str| {
+        let mut review = sample(name);
+        review["request"]["options"] = json!("@options@");
+        String::from_utf8(compact(&review))
+            .unwrap()
+            .replace(r#""@options@""#, options)
+            .into_bytes()
+    };
+    let taken = [
+        "null",
+        "{}",
+        r#"{"apiVersion":"meta.k8s.io/v1","kind":"UpdateOptions","fieldManager":"kubectl-set"}"#,
+        r#"{"a":[1,-2,3.5e10,true,false,null,{"b":"c\u00e9\n\ud83d\ude00"}],"a":2}"#,
+        r#"{"\u00e9\ud83d\ude00":"x"}"#,
+        r#""text""#,
+        "[]",
+        "123456789012345678901234567890",
+        "-1e300",
+    ];
+    let refused = [
+        r#"{"a":1e400}"#,
+        "-1e400",
+        r#"{"a":"\ud800"}"#,
+        r#"{"\ud800":1}"#,
+        r#"["\udc00"]"#,
+        r#"{"a":"\ud800\u0041"}"#,
+        r#"{"a":1,}"#,
+        r#"{"a" 1}"#,
+    ];
+    for name in ["sts-update-set-image.json", "sts-create-apply.json"] {
+        for options in taken {
+            let body = with_options(name, options);
+            assert!(
+                full_way(&body, &policies).is_ok(),
+                "{name}: {options}: the full way takes it"
+            );
+            assert_eq!(
+                same_answers(&body, &policies, options),
+                quick_way(&with_options(name, "null"), &policies).is_some(),
+                "{name}: {options}: answered the quick way as with no options"
+            );
+        }
+        for options in refused {
+            let body = with_options(name, options);
+            assert!(
+                full_way(&body, &policies).is_err(),
+                "{name}: {options}: the full way refuses it"
+            );
+            assert!(
+                quick_way(&body, &policies).is_none(),
+                "{name}: {options}: the quick way did not answer"
+            );
+        }
+    }
+}

@@ -11,13 +11,12 @@
 use std::fmt;
 
 use k8s_openapi::api::authentication::v1::UserInfo;
-use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use kube::core::admission::{AdmissionResponse, Operation};
 use kube::core::{GroupVersionKind, GroupVersionResource};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use super::json::{self, Text};
-use super::schema::KeyText;
+use super::schema::{AnyValue, KeyText};
 use super::wire::{API_VERSION, Asked, KIND, workload_kind};
 use super::workload_update::{Object, ObjectSeed};
 use crate::policy::PolicySet;
@@ -244,7 +243,7 @@ impl<'de> Visitor<'de> for RequestVisitor<'_> {
                 }
                 "options" => {
                     first(&mut seen, 1 << 7, "options")?;
-                    map.next_value::<Option<RawExtension>>()?;
+                    map.next_value_seed(AnyValue)?;
                 }
                 "name" => {
                     first(&mut seen, 1 << 8, "name")?;

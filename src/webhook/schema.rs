@@ -161,6 +161,55 @@ impl<'de> Visitor<'de> for AnyString {
     }
 }
 
+/// Any JSON value, checked as a `serde_json::Value` would be read (its
+/// numbers in range, its strings and keys decodable), and dropped: no map
+/// or string is built. serde_json reads a `Value` through
+/// `deserialize_any`, as this does, so both take the same texts.
+pub(super) struct AnyValue;
+
+impl<'de> DeserializeSeed<'de> for AnyValue {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for AnyValue {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
+        while items.next_element_seed(AnyValue)?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        // A `Value`'s keys are `String`s.
+        while map.next_key_seed(AnyString)?.is_some() {
+            map.next_value_seed(AnyValue)?;
+        }
+        Ok(())
+    }
+}
+
 /// A string, borrowed from the body where it has no escapes.
 struct Text;
 
