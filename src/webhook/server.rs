@@ -221,12 +221,12 @@ impl Admission {
         } else {
             let (parts, body) = request.into_parts();
             let answered = admission(
-                State(app.clone()),
+                app,
                 endpoint,
                 parts.version,
                 parts.headers,
                 Body::new(body),
-                self.budget.clone(),
+                &self.budget,
             );
             match tokio::time::timeout(self.timeout, answered).await {
                 Ok(response) => response,
@@ -435,12 +435,12 @@ async fn drain(mut stream: axum::body::BodyDataStream) {
 }
 
 async fn admission(
-    State(app): State<Arc<App>>,
+    app: &App,
     endpoint: Endpoint,
     version: axum::http::Version,
     headers: HeaderMap,
     body: Body,
-    budget: Budget,
+    budget: &Budget,
 ) -> Response {
     let json = headers
         .get(header::CONTENT_TYPE)
@@ -460,7 +460,7 @@ async fn admission(
     let max = budget.max_body;
     // Released when the answer is made, whatever path it takes.
     let mut held = None;
-    let body = match read_body(&headers, body, &budget, &mut held).await {
+    let body = match read_body(&headers, body, budget, &mut held).await {
         Ok(Some(body)) => body,
         Ok(None) => {
             let mut too_large = rejected(

@@ -6,7 +6,7 @@
 //! for it.
 
 use crate::suite::{Suite, eventually, suite, text};
-use crate::workloads::{policy, record_state, statefulset, wait_record_state};
+use crate::workloads::{policy, statefulset, wait_record_state};
 
 fn jsonpath(s: &Suite, ns: &str, what: &str, path: &str) -> String {
     let out = s.kubectl(&["-n", ns, "get", what, "-o", &format!("jsonpath={path}")]);
@@ -95,9 +95,10 @@ async fn an_on_delete_refresh_completes_pod_by_pod_and_the_statefulset_then_take
     wait_pod_ready(s, &ns, "db-2", "db:v2").await;
     s.kubectl_ok(&["-n", &ns, "set", "image", "statefulset/db", "db=db:v3"]);
     wait_record_state(s, &ns, "statefulset", "db", "RollingOut").await;
+    let record = crate::workloads::record(s, &ns, "statefulset", "db").unwrap();
     assert_eq!(
-        record_state(s, &ns, "statefulset", "db").as_deref(),
-        Some("RollingOut")
+        (record["from"].as_str(), record["to"].as_str()),
+        (Some("v2"), Some("v3"))
     );
 }
 
