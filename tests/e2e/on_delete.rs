@@ -28,26 +28,34 @@ async fn wait_pod_ready(s: &Suite, ns: &str, pod: &str, image: &str) {
     .await
 }
 
+/// The OnDelete StatefulSet `db` of `replicas` at `db:v1`, governed
+/// through `releases` without pauses, each pod Ready.
+async fn on_delete_db(s: &Suite, ns: &str, replicas: i32, releases: &str) {
+    s.apply(
+        ns,
+        &policy(
+            "db",
+            "{app.kubernetes.io/name: db}",
+            &format!(
+                "track: none\n  step: major\n  releases: [{releases}]\n  refresh: {{pauseAfter: none}}"
+            ),
+        ),
+    );
+    let on_delete = statefulset("db", replicas, "db", "db:v1").replace(
+        "  serviceName:",
+        "  updateStrategy: {type: OnDelete}\n  serviceName:",
+    );
+    s.apply(ns, &on_delete);
+    for ordinal in (0..replicas).rev() {
+        wait_pod_ready(s, ns, &format!("db-{ordinal}"), "db:v1").await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_on_delete_refresh_completes_pod_by_pod_and_the_statefulset_then_takes_changes() {
     let Some(s) = suite() else { return };
     let ns = s.namespace("ondelete").await;
-    s.apply(
-        &ns,
-        &policy(
-            "db",
-            "{app.kubernetes.io/name: db}",
-            "track: none\n  step: major\n  releases: [v1, v2, v3]\n  refresh: {pauseAfter: none}",
-        ),
-    );
-    let on_delete = statefulset("db", 2, "db", "db:v1").replace(
-        "  serviceName:",
-        "  updateStrategy: {type: OnDelete}\n  serviceName:",
-    );
-    s.apply(&ns, &on_delete);
-    for pod in ["db-1", "db-0"] {
-        wait_pod_ready(s, &ns, pod, "db:v1").await;
-    }
+    on_delete_db(s, &ns, 2, "v1, v2, v3").await;
 
     let upgrade = s.kubectl(&["-n", &ns, "set", "image", "statefulset/db", "db=db:v2"]);
     assert!(upgrade.status.success(), "{}", text(&upgrade.stderr));
@@ -107,22 +115,7 @@ async fn an_on_delete_refresh_rolled_back_by_rollout_undo_completes_once_the_ref
  {
     let Some(s) = suite() else { return };
     let ns = s.namespace("ondelete-undo").await;
-    s.apply(
-        &ns,
-        &policy(
-            "db",
-            "{app.kubernetes.io/name: db}",
-            "track: none\n  step: major\n  releases: [v1, v2]\n  refresh: {pauseAfter: none}",
-        ),
-    );
-    let on_delete = statefulset("db", 3, "db", "db:v1").replace(
-        "  serviceName:",
-        "  updateStrategy: {type: OnDelete}\n  serviceName:",
-    );
-    s.apply(&ns, &on_delete);
-    for pod in ["db-2", "db-1", "db-0"] {
-        wait_pod_ready(s, &ns, pod, "db:v1").await;
-    }
+    on_delete_db(s, &ns, 3, "v1, v2").await;
     s.kubectl_ok(&["-n", &ns, "set", "image", "statefulset/db", "db=db:v2"]);
     wait_record_state(s, &ns, "statefulset", "db", "RollingOut").await;
     s.kubectl_ok(&["-n", &ns, "delete", "pod", "db-2", "--wait=false"]);
