@@ -1100,6 +1100,9 @@ mod tests {
             r#"{"a":{"b":{"c":[[],{}]}}}"#,
             r#""\"\\\/\b\f\n\r\t\u00e9\uD83D\uDE00 é""#,
             r#""\ud800""#,
+            r#"{"\ud800":1}"#,
+            r#"{"\udc00x":1}"#,
+            r#"{"\ud83d\ude00":1}"#,
             r#"-0"#,
             r#"01"#,
             r#"1."#,
@@ -1142,6 +1145,63 @@ mod tests {
                 assert_eq!(skipped(&text), by_serde_json, "{text:?}");
             }
         }
+    }
+
+    /// Where serde_json ends the first value of `text` when it skips it,
+    /// whatever follows.
+    fn serde_json_end(text: &str) -> Option<usize> {
+        let mut values = serde_json::Deserializer::from_str(text).into_iter::<IgnoredAny>();
+        values.next()?.ok()?;
+        Some(values.byte_offset())
+    }
+
+    #[test]
+    fn a_value_ends_where_serde_json_ends_it_wherever_its_pieces_fall() {
+        // Each piece put after from 0 to 140 bytes of a string, and of
+        // whitespace, so that it falls in each place of the scan's 16-byte
+        // chunks and across two; what follows the value is not JSON.
+        let pieces = [
+            r#"\""#,
+            r#"\\""#,
+            r#"\\\""#,
+            r#"\\\\""#,
+            r#"\\\\\""#,
+            r#"\u00e9\n"#,
+            r#"\u00""#,
+            r#"\q"#,
+            "\u{1}",
+            "\u{1f}",
+            "\t",
+            "é€😀",
+        ];
+        let mut taken = 0;
+        for pad in 0..140 {
+            let a = "a".repeat(pad);
+            let space = " \n\t\r".repeat(pad)[..pad].to_string();
+            for piece in pieces {
+                let texts = [
+                    format!(r#"["{a}{piece}","x"]\"]1"#),
+                    format!(r#"{{"{a}{piece}":1}}"x\"#),
+                    format!(r#"[{space}{piece}]"#),
+                    format!(r#"{{"k":[{space}1{piece}2,-0.5e+3,true,null,false]}}]"#),
+                    format!(r#"[{space}12.5e3{space},{space}"{piece}"{space}]{piece}"#),
+                    format!(r#"[[[{space}"{a}"{piece}]]]"#),
+                ];
+                for text in texts {
+                    let ours = value_end(text.as_bytes(), 0, 0);
+                    assert_eq!(ours, serde_json_end(&text), "{text:?}");
+                    taken += usize::from(ours.is_some());
+                }
+            }
+        }
+        assert!(taken > 2000, "{taken}");
+        // Cut short anywhere, an object is not a value; with more after it,
+        // it ends where it did.
+        for cut in 0..OBJECT.len() {
+            assert_eq!(value_end(&OBJECT.as_bytes()[..cut], 0, 0), None, "{cut}");
+        }
+        let more = format!("{OBJECT}\\\"\u{1}{{");
+        assert_eq!(value_end(more.as_bytes(), 0, 0), Some(OBJECT.len()));
     }
 
     #[test]
