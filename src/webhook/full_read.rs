@@ -227,14 +227,15 @@ pub const MAX_VALUES: usize = 25_000;
 
 /// The body's JSON values when they are over [`MAX_VALUES`]. Counted
 /// only when a bound is over the cap: every `{`, `[`, `,` and `:`, inside
-/// strings too, 16 bytes at a time (the exact count goes byte by byte,
-/// and took a quarter of a 30 kB review; so did the bound, byte by byte).
+/// strings too, 16 bytes at a time, and only until the rest could not take
+/// it over the cap (the exact count goes byte by byte, and took a quarter
+/// of a 30 kB review; so did the bound, byte by byte).
 pub(super) fn values_over_cap(body: &[u8]) -> Option<usize> {
     // Never more values than bytes: a short body is under the cap unread.
     if body.len() <= MAX_VALUES {
         return None;
     }
-    if super::json::separators(body) <= MAX_VALUES {
+    if !super::json::separators_over(body, MAX_VALUES) {
         return None;
     }
     Some(json_values(body)).filter(|&values| values > MAX_VALUES)

@@ -971,19 +971,38 @@ fn stop(text: &[u8], mut at: usize) -> usize {
     at
 }
 
-/// How many bytes of `text` are `{`, `[`, `,` or `:`, inside strings too:
-/// a bound on how many JSON values it holds, found 16 bytes at a time.
-pub(super) fn separators(text: &[u8]) -> usize {
+/// Whether more than `cap` bytes of `text` are `{`, `[`, `,` or `:`,
+/// inside strings too: a bound on how many JSON values it holds. Found 16
+/// bytes at a time, and only as far as needed: no further once the rest
+/// of the text, every byte a separator, could not take the count over
+/// `cap`.
+pub(super) fn separators_over(text: &[u8], cap: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
-    let (count, at) = sse2::separators(text);
+    let (count, at) = sse2::separators(text, cap);
     #[cfg(not(target_arch = "x86_64"))]
     let (count, at) = (0, 0);
-    let tail = text.get(at..).unwrap_or_default();
+    let rest = text.get(at..).unwrap_or_default();
+    if count > cap || count + rest.len() <= cap {
+        return count > cap;
+    }
     count
-        + tail
+        + rest
             .iter()
             .filter(|b| matches!(b, b'{' | b'[' | b',' | b':'))
             .count()
+        > cap
+}
+
+/// `body` as text, if it is UTF-8. What the API server sends is ASCII,
+/// told 64 bytes at a time, four times as fast as the standard check
+/// (which still checks anything else).
+pub(super) fn utf8(body: &[u8]) -> Option<&str> {
+    #[cfg(target_arch = "x86_64")]
+    if sse2::ascii(body) {
+        // SAFETY: ASCII is UTF-8.
+        return Some(unsafe { std::str::from_utf8_unchecked(body) });
+    }
+    std::str::from_utf8(body).ok()
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -1014,24 +1033,26 @@ mod sse2 {
     }
 
     /// How many of the bytes of `text`'s whole 16-byte chunks are `{`,
-    /// `[`, `,` or `:`, and how many bytes those chunks hold.
-    pub(super) fn separators(text: &[u8]) -> (usize, usize) {
+    /// `[`, `,` or `:`, and how many bytes those chunks hold; it stops
+    /// early, after a whole KiB, once the count is over `cap`, or once the
+    /// count and the bytes left are at most `cap`.
+    pub(super) fn separators(text: &[u8], cap: usize) -> (usize, usize) {
         // SAFETY: as in `stops`; each load reads one whole chunk.
-        unsafe { separators_sse2(text) }
+        unsafe { separators_sse2(text, cap) }
     }
 
     #[target_feature(enable = "sse2")]
-    unsafe fn separators_sse2(text: &[u8]) -> (usize, usize) {
+    unsafe fn separators_sse2(text: &[u8], cap: usize) -> (usize, usize) {
         let mut chunks = text.chunks_exact(16);
-        let mut count = 0;
+        let (mut count, mut at) = (0, 0);
         loop {
-            // Each byte lane counts its hits, up to 255 chunks at a time
-            // (a lane holds 255), then the lanes are summed: a popcount of
+            // Each byte lane counts its hits, up to 64 chunks at a time (a
+            // lane holds 255), then the lanes are summed: a popcount of
             // each chunk's mask cost more than its compares (the x86_64
             // baseline has no popcnt instruction).
             let mut lanes = _mm_setzero_si128();
             let mut taken = 0;
-            for chunk in chunks.by_ref().take(255) {
+            for chunk in chunks.by_ref().take(64) {
                 // SAFETY: the chunk's 16 bytes.
                 let v = unsafe { _mm_loadu_si128(chunk.as_ptr().cast()) };
                 let brace = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'{' as i8));
@@ -1044,14 +1065,42 @@ mod sse2 {
                 taken += 1;
             }
             if taken == 0 {
-                return (count, text.len() - chunks.remainder().len());
+                return (count, at);
             }
             // The lanes summed in two halves of 8.
             let sums = _mm_sad_epu8(lanes, _mm_setzero_si128());
             let low = _mm_cvtsi128_si64(sums);
             let high = _mm_cvtsi128_si64(_mm_unpackhi_epi64(sums, sums));
             count += (low + high) as usize;
+            at += 16 * taken;
+            if count > cap || count + (text.len() - at) <= cap {
+                return (count, at);
+            }
         }
+    }
+
+    /// Whether every byte of `text` is ASCII.
+    pub(super) fn ascii(text: &[u8]) -> bool {
+        // SAFETY: as in `stops`; each load reads one whole chunk.
+        unsafe { ascii_sse2(text) }
+    }
+
+    #[target_feature(enable = "sse2")]
+    unsafe fn ascii_sse2(text: &[u8]) -> bool {
+        let (blocks, rest) = text.as_chunks::<64>();
+        for block in blocks {
+            let (chunks, _) = block.as_chunks::<16>();
+            let mut any = _mm_setzero_si128();
+            for chunk in chunks {
+                // SAFETY: the chunk's 16 bytes.
+                any = _mm_or_si128(any, unsafe { _mm_loadu_si128(chunk.as_ptr().cast()) });
+            }
+            // A byte's top bit set: not ASCII.
+            if _mm_movemask_epi8(any) != 0 {
+                return false;
+            }
+        }
+        rest.is_ascii()
     }
 }
 
@@ -1678,28 +1727,66 @@ mod tests {
                 .filter(|b| matches!(b, b'{' | b'[' | b',' | b':'))
                 .count()
         };
+        // Over each cap near the count, exactly when the count is.
+        let over_alike = |text: &[u8]| {
+            let count = naive(text);
+            for cap in [0, count.saturating_sub(1), count, count + 1, text.len()] {
+                assert_eq!(
+                    separators_over(text, cap),
+                    count > cap,
+                    "{cap} {:?}",
+                    String::from_utf8_lossy(text)
+                );
+            }
+        };
         for len in 0..50 {
             for at in 0..len {
                 for b in b"{[,:}]\"a" {
                     let mut text = b"a\"b".repeat(len)[..len].to_vec();
                     text[at] = *b;
                     text.extend_from_slice(&b"{,"[..len % 3 % 2]);
-                    assert_eq!(
-                        separators(&text),
-                        naive(&text),
-                        "{:?}",
-                        String::from_utf8_lossy(&text)
-                    );
+                    over_alike(&text);
                 }
             }
         }
-        assert_eq!(separators(&b"{[,:".repeat(100)), 400);
-        // Past the 255 chunks a byte lane counts before the lanes are summed.
-        for len in [255 * 16, 255 * 16 + 1, 2 * 255 * 16 + 17, 3 * 255 * 16] {
-            assert_eq!(separators(&b",".repeat(len)), len);
-            assert_eq!(separators(&b"a:".repeat(len)), len);
+        over_alike(&b"{[,:".repeat(100));
+        // Past the 64 chunks a byte lane counts before the lanes are summed
+        // and the count is weighed.
+        for len in [64 * 16, 64 * 16 + 1, 255 * 16 + 17, 3 * 255 * 16] {
+            over_alike(&b",".repeat(len));
+            over_alike(&b"a:".repeat(len));
         }
-        assert_eq!(separators(b""), 0);
+        // The separators all at the end, or all at the start, of a long
+        // text: it stops early only where the rest cannot change the answer.
+        for (a, commas) in [(10_000, 100), (3000, 2000)] {
+            let end = [b"a".repeat(a), b",".repeat(commas)].concat();
+            let start = [b",".repeat(commas), b"a".repeat(a)].concat();
+            for text in [end, start] {
+                over_alike(&text);
+                assert!(separators_over(&text, commas - 1));
+                assert!(!separators_over(&text, commas));
+            }
+        }
+        assert!(!separators_over(b"", 0));
+    }
+
+    #[test]
+    fn a_body_is_text_exactly_when_it_is_utf8() {
+        let ascii = r#"{"a":"b","c":[1,2]}"#.repeat(20);
+        let mut bodies = vec![ascii.clone().into_bytes(), Vec::new()];
+        // A byte that is not ASCII in each place, across the 64-byte blocks
+        // and the tail: valid (é), cut short, or invalid on its own.
+        for at in (0..ascii.len()).step_by(7) {
+            for odd in [&b"\xc3\xa9"[..], b"\xc3", b"\xff", b"\x80"] {
+                let mut body = ascii.clone().into_bytes();
+                body.splice(at..at, odd.iter().copied());
+                bodies.push(body);
+            }
+        }
+        for body in &bodies {
+            assert_eq!(utf8(body), std::str::from_utf8(body).ok(), "{body:?}");
+        }
+        assert_eq!(utf8(ascii.as_bytes()), Some(ascii.as_str()));
     }
 
     #[test]

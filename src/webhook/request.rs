@@ -27,7 +27,7 @@ use crate::policy::PolicySet;
 pub(super) fn read<'a>(body: &'a [u8], policies: &PolicySet) -> Option<Request<'a>> {
     // Validated once here, the text's strings are not validated again one
     // by one.
-    let text = std::str::from_utf8(body).ok()?;
+    let text = json::utf8(body)?;
     json::from_str_seed(text, EnvelopeSeed { policies }).ok()?
 }
 
