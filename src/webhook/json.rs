@@ -1222,6 +1222,10 @@ mod tests {
             "\u{1f}",
             "\t",
             "é€😀",
+            // Runs of backslashes longer than a chunk.
+            &r"\\".repeat(40),
+            &format!(r#"{}\""#, r"\\".repeat(40)),
+            &format!(r#"{}\\""#, r"\\".repeat(40)),
         ];
         let mut taken = 0;
         for pad in 0..140 {
