@@ -218,6 +218,7 @@ async fn a_review_sent_in_pieces_is_answered_as_one_sent_whole() {
         let (a, rest) = body.split_at(cut);
         let (b, c) = rest.split_at(at.max(cut + 1) - cut);
         vec![
+            Bytes::new(),
             Bytes::copy_from_slice(a),
             Bytes::new(),
             Bytes::copy_from_slice(b),

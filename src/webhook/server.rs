@@ -408,17 +408,31 @@ async fn read_body(
     // half of what both need.
     let declared = declared.map_or(0, |n| n as usize);
     budget.hold(held, declared).await;
-    let mut read = Vec::with_capacity(declared);
+    // A body that comes in one chunk (one HTTP/2 DATA frame, see `serve`)
+    // is kept as it came; only one in several is copied together.
+    let mut first = None;
+    let mut read = Vec::new();
+    let mut length = 0;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| format!("the request body could not be read: {e}"))?;
-        if read.len() + chunk.len() > max {
+        if length + chunk.len() > max {
             tokio::spawn(drain(stream));
             return Ok(None);
         }
-        budget.hold(held, read.len() + chunk.len()).await;
-        read.extend_from_slice(&chunk);
+        length += chunk.len();
+        budget.hold(held, length).await;
+        match first.take() {
+            None if length == chunk.len() => first = Some(chunk),
+            earlier => {
+                if let Some(earlier) = earlier {
+                    read.reserve(declared.max(length));
+                    read.extend_from_slice(&earlier);
+                }
+                read.extend_from_slice(&chunk);
+            }
+        }
     }
-    Ok(Some(read.into()))
+    Ok(Some(first.unwrap_or_else(|| read.into())))
 }
 
 async fn drain(mut stream: axum::body::BodyDataStream) {
@@ -782,8 +796,11 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(None);
+    // Frames of up to 64 KiB: a review of that size comes in one DATA
+    // frame, so its body is read without a copy (`read_body`).
     builder
         .http2()
+        .max_frame_size(64 * 1024)
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(limits.ping_every))
         .keep_alive_timeout(limits.ping_every);
