@@ -994,8 +994,8 @@ pub(super) fn separators_over(text: &[u8], cap: usize) -> bool {
 }
 
 /// `body` as text, if it is UTF-8. What the API server sends is ASCII,
-/// told 64 bytes at a time, four times as fast as the standard check
-/// (which still checks anything else).
+/// told 64 bytes at a time in half the instructions of the standard
+/// check (which still checks anything else).
 pub(super) fn utf8(body: &[u8]) -> Option<&str> {
     #[cfg(target_arch = "x86_64")]
     if sse2::ascii(body) {

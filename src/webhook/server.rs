@@ -408,9 +408,10 @@ async fn read_body(
     // half of what both need.
     let declared = declared.map_or(0, |n| n as usize);
     budget.hold(held, declared).await;
-    // A body that comes in one chunk (one HTTP/2 DATA frame, see `serve`)
-    // is kept as it came; only one in several is copied together.
-    let mut first = None;
+    // A body whose declared length comes in one chunk (one HTTP/2 DATA
+    // frame, see `serve`) is kept as it came. Any other is copied together
+    // as it comes, so that no chunk is held while the client takes its time.
+    let mut whole = None;
     let mut read = Vec::new();
     let mut length = 0;
     while let Some(chunk) = stream.next().await {
@@ -421,18 +422,17 @@ async fn read_body(
         }
         length += chunk.len();
         budget.hold(held, length).await;
-        match first.take() {
-            None if length == chunk.len() => first = Some(chunk),
-            earlier => {
-                if let Some(earlier) = earlier {
-                    read.reserve(declared.max(length));
-                    read.extend_from_slice(&earlier);
-                }
-                read.extend_from_slice(&chunk);
-            }
+        if length == declared && length == chunk.len() {
+            whole = Some(chunk);
+            continue;
         }
+        read.reserve(declared.max(length).saturating_sub(read.len()));
+        if let Some(earlier) = whole.take() {
+            read.extend_from_slice(&earlier);
+        }
+        read.extend_from_slice(&chunk);
     }
-    Ok(Some(first.unwrap_or_else(|| read.into())))
+    Ok(Some(whole.unwrap_or_else(|| read.into())))
 }
 
 async fn drain(mut stream: axum::body::BodyDataStream) {
