@@ -687,8 +687,16 @@ fn scan(
         if stop(&place) {
             return Some(Scanned::Stopped(place));
         }
-        at = whitespace_end(text, at);
-        match *text.get(at)? {
+        // Compact JSON, as the API server writes it, is told first: no
+        // whitespace, and most values strings.
+        let byte = match text.get(at) {
+            Some(&b'"') => b'"',
+            _ => {
+                at = whitespace_end(text, at);
+                *text.get(at)?
+            }
+        };
+        match byte {
             b'"' => at = string_end(text, at + 1)?.0,
             bracket @ (b'{' | b'[') => {
                 open += 1;
@@ -721,9 +729,15 @@ fn scan(
             if open == 0 {
                 return Some(Scanned::End(at));
             }
-            at = whitespace_end(text, at);
+            let byte = match text.get(at) {
+                Some(&b',') => b',',
+                _ => {
+                    at = whitespace_end(text, at);
+                    *text.get(at)?
+                }
+            };
             let in_object = objects & 1 == 1;
-            match *text.get(at)? {
+            match byte {
                 b',' => {
                     at += 1;
                     if in_object {
@@ -856,12 +870,20 @@ fn common_len(a: &[u8], b: &[u8]) -> usize {
 /// After whitespace, a key and its colon.
 #[inline(always)]
 fn key_end(text: &[u8], at: usize) -> Option<usize> {
-    let at = whitespace_end(text, at);
-    if text.get(at) != Some(&b'"') {
-        return None;
+    let at = byte_at(text, at, b'"')?;
+    let at = byte_at(text, string_end(text, at + 1)?.0, b':')?;
+    Some(at + 1)
+}
+
+/// Where `byte` is, at `at` after whitespace, if it is there; told first
+/// without whitespace, as the API server writes JSON.
+#[inline(always)]
+fn byte_at(text: &[u8], at: usize, byte: u8) -> Option<usize> {
+    if text.get(at) == Some(&byte) {
+        return Some(at);
     }
-    let at = whitespace_end(text, string_end(text, at + 1)?.0);
-    (text.get(at) == Some(&b':')).then_some(at + 1)
+    let at = whitespace_end(text, at);
+    (text.get(at) == Some(&byte)).then_some(at)
 }
 
 fn word_end(text: &[u8], at: usize, word: &[u8]) -> Option<usize> {
@@ -918,25 +940,63 @@ fn number_end(text: &[u8], mut at: usize) -> Option<usize> {
 #[inline(always)]
 fn string_end(text: &[u8], mut at: usize) -> Option<(usize, Escapes)> {
     let mut escapes = Escapes::None;
+    // Each 16 bytes' stops found at once and taken in turn: an escaped
+    // string (a last-applied annotation) has one every few bytes.
+    while let Some(chunk) = text.get(at..).and_then(<[u8]>::first_chunk::<16>) {
+        let mut found = stops(chunk);
+        loop {
+            if found == 0 {
+                at += 16;
+                break;
+            }
+            let i = found.trailing_zeros() as usize;
+            // `found` has 16 bits: the mask only spares a bounds check.
+            match chunk[i & 15] {
+                b'"' => return Some((at + i + 1, escapes)),
+                b'\\' => {
+                    let (end, kind) = escape_end(text, at + i)?;
+                    escapes = escapes.max(kind);
+                    // The escape's own bytes are not stops.
+                    let taken = end - at;
+                    if taken >= 16 {
+                        at = end;
+                        break;
+                    }
+                    found &= u32::MAX << taken;
+                }
+                _ => return None,
+            }
+        }
+    }
+    // Fewer than 16 bytes left: one at a time.
     loop {
-        at = stop(text, at);
+        while let Some(&b) = text.get(at) {
+            if b == b'"' || b == b'\\' || b < 0x20 {
+                break;
+            }
+            at += 1;
+        }
         match *text.get(at)? {
             b'"' => return Some((at + 1, escapes)),
             b'\\' => {
-                at = match *text.get(at + 1)? {
-                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {
-                        escapes = escapes.max(Escapes::Simple);
-                        at + 2
-                    }
-                    b'u' if text.get(at + 2..at + 6)?.iter().all(u8::is_ascii_hexdigit) => {
-                        escapes = Escapes::Unicode;
-                        at + 6
-                    }
-                    _ => return None,
-                };
+                let (end, kind) = escape_end(text, at)?;
+                escapes = escapes.max(kind);
+                at = end;
             }
             _ => return None,
         }
+    }
+}
+
+/// Where the escape whose backslash is at `at` ends, and its kind.
+#[inline(always)]
+fn escape_end(text: &[u8], at: usize) -> Option<(usize, Escapes)> {
+    match *text.get(at + 1)? {
+        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some((at + 2, Escapes::Simple)),
+        b'u' if text.get(at + 2..at + 6)?.iter().all(u8::is_ascii_hexdigit) => {
+            Some((at + 6, Escapes::Unicode))
+        }
+        _ => None,
     }
 }
 
@@ -951,24 +1011,17 @@ enum Escapes {
     Unicode,
 }
 
-/// The first quote, backslash or control character from `at`, or the end.
-#[inline(always)]
-fn stop(text: &[u8], mut at: usize) -> usize {
-    #[cfg(target_arch = "x86_64")]
-    while let Some(Ok(chunk)) = text.get(at..at + 16).map(<&[u8; 16]>::try_from) {
-        let found = sse2::stops(chunk);
-        if found != 0 {
-            return at + found.trailing_zeros() as usize;
-        }
-        at += 16;
-    }
-    while let Some(&b) = text.get(at) {
-        if b == b'"' || b == b'\\' || b < 0x20 {
-            break;
-        }
-        at += 1;
-    }
-    at
+#[cfg(target_arch = "x86_64")]
+use sse2::stops;
+#[cfg(not(target_arch = "x86_64"))]
+use stops_one_by_one as stops;
+
+/// A bit for each of the 16 bytes that is a quote, a backslash or a
+/// control character, told one byte at a time.
+#[cfg(any(test, not(target_arch = "x86_64")))]
+fn stops_one_by_one(chunk: &[u8; 16]) -> u32 {
+    let stop = |b: u8| b == b'"' || b == b'\\' || b < 0x20;
+    (0..16).fold(0, |found, i| found | u32::from(stop(chunk[i])) << i)
 }
 
 /// Whether more than `cap` bytes of `text` are `{`, `[`, `,` or `:`,
@@ -1115,6 +1168,26 @@ mod tests {
     /// numbers, nulls, empty objects and arrays, managedFields.
     const OBJECT: &str = r#"{"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"db","namespace":"prod","uid":"4f1c","generation":3,"labels":{"app":"db"},"annotations":{"note":"say \"hi\"\n\u00e9"},"managedFields":[{"manager":"kubectl","operation":"Update","time":"2026-01-02T03:04:05Z","fieldsType":"FieldsV1","fieldsV1":{"f:spec":{"f:replicas":{},"k:{\"name\":\"db\"}":{".":{}}}}}]},"spec":{"replicas":3,"selector":{"matchLabels":{"app":"db"}},"serviceName":"db","template":{"metadata":{"labels":{"app":"db"}},"spec":{"containers":[{"name":"db","image":"postgres:16.1","args":["-c","max_connections=100"],"resources":{"limits":{"memory":"1.5Gi"}},"env":[{"name":"A","value":""}]}],"terminationGracePeriodSeconds":30,"securityContext":null}},"volumeClaimTemplates":[{"metadata":{"name":"data"},"spec":{"accessModes":["ReadWriteOnce"],"resources":{"requests":{"storage":"1Gi"}}}}],"updateStrategy":{"type":"RollingUpdate","rollingUpdate":{"partition":0}}},"status":{"replicas":3,"readyReplicas":3,"observedGeneration":3,"conditions":[]}}"#;
 
+    #[test]
+    fn a_chunks_stops_are_each_quote_backslash_and_control_character_in_it() {
+        for byte in 0..=u8::MAX {
+            for place in 0..16 {
+                let mut chunk = [b'a'; 16];
+                chunk[place] = byte;
+                let expected = if byte == b'"' || byte == b'\\' || byte < 0x20 {
+                    1 << place
+                } else {
+                    0
+                };
+                assert_eq!(stops(&chunk), expected, "{byte:#x} at {place}");
+                assert_eq!(stops_one_by_one(&chunk), expected, "{byte:#x} at {place}");
+            }
+        }
+        let every = *b"\"\\\x00\x1f \x7f\xff\"\\\n\t\rabc\x10";
+        assert_eq!(stops(&every), 0b1000_1111_1000_1111);
+        assert_eq!(stops_one_by_one(&every), stops(&every));
+    }
+
     /// Whether [`value_end`] takes `text` as one value and whitespace.
     fn skipped(text: &str) -> bool {
         value_end(text.as_bytes(), 0, 0)
@@ -1147,6 +1220,9 @@ mod tests {
             r#"[]"#,
             r#" { "a" : [ 1 , -2.5e+3 , 0 , 0.0 , 1E5 , true , false , null , "" ] } "#,
             r#"{"a":{"b":{"c":[[],{}]}}}"#,
+            // Each kind of whitespace before each kind of byte.
+            "\n{\t\"a\"\r:\n\"b\"\t,\r\"c\" :[ \"d\"\n,\t{ }\r]\n}\t",
+            "{\"a\"\x0b:1}",
             r#""\"\\\/\b\f\n\r\t\u00e9\uD83D\uDE00 é""#,
             r#""\ud800""#,
             r#"{"\ud800":1}"#,
