@@ -10,9 +10,11 @@
 //!   -- "sts 10c 20env mf governed" 1200
 //! ```
 //!
-//! less the same with 200, over 1000.
+//! less the same with 200, over 1000. `-- BODY body` writes the body
+//! itself to stdout, for h2load to send to a running server.
 
 use std::hint::black_box;
+use std::io::Write;
 
 use upgrade_guard::decide::NoCluster;
 use upgrade_guard::policy::PolicySet;
@@ -38,14 +40,26 @@ fn main() {
         .filter(|a| a != "--bench")
         .collect();
     let bodies = bodies();
+    let named = |name: &str| match bodies.iter().find(|(b, _)| b == name) {
+        Some((_, body)) => body,
+        None => panic!("no body named {name:?}"),
+    };
+    // The body itself, for a client such as h2load to send.
+    if let (Some(name), Some("body")) = (args.first(), args.get(1).map(String::as_str)) {
+        std::io::stdout()
+            .write_all(named(name))
+            .expect("the body written");
+        return;
+    }
     let (Some(name), Some(Ok(n))) = (args.first(), args.get(1).map(|n| n.parse::<usize>())) else {
         let names: Vec<&str> = bodies.iter().map(|(name, _)| name.as_str()).collect();
-        println!("review_loop BODY N, BODY one of: {}", names.join(", "));
+        println!(
+            "review_loop BODY N | review_loop BODY body, BODY one of: {}",
+            names.join(", ")
+        );
         return;
     };
-    let Some((_, body)) = bodies.iter().find(|(b, _)| b == name) else {
-        panic!("no body named {name:?}");
-    };
+    let body = named(name);
     let policies = PolicySet::parse(include_str!("../policies/semver-db.yaml"), "bench")
         .and_then(PolicySet::new)
         .expect("the example policy");
