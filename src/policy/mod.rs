@@ -345,7 +345,7 @@ impl Policy {
     pub fn carrier(&self, version: &GovernedVersion) -> String {
         match self.version_source {
             VersionSource::Label(_) => version.container.clone(),
-            VersionSource::Tag { .. } => repository(&version.image),
+            VersionSource::Tag { .. } => repository(&version.image).into_owned(),
         }
     }
 
@@ -358,7 +358,7 @@ impl Policy {
         template
             .images()
             .filter(|(name, _)| self.containers.iter().any(|c| c == name))
-            .filter_map(|(_, image)| image.map(|i| repository(i)))
+            .filter_map(|(_, image)| image.map(|i| repository(i).into_owned()))
             .collect()
     }
 
@@ -384,7 +384,8 @@ impl Policy {
         let named =
             |name: &str| self.containers.is_empty() || self.containers.iter().any(|c| c == name);
         let of_repository = |image: Option<&String>| {
-            !repositories.is_empty() && image.is_some_and(|i| repositories.contains(&repository(i)))
+            !repositories.is_empty()
+                && image.is_some_and(|i| repositories.contains(repository(i).as_ref()))
         };
         template
             .images()
