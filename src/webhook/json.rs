@@ -687,16 +687,8 @@ fn scan(
         if stop(&place) {
             return Some(Scanned::Stopped(place));
         }
-        // Compact JSON, as the API server writes it, is told first: no
-        // whitespace, and most values strings.
-        let byte = match text.get(at) {
-            Some(&b'"') => b'"',
-            _ => {
-                at = whitespace_end(text, at);
-                *text.get(at)?
-            }
-        };
-        match byte {
+        // Most values are strings.
+        match next_byte(text, &mut at, b'"')? {
             b'"' => at = string_end(text, at + 1)?.0,
             bracket @ (b'{' | b'[') => {
                 open += 1;
@@ -729,15 +721,8 @@ fn scan(
             if open == 0 {
                 return Some(Scanned::End(at));
             }
-            let byte = match text.get(at) {
-                Some(&b',') => b',',
-                _ => {
-                    at = whitespace_end(text, at);
-                    *text.get(at)?
-                }
-            };
             let in_object = objects & 1 == 1;
-            match byte {
+            match next_byte(text, &mut at, b',')? {
                 b',' => {
                     at += 1;
                     if in_object {
@@ -875,15 +860,22 @@ fn key_end(text: &[u8], at: usize) -> Option<usize> {
     Some(at + 1)
 }
 
-/// Where `byte` is, at `at` after whitespace, if it is there; told first
-/// without whitespace, as the API server writes JSON.
+/// Where `byte` is, at `at` after whitespace, if it is there.
 #[inline(always)]
-fn byte_at(text: &[u8], at: usize, byte: u8) -> Option<usize> {
-    if text.get(at) == Some(&byte) {
-        return Some(at);
+fn byte_at(text: &[u8], mut at: usize, byte: u8) -> Option<usize> {
+    (next_byte(text, &mut at, byte)? == byte).then_some(at)
+}
+
+/// The byte at `at` after whitespace, `at` moved to it. Compact JSON, as
+/// the API server writes it, has no whitespace: the `likely` byte is told
+/// first, before whitespace is looked for.
+#[inline(always)]
+fn next_byte(text: &[u8], at: &mut usize, likely: u8) -> Option<u8> {
+    if text.get(*at) == Some(&likely) {
+        return Some(likely);
     }
-    let at = whitespace_end(text, at);
-    (text.get(at) == Some(&byte)).then_some(at)
+    *at = whitespace_end(text, *at);
+    text.get(*at).copied()
 }
 
 fn word_end(text: &[u8], at: usize, word: &[u8]) -> Option<usize> {
@@ -970,10 +962,7 @@ fn string_end(text: &[u8], mut at: usize) -> Option<(usize, Escapes)> {
     }
     // Fewer than 16 bytes left: one at a time.
     loop {
-        while let Some(&b) = text.get(at) {
-            if b == b'"' || b == b'\\' || b < 0x20 {
-                break;
-            }
+        while text.get(at).is_some_and(|&b| !is_stop(b)) {
             at += 1;
         }
         match *text.get(at)? {
@@ -1016,12 +1005,16 @@ use sse2::stops;
 #[cfg(not(target_arch = "x86_64"))]
 use stops_one_by_one as stops;
 
-/// A bit for each of the 16 bytes that is a quote, a backslash or a
-/// control character, told one byte at a time.
+/// Whether a string's scan stops at `b`: a quote, a backslash or a
+/// control character.
+fn is_stop(b: u8) -> bool {
+    b == b'"' || b == b'\\' || b < 0x20
+}
+
+/// A bit for each of the 16 bytes that [`is_stop`], told one byte at a time.
 #[cfg(any(test, not(target_arch = "x86_64")))]
 fn stops_one_by_one(chunk: &[u8; 16]) -> u32 {
-    let stop = |b: u8| b == b'"' || b == b'\\' || b < 0x20;
-    (0..16).fold(0, |found, i| found | u32::from(stop(chunk[i])) << i)
+    (0..16).fold(0, |found, i| found | u32::from(is_stop(chunk[i])) << i)
 }
 
 /// Whether more than `cap` bytes of `text` are `{`, `[`, `,` or `:`,
