@@ -320,6 +320,79 @@ fn arrays_repeated_keys_and_init_containers_are_read_as_the_full_way_reads_them(
     );
 }
 
+/// The quick way types the old object's status and claim templates as a
+/// copy of the new one's where they are the same text: where they differ,
+/// each object is judged by its own.
+#[test]
+fn each_objects_status_and_claim_templates_are_its_own() {
+    let policies = policies();
+    let mut review = sample("sts-update-set-image.json");
+    let old_image =
+        review["request"]["oldObject"]["spec"]["template"]["spec"]["containers"][0]["image"]
+            .clone();
+    review["request"]["object"]["spec"]["template"]["spec"]["containers"][0]["image"] = old_image;
+    fn moving(review: &mut Value, object: &str) {
+        review["request"][object]["status"]["updateRevision"] = json!("db-5c8d9f7b4");
+    }
+    fn scaled(review: &mut Value) {
+        review["request"]["object"]["spec"]["replicas"] = json!(5);
+    }
+    fn claims_grown(review: &mut Value) {
+        let storage = "/request/object/spec/volumeClaimTemplates/0/spec/resources/requests/storage";
+        *review.pointer_mut(storage).unwrap() = json!("2Gi");
+    }
+    type Edit = fn(&mut Value);
+    let cases: [(&str, Edit, bool); 4] = [
+        (
+            "scaled, the old object mid-rollout",
+            |r| {
+                moving(r, "oldObject");
+                scaled(r);
+            },
+            false,
+        ),
+        (
+            "scaled, the new object mid-rollout",
+            |r| {
+                moving(r, "object");
+                scaled(r);
+            },
+            true,
+        ),
+        (
+            "claims grown, the old object mid-rollout",
+            |r| {
+                moving(r, "oldObject");
+                claims_grown(r);
+            },
+            false,
+        ),
+        (
+            "claims grown, both settled",
+            |r| {
+                claims_grown(r);
+            },
+            true,
+        ),
+    ];
+    for (what, edit, allowed) in cases {
+        let mut edited = review.clone();
+        edit(&mut edited);
+        let body = compact(&edited);
+        assert!(
+            same_answers(&body, &policies, what),
+            "{what}: not answered the quick way"
+        );
+        let quick = quick_way(&body, &policies).unwrap();
+        assert_eq!(
+            quick.verdict.allowed,
+            allowed,
+            "{what}: {}",
+            String::from_utf8_lossy(&quick.body)
+        );
+    }
+}
+
 #[test]
 fn what_is_present_in_a_template_and_in_which_list_is_read_alike() {
     // Each pair differs only in what is there, or in which list a

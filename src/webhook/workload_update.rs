@@ -10,7 +10,8 @@
 //! - the spec typed, but the pod template read only as far as a
 //!   [`Template`] holds it (its labels, every container's name and image,
 //!   its claim volumes);
-//! - the status typed.
+//! - the status typed, as the spec's claim templates are (the old
+//!   object's copied from the new one's where they are the same text).
 //!
 //! The API server writes both objects of a review the same way, so an
 //! unchanged part of a template is the same text (scanned once: the two
@@ -95,8 +96,10 @@ pub(super) fn read(
         _ => return None,
     };
     let (old_template, new_template) = templates.unzip();
-    fill(&mut old, old_spec, old_rest.status)?;
-    fill(&mut new, new_spec, new_rest.status)?;
+    fill(
+        (&mut old, old_spec, old_rest.status),
+        (&mut new, new_spec, new_rest.status),
+    )?;
     Some(Read {
         object_uid,
         change: Some(Change::Update {
@@ -279,7 +282,10 @@ struct Spec<'a> {
     revision_history_limit: Option<i32>,
     service_name: Option<String>,
     update_strategy: Option<StatefulSetUpdateStrategy>,
-    volume_claim_templates: Option<Vec<PersistentVolumeClaim>>,
+    /// Typed by [`fill`]: most UPDATEs leave the claim templates alone,
+    /// and then the old object's are typed as a copy of the new one's.
+    #[serde(borrow)]
+    volume_claim_templates: Option<Text<'a>>,
     pod_management_policy: Option<String>,
     persistent_volume_claim_retention_policy:
         Option<StatefulSetPersistentVolumeClaimRetentionPolicy>,
@@ -324,17 +330,20 @@ impl<'a> Object<'a> {
     }
 }
 
-/// Puts a skimmed workload's spec, but its template, and status in
+/// Puts each skimmed workload's spec, but its template, and status in
 /// place (the template is read by [`read`], which declines a spec without
-/// one). `None` where this read cannot vouch for it: an unreadable
+/// one). `None` where this read cannot vouch for them: an unreadable
 /// status, a required field missing (a spec's selector: the full read
 /// takes it as empty, as the API server's decoder would), or a claim template
 /// carrying managedFields (any JSON, whose depth only a read of the whole
 /// body measures).
-fn fill(workload: &mut Workload, spec: Option<Spec<'_>>, status: Option<Text>) -> Option<()> {
+fn fill(
+    (old, old_spec, old_status): (&mut Workload, Option<Spec<'_>>, Option<Text>),
+    (new, new_spec, new_status): (&mut Workload, Option<Spec<'_>>, Option<Text>),
+) -> Option<()> {
     macro_rules! filled {
-        ($object:ident, |$s:ident, $out:ident| $own:block) => {{
-            if let Some($s) = spec {
+        ($object:ident, $spec:ident, |$s:ident, $out:ident| $own:block) => {
+            if let Some($s) = $spec {
                 let $out = $object.spec.insert(Default::default());
                 $out.selector = $s.selector?;
                 $out.min_ready_seconds = $s.min_ready_seconds;
@@ -342,33 +351,67 @@ fn fill(workload: &mut Workload, spec: Option<Spec<'_>>, status: Option<Text>) -
                 $out.revision_history_limit = $s.revision_history_limit;
                 $own
             }
-            $object.status = typed(status)?;
-        }};
+        };
     }
-    match workload {
-        Workload::StatefulSet(sts) => filled!(sts, |s, out| {
-            let mut claims = s.volume_claim_templates.iter().flatten();
-            if claims.any(|c| c.metadata.managed_fields.is_some()) {
-                return None;
+    match (old, new) {
+        (Workload::StatefulSet(old), Workload::StatefulSet(new)) => {
+            (old.status, new.status) = typed_twins(old_status, new_status)?;
+            let (old_claims, new_claims) = typed_twins::<Vec<PersistentVolumeClaim>>(
+                old_spec.as_ref().and_then(|s| s.volume_claim_templates),
+                new_spec.as_ref().and_then(|s| s.volume_claim_templates),
+            )?;
+            for (sts, spec, claims) in [(old, old_spec, old_claims), (new, new_spec, new_claims)] {
+                filled!(sts, spec, |s, out| {
+                    if claims
+                        .iter()
+                        .flatten()
+                        .any(|c| c.metadata.managed_fields.is_some())
+                    {
+                        return None;
+                    }
+                    out.ordinals = s.ordinals;
+                    out.persistent_volume_claim_retention_policy =
+                        s.persistent_volume_claim_retention_policy;
+                    out.pod_management_policy = s.pod_management_policy;
+                    out.service_name = s.service_name;
+                    out.update_strategy = s.update_strategy;
+                    out.volume_claim_templates = claims;
+                });
             }
-            out.ordinals = s.ordinals;
-            out.persistent_volume_claim_retention_policy =
-                s.persistent_volume_claim_retention_policy;
-            out.pod_management_policy = s.pod_management_policy;
-            out.service_name = s.service_name;
-            out.update_strategy = s.update_strategy;
-            out.volume_claim_templates = s.volume_claim_templates;
-        }),
-        Workload::Deployment(deploy) => filled!(deploy, |s, out| {
-            out.paused = s.paused;
-            out.progress_deadline_seconds = s.progress_deadline_seconds;
-            out.strategy = s.strategy;
-        }),
+        }
+        (Workload::Deployment(old), Workload::Deployment(new)) => {
+            (old.status, new.status) = typed_twins(old_status, new_status)?;
+            for (deploy, spec) in [(old, old_spec), (new, new_spec)] {
+                filled!(deploy, spec, |s, out| {
+                    out.paused = s.paused;
+                    out.progress_deadline_seconds = s.progress_deadline_seconds;
+                    out.strategy = s.strategy;
+                });
+            }
+        }
+        _ => return None,
     }
     Some(())
 }
 
-/// `Some(None)` for no status, `None` for an unreadable one.
+/// Both objects' texts typed, `Some(None)` for one absent, `None` for one
+/// unreadable. The API server writes a review's two objects alike: where
+/// the old object's text is the same bytes as the new one's, it is the
+/// same value, copied rather than read again.
+fn typed_twins<T: serde::de::DeserializeOwned + Clone>(
+    old: Option<Text>,
+    new: Option<Text>,
+) -> Option<(Option<T>, Option<T>)> {
+    let new_typed = typed(new)?;
+    let old_typed = if old == new {
+        new_typed.clone()
+    } else {
+        typed(old)?
+    };
+    Some((old_typed, new_typed))
+}
+
+/// `Some(None)` for no text, `None` for an unreadable one.
 fn typed<T: serde::de::DeserializeOwned>(text: Option<Text>) -> Option<Option<T>> {
     match text {
         None => Some(None),
