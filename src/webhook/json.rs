@@ -109,12 +109,19 @@ struct Twins {
     /// Places in the first twin's arrays and objects, a few for each text
     /// ([`MARK_EVERY`]), in order.
     marks: Vec<Place>,
+    /// The first twin's strings only checked ([`CHECKED_STRING`]), in
+    /// order, and how many of them the second twin has come through.
+    strings: Vec<FirstString>,
+    strings_read: usize,
     read: TwinsRead,
     /// How many of the second's texts were taken without a scan, how many
     /// were compared in part, and how many of its bytes were compared
-    /// instead of scanned.
+    /// instead of scanned; and how many of its checked strings were taken
+    /// without a scan.
     #[cfg(test)]
     taken: usize,
+    #[cfg(test)]
+    strings_taken: usize,
     #[cfg(test)]
     partly: usize,
     #[cfg(test)]
@@ -128,6 +135,14 @@ struct FirstText {
     end: usize,
     depth: usize,
     marks: std::ops::Range<usize>,
+}
+
+/// A string of a first twin only checked: where it starts and ends, and
+/// whether it has a `\u` escape (then it was decoded by serde_json).
+struct FirstString {
+    start: usize,
+    end: usize,
+    unicode: bool,
 }
 
 /// The fewest bytes between two marked places of a first twin's text: a
@@ -303,12 +318,50 @@ impl<'de> Reader<'de> {
         if self.peek() != Some(b'"') {
             return Ok(false);
         }
-        let (end, escapes) = string_end(self.text.as_bytes(), self.at + 1).ok_or_else(refused)?;
-        if escapes == Escapes::Unicode {
+        let start = self.at;
+        let (end, unicode) = match self.twin_string(start) {
+            Some(found) => found,
+            None => {
+                let (end, escapes) =
+                    string_end(self.text.as_bytes(), start + 1).ok_or_else(refused)?;
+                (end, escapes == Escapes::Unicode)
+            }
+        };
+        if self.twins.read == TwinsRead::First {
+            self.twins.strings.push(FirstString {
+                start,
+                end,
+                unicode,
+            });
+        }
+        if unicode {
             return Ok(false);
         }
         self.at = end;
         Ok(true)
+    }
+
+    /// In a second twin, where the checked string at `start` ends and
+    /// whether it has a `\u` escape, if it is the same bytes as the first
+    /// twin's checked string of the same count (a string's end is found
+    /// within it: the same bytes end alike); `None` to scan it.
+    fn twin_string(&mut self, start: usize) -> Option<(usize, bool)> {
+        let TwinsRead::Second(_) = self.twins.read else {
+            return None;
+        };
+        let n = self.twins.strings_read;
+        self.twins.strings_read += 1;
+        let first = self.twins.strings.get(n)?;
+        let text = self.text.as_bytes();
+        let length = first.end - first.start;
+        if text.get(first.start..first.end) != text.get(start..start + length) {
+            return None;
+        }
+        #[cfg(test)]
+        {
+            self.twins.strings_taken += 1;
+        }
+        Some((start + length, first.unicode))
     }
 
     fn open(&mut self, byte: u8) -> Result<(), Error> {
@@ -1462,6 +1515,73 @@ mod tests {
         let (read, taken) = twins(&three);
         assert_eq!(read.map(|t| t.len()).ok(), Some(3));
         assert_eq!(taken, 5);
+    }
+
+    /// An object of strings only checked (as annotations are), read as a
+    /// twin: its keys.
+    #[derive(Debug, PartialEq)]
+    struct Checked(Vec<String>);
+
+    impl<'de> serde::Deserialize<'de> for Checked {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            use super::super::schema::AnyString;
+            struct Twin;
+            impl<'de> Visitor<'de> for Twin {
+                type Value = Checked;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("an object of strings")
+                }
+                fn visit_newtype_struct<D: Deserializer<'de>>(
+                    self,
+                    d: D,
+                ) -> Result<Checked, D::Error> {
+                    d.deserialize_map(Twin)
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+                    let mut keys = Vec::new();
+                    while let Some(key) = map.next_key()? {
+                        map.next_value_seed(AnyString)?;
+                        keys.push(key);
+                    }
+                    Ok(Checked(keys))
+                }
+            }
+            d.deserialize_newtype_struct(TWIN, Twin)
+        }
+    }
+
+    #[test]
+    fn a_twins_checked_strings_are_taken_unscanned_only_where_they_are_the_others_bytes() {
+        let first = r#"{"a":"x\"y","b":"\u00e9","c":"plain"}"#;
+        let cases = [
+            (first, 3),
+            (r#"{"a":"x\"y","b":"\u00ea","c":"plain"}"#, 2),
+            (r#"{"a":"x\"y","b":"\u00e9","c":"plainer"}"#, 2),
+            // One more in front: none is at the same count.
+            (r#"{"z":"new","a":"x\"y","b":"\u00e9","c":"plain"}"#, 0),
+            // Refused, by serde_json too: a control character, a lone
+            // surrogate, a string that does not end.
+            (
+                "{\"a\":\"x\\\"y\",\"b\":\"\\u00e9\",\"c\":\"pl\u{1}ain\"}",
+                2,
+            ),
+            (r#"{"a":"x\"y","b":"\ud800","c":"plain"}"#, 1),
+            (r#"{"a":"x\"y","b":"\u00e9","c":"plain}"#, 2),
+            (r#"{"a":"x\"y","b":"\u00e9","c":1}"#, 2),
+        ];
+        for (second, taken) in cases {
+            for text in [format!("[{first},{second}]"), format!("[{second},{first}]")] {
+                let mut reader = Reader::new(&text);
+                let ours = <Vec<Checked> as serde::Deserialize>::deserialize(&mut reader)
+                    .and_then(|read| reader.end().map(|()| read))
+                    .ok();
+                let theirs = serde_json::from_str::<Vec<Checked>>(&text).ok();
+                assert_eq!(ours, theirs, "{text}");
+                if text.starts_with(&format!("[{first}")) {
+                    assert_eq!(reader.twins.strings_taken, taken, "{text}");
+                }
+            }
+        }
     }
 
     /// Twins read by this reader and by serde_json, alike; how many of the
