@@ -8,7 +8,8 @@
 //! `\u` escape; any other value is handed, as its text, to serde_json.
 //! A review's old object is mostly the new one's text: the second of two
 //! [`TWIN`]s compares each of its texts with the first's at the same
-//! place and depth, and scans only about where they differ.
+//! place and depth, and scans only about where they differ; each string
+//! it only checks, with the first's of the same count.
 //!
 //! It takes no text serde_json refuses: [`value_end`] accepts exactly the
 //! JSON serde_json accepts where it skips a value, and refuses more than
@@ -88,7 +89,8 @@ pub(super) const CHECKED_STRING: &str = "upgrade_guard::CheckedString";
 /// The name this reader knows a value by that has a twin in the same
 /// text (a review's new and old object): the [`Text`]s of the first one
 /// read are remembered, in order, and each of the second's is compared
-/// with its counterpart and scanned only where they differ.
+/// with its counterpart and scanned only where they differ; so are its
+/// strings only checked ([`CHECKED_STRING`]).
 pub(super) const TWIN: &str = "upgrade_guard::Twin";
 
 /// Reads one value at a time from a text, as serde_json's `Deserializer`
