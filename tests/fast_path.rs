@@ -802,6 +802,17 @@ fn objects_missing_or_breaking_what_the_quick_read_relies_on_go_the_full_way() {
             "a template without metadata",
             edited(sts, &format!("{object}/spec/template/metadata"), None),
         ),
+        // A Deployment has no claim templates: its spec's type ignores
+        // them, whatever they are, and so does the quick way.
+        ("a Deployment with claim templates of another type", {
+            let mut review = sample(deploy);
+            for object in ["object", "oldObject"] {
+                review["request"][object]["spec"]["volumeClaimTemplates"] = json!([1]);
+            }
+            review["request"]["object"]["metadata"]["labels"] =
+                json!({"app.kubernetes.io/name": "db"});
+            compact(&review)
+        }),
         // In both objects: a template whose dropped fields changed (the
         // containers' ports and env gone) is beyond the quick read.
         ("an empty list of containers", {
