@@ -282,8 +282,9 @@ struct Spec<'a> {
     revision_history_limit: Option<i32>,
     service_name: Option<String>,
     update_strategy: Option<StatefulSetUpdateStrategy>,
-    /// Typed by [`fill`]: most UPDATEs leave the claim templates alone,
-    /// and then the old object's are typed as a copy of the new one's.
+    /// A StatefulSet's typed by [`fill`] (most UPDATEs leave them alone,
+    /// and then the old object's are copied from the new one's); a
+    /// Deployment's only scanned, as its spec's type has none.
     #[serde(borrow)]
     volume_claim_templates: Option<Text<'a>>,
     pod_management_policy: Option<String>,
