@@ -334,7 +334,7 @@ impl<'a> Object<'a> {
 /// Puts each skimmed workload's spec, but its template, and status in
 /// place (the template is read by [`read`], which declines a spec without
 /// one). `None` where this read cannot vouch for them: an unreadable
-/// status, a required field missing (a spec's selector: the full read
+/// status or claim templates, a required field missing (a spec's selector: the full read
 /// takes it as empty, as the API server's decoder would), or a claim template
 /// carrying managedFields (any JSON, whose depth only a read of the whole
 /// body measures).
