@@ -446,6 +446,11 @@ fn what_is_present_in_a_template_and_in_which_list_is_read_alike() {
         review["request"]["object"]["spec"]["template"]["spec"] = new;
         let body = compact(&review);
         assert!(same_answers(&body, &policies, what), "{what}");
+        // Read in place too, as twins: the containers that are the same
+        // bytes in both objects are taken as the first object's.
+        for twins in [false, true].map(|old_first| objects_last(&review, old_first)) {
+            assert!(same_answers(&twins, &policies, what), "{what}");
+        }
         let mutated = review_in_full(
             &body,
             Endpoint::Mutate,
@@ -494,6 +499,98 @@ fn what_is_present_in_a_template_and_in_which_list_is_read_alike() {
         "one broken spec"
     ));
     assert!(full_way(&compact(&review), &policies).is_err());
+}
+
+/// `review`'s body with its objects last in the request, as the API
+/// server writes them (so that they are read in place, as twins), the
+/// old one first if `old_first`. [`compact`] writes the keys in order:
+/// the objects before the request's kind, which are then read as texts.
+fn objects_last(review: &Value, old_first: bool) -> Vec<u8> {
+    let mut request = review["request"].clone();
+    let fields = request.as_object_mut().unwrap();
+    let (old, new) = (fields.remove("oldObject"), fields.remove("object"));
+    let rest = serde_json::to_string(&request).unwrap();
+    let (old, new) = (
+        format!(r#""oldObject":{}"#, old.unwrap()),
+        format!(r#""object":{}"#, new.unwrap()),
+    );
+    let objects = if old_first {
+        format!("{old},{new}")
+    } else {
+        format!("{new},{old}")
+    };
+    let request = format!("{},{objects}}}", &rest[..rest.len() - 1]);
+    let mut outer = review.clone();
+    outer["request"] = json!(null);
+    let outer = serde_json::to_string(&outer).unwrap();
+    outer
+        .replace(r#""request":null"#, &format!(r#""request":{request}"#))
+        .into_bytes()
+}
+
+#[test]
+fn containers_and_volumes_the_same_in_both_objects_are_read_alike() {
+    // The old object's containers and volumes that are the new one's
+    // bytes are copied from the new one's, not read again (or the new
+    // one's from the old one's, when the old one comes first).
+    let policies = policies();
+    let base = sample("sts-update-set-image.json");
+    let pod = |object: &str| base["request"][object]["spec"]["template"]["spec"].clone();
+    let sidecar = |i: usize| json!({"name": format!("side-{i}"), "image": format!("side:{i}"), "env": [{"name": "N", "value": i.to_string()}]});
+    let volumes = json!([
+        {"name": "data", "persistentVolumeClaim": {"claimName": "data-db-0"}},
+        {"name": "cache", "emptyDir": {}}
+    ]);
+    let mut review = base.clone();
+    for object in ["oldObject", "object"] {
+        let mut spec = pod(object);
+        let containers = spec["containers"].as_array_mut().unwrap();
+        containers.extend((1..5).map(sidecar));
+        spec["initContainers"] = json!([sidecar(9)]);
+        spec["volumes"] = volumes.clone();
+        review["request"][object]["spec"]["template"]["spec"] = spec;
+    }
+    let bodies = |review: &Value| [false, true].map(|old_first| objects_last(review, old_first));
+    for (body, what) in bodies(&review).iter().zip(["new first", "old first"]) {
+        assert!(same_answers(body, &policies, what), "{what}");
+        let quick = quick_way(body, &policies).unwrap();
+        assert_eq!(
+            quick,
+            full_way(&compact(&review), &policies).unwrap(),
+            "{what}"
+        );
+        let mutated = review_quick(body, Endpoint::Mutate, &policies, &Caller::default());
+        let patch = mutated.unwrap().verdict.patch;
+        assert!(
+            !patch.is_empty(),
+            "{what}: the image change starts a refresh"
+        );
+    }
+    // A sidecar changed as well: a template whose other fields changed
+    // goes the full way, whichever object comes first.
+    let mut changed = review.clone();
+    let env = "/request/oldObject/spec/template/spec/containers/2/env/0/value";
+    *changed.pointer_mut(env).unwrap() = json!("other");
+    for body in bodies(&changed) {
+        assert!(!same_answers(&body, &policies, "changed"));
+    }
+    // A volume that is the same bytes as a container of the other object,
+    // at the same count: not copied from a container; the full way
+    // answers.
+    let mut odd = base.clone();
+    let mut new = pod("object");
+    new["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "cache"}));
+    let mut old = pod("oldObject");
+    old["volumes"] = json!([{"name": "cache"}]);
+    odd["request"]["object"]["spec"]["template"]["spec"] = new;
+    odd["request"]["oldObject"]["spec"]["template"]["spec"] = old;
+    for body in bodies(&odd) {
+        assert!(!same_answers(&body, &policies, "a volume as a container"));
+        assert!(full_way(&body, &policies).is_ok());
+    }
 }
 
 #[test]

@@ -9,7 +9,9 @@
 //! A review's old object is mostly the new one's text: the second of two
 //! [`TWIN`]s compares each of its texts with the first's at the same
 //! place and depth, and scans only about where they differ; each string
-//! it only checks, with the first's of the same count.
+//! it only checks, with the first's of the same count; and each of its
+//! [`Item`]s (a template's containers), with the first's of the same
+//! count, taken unread where they are the same bytes.
 //!
 //! It takes no text serde_json refuses: [`value_end`] accepts exactly the
 //! JSON serde_json accepts where it skips a value, and refuses more than
@@ -93,6 +95,54 @@ pub(super) const CHECKED_STRING: &str = "upgrade_guard::CheckedString";
 /// strings only checked ([`CHECKED_STRING`]).
 pub(super) const TWIN: &str = "upgrade_guard::Twin";
 
+/// A value of a [`TWIN`] read as an [`Item`]: the second twin takes it,
+/// unread, as the first's item of the same count where it is the same
+/// bytes at the same depth.
+const TWIN_ITEM: &str = "upgrade_guard::TwinItem";
+
+/// A value of a [`TWIN`] that the second twin may take as the first's
+/// (a container of a pod template: most are the other object's bytes).
+#[derive(Debug, PartialEq)]
+pub(super) enum Item<T> {
+    /// Read; in the first twin, with its count among the first's items.
+    Read(T, Option<usize>),
+    /// The same bytes, at the same depth, as the first twin's item of
+    /// this count, which was read as a `T` would read these.
+    Same(usize),
+}
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Item<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Items<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> Visitor<'de> for Items<T> {
+            type Value = Item<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            // From any other reader.
+            fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Item<T>, D::Error> {
+                T::deserialize(d).map(|value| Item::Read(value, None))
+            }
+            // From this reader: the first twin's count, then the value.
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Item<T>, A::Error> {
+                let count: u64 = seq.next_element()?.ok_or_else(refused_item)?;
+                let value = seq.next_element()?.ok_or_else(refused_item)?;
+                Ok(Item::Read(value, usize::try_from(count).ok()))
+            }
+            fn visit_u64<E: de::Error>(self, count: u64) -> Result<Item<T>, E> {
+                usize::try_from(count)
+                    .map(Item::Same)
+                    .map_err(|_| E::custom("an item count past usize"))
+            }
+        }
+        d.deserialize_newtype_struct(TWIN_ITEM, Items(std::marker::PhantomData))
+    }
+}
+
+fn refused_item<E: de::Error>() -> E {
+    E::custom("a twin item without its count or value")
+}
+
 /// Reads one value at a time from a text, as serde_json's `Deserializer`
 /// does.
 struct Reader<'de> {
@@ -115,6 +165,10 @@ struct Twins {
     /// order, and how many of them the second twin has come through.
     strings: Vec<FirstString>,
     strings_read: usize,
+    /// The first twin's [`Item`]s, in order, and how many of them the
+    /// second twin has come through.
+    items: Vec<FirstItem>,
+    items_read: usize,
     read: TwinsRead,
     /// How many of the second's texts were taken without a scan, how many
     /// were compared in part, and how many of its bytes were compared
@@ -124,6 +178,8 @@ struct Twins {
     taken: usize,
     #[cfg(test)]
     strings_taken: usize,
+    #[cfg(test)]
+    items_taken: usize,
     #[cfg(test)]
     partly: usize,
     #[cfg(test)]
@@ -145,6 +201,19 @@ struct FirstString {
     start: usize,
     end: usize,
     unicode: bool,
+}
+
+/// An [`Item`] of a first twin: where it starts and ends, how deep it
+/// is, and how many texts, checked strings and items the first twin had
+/// read when it ended (where the second goes on after taking it).
+#[derive(Default)]
+struct FirstItem {
+    start: usize,
+    end: usize,
+    depth: usize,
+    texts: usize,
+    strings: usize,
+    items: usize,
 }
 
 /// The fewest bytes between two marked places of a first twin's text: a
@@ -366,6 +435,66 @@ impl<'de> Reader<'de> {
         Some((start + length, first.unicode))
     }
 
+    /// An [`Item`]: in a first twin, read and counted; in a second,
+    /// taken unread where it is the same bytes, at the same depth, as the
+    /// first's item of the same count; else read.
+    fn item<V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value, Error> {
+        self.peek();
+        let (start, depth) = (self.at, self.depth);
+        match self.twins.read {
+            TwinsRead::First => {
+                let count = self.twins.items.len();
+                // Its place is held: an item inside it is counted after it.
+                self.twins.items.push(FirstItem::default());
+                let value = visitor.visit_seq(Counted {
+                    reader: self,
+                    next: CountedNext::Count(count),
+                })?;
+                let item = FirstItem {
+                    start,
+                    end: self.at,
+                    depth,
+                    texts: self.twins.texts.len(),
+                    strings: self.twins.strings.len(),
+                    items: self.twins.items.len(),
+                };
+                if let Some(held) = self.twins.items.get_mut(count) {
+                    *held = item;
+                }
+                Ok(value)
+            }
+            TwinsRead::Second(_) => {
+                let count = self.twins.items_read;
+                self.twins.items_read += 1;
+                let Some(first) = self.twins.items.get(count) else {
+                    return visitor.visit_newtype_struct(self);
+                };
+                let text = self.text.as_bytes();
+                let length = first.end - first.start;
+                // An array's, an object's or a string's end is found within
+                // it: the same bytes, as deep, are read alike and end alike.
+                let same = first.depth == depth
+                    && matches!(text.get(first.start), Some(b'{' | b'[' | b'"'))
+                    && text.get(first.start..first.end) == text.get(start..start + length);
+                if !same {
+                    return visitor.visit_newtype_struct(self);
+                }
+                self.at = start + length;
+                // Its texts, strings and items are the first's: the next
+                // are compared with the ones after those.
+                self.twins.read = TwinsRead::Second(first.texts);
+                self.twins.strings_read = first.strings;
+                self.twins.items_read = first.items;
+                #[cfg(test)]
+                {
+                    self.twins.items_taken += 1;
+                }
+                visitor.visit_u64(u64::try_from(count).map_err(|_| refused())?)
+            }
+            _ => visitor.visit_newtype_struct(self),
+        }
+    }
+
     fn open(&mut self, byte: u8) -> Result<(), Error> {
         self.take(byte)?;
         self.depth += 1;
@@ -464,6 +593,38 @@ impl<'de> SeqAccess<'de> for Items<'_, 'de> {
             return Ok(None);
         }
         seed.deserialize(&mut *self.reader).map(Some)
+    }
+}
+
+/// A first twin's [`Item`] as its reader takes it: its count, then its
+/// value, then nothing.
+struct Counted<'r, 'de> {
+    reader: &'r mut Reader<'de>,
+    next: CountedNext,
+}
+
+enum CountedNext {
+    Count(usize),
+    Value,
+    Done,
+}
+
+impl<'de> SeqAccess<'de> for Counted<'_, 'de> {
+    type Error = Error;
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, Error> {
+        use serde::de::IntoDeserializer;
+        match std::mem::replace(&mut self.next, CountedNext::Done) {
+            CountedNext::Count(count) => {
+                self.next = CountedNext::Value;
+                let count = u64::try_from(count).map_err(|_| refused())?;
+                seed.deserialize(count.into_deserializer()).map(Some)
+            }
+            CountedNext::Value => seed.deserialize(&mut *self.reader).map(Some),
+            CountedNext::Done => Ok(None),
+        }
     }
 }
 
@@ -588,6 +749,9 @@ impl<'de> Deserializer<'de> for &mut Reader<'de> {
             let value = visitor.visit_newtype_struct(&mut *self);
             self.twins.read = after;
             return value;
+        }
+        if name == TWIN_ITEM {
+            return self.item(visitor);
         }
         if name == CHECKED_STRING && self.checked_string()? {
             return visitor.visit_unit();
@@ -1589,6 +1753,128 @@ mod tests {
     /// Twins read by this reader and by serde_json, alike; how many of the
     /// second's bytes this reader compared instead of scanning, and how
     /// many of its texts it compared in part.
+    /// A [`TWIN`] holding `T`.
+    #[derive(Debug)]
+    struct Twin<T>(T);
+
+    impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Twin<T> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V<T>(std::marker::PhantomData<T>);
+            impl<'de, T: serde::Deserialize<'de>> Visitor<'de> for V<T> {
+                type Value = Twin<T>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a twin")
+                }
+                fn visit_newtype_struct<D: Deserializer<'de>>(
+                    self,
+                    d: D,
+                ) -> Result<Twin<T>, D::Error> {
+                    T::deserialize(d).map(Twin)
+                }
+            }
+            d.deserialize_newtype_struct(TWIN, V(std::marker::PhantomData))
+        }
+    }
+
+    /// Lists of items in lists of items, in twins.
+    type Nested = Vec<Item<Vec<Item<Value>>>>;
+
+    /// Each of the twins' items as its value: one taken as the first's
+    /// ([`Item::Same`]) as the first's item of its count.
+    fn items_as_values(twins: &[Twin<Nested>]) -> Vec<Value> {
+        type Counted = std::collections::HashMap<usize, Value>;
+        fn value(item: &Item<Value>, counted: &mut Counted) -> Value {
+            match item {
+                Item::Read(v, count) => {
+                    if let Some(c) = count {
+                        counted.insert(*c, v.clone());
+                    }
+                    v.clone()
+                }
+                Item::Same(c) => counted[c].clone(),
+            }
+        }
+        let mut counted = Counted::new();
+        let mut twin_values = Vec::new();
+        for Twin(outer) in twins {
+            let mut values = Vec::new();
+            for item in outer {
+                // An outer item, itself counted before its own items.
+                let inner = match item {
+                    Item::Read(inner, count) => {
+                        let at = count.inspect(|c| drop(counted.insert(*c, Value::Null)));
+                        let items = inner.iter().map(|i| value(i, &mut counted)).collect();
+                        let inner = Value::Array(items);
+                        if let Some(c) = at {
+                            counted.insert(c, inner.clone());
+                        }
+                        inner
+                    }
+                    Item::Same(c) => counted[c].clone(),
+                };
+                values.push(inner);
+            }
+            twin_values.push(Value::Array(values));
+        }
+        twin_values
+    }
+
+    #[test]
+    fn a_twins_items_are_taken_unread_only_where_they_are_the_others_bytes_at_its_depth() {
+        // Items, counted in order, an outer one before its own: 0 [{"a":1},"s",3]
+        // (1 {"a":1}, 2 "s", 3 3), 4 [{"b":[2]}] (5 {"b":[2]}), 6 [].
+        let first = r#"[[{"a":1},"s",3],[{"b":[2]}],[]]"#;
+        let cases = [
+            // All three outer ones, each whole with its own.
+            (first, 3),
+            // The first outer one read, for its number; two of its items
+            // taken, not the number; the last two outer ones taken.
+            (r#"[[{"a":1},"s",4],[{"b":[2]}],[]]"#, 4),
+            // One edited inside: its outer one is read, its neighbours taken.
+            (r#"[[{"a":1},"s",3],[{"b":[3]}],[]]"#, 2),
+            // One more in front: none is at the same count.
+            (r#"[[{"z":0},{"a":1},"s",3],[{"b":[2]}],[]]"#, 0),
+            // Whitespace inside an item: not the same bytes; its string
+            // and the last two outer ones taken.
+            (r#"[[{"a": 1},"s",3],[{"b":[2]}],[]]"#, 3),
+            // Refused, by serde_json too.
+            (r#"[[{"a":1},"s",3],[{"b":[2]}],[}]"#, 2),
+            (r#"[[{"a":1},"s",3],[{"b":[2]}],[],]"#, 3),
+        ];
+        for (second, taken) in cases {
+            for text in [format!("[{first},{second}]"), format!("[{second},{first}]")] {
+                let mut reader = Reader::new(&text);
+                let ours = <Vec<Twin<Nested>> as serde::Deserialize>::deserialize(&mut reader)
+                    .and_then(|read| reader.end().map(|()| read))
+                    .ok();
+                let theirs = serde_json::from_str::<Vec<Value>>(&text).ok();
+                assert_eq!(ours.as_deref().map(items_as_values), theirs, "{text}");
+                if text.starts_with(&format!("[{first}")) {
+                    assert_eq!(reader.twins.items_taken, taken, "{text}");
+                }
+            }
+        }
+        // The same bytes one array deeper: read, not taken.
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Deep {
+            x: Option<Item<Value>>,
+            y: Option<Vec<Item<Value>>>,
+        }
+        let text = r#"[{"x":{"a":1}},{"y":[{"a":1}]}]"#;
+        let mut reader = Reader::new(text);
+        let ours: Vec<Twin<Deep>> = serde::Deserialize::deserialize(&mut reader).unwrap();
+        assert_eq!(reader.twins.items_taken, 0);
+        let y = ours[1].0.y.as_ref().unwrap();
+        assert_eq!(y, &[Item::Read(serde_json::json!({"a": 1}), None)]);
+        // And not past the twins: a third is read as it is.
+        let text = r#"[[{"a":1}],[{"a":1}],[{"a":1}]]"#;
+        let mut reader = Reader::new(text);
+        let ours: Vec<Twin<Vec<Item<Value>>>> =
+            serde::Deserialize::deserialize(&mut reader).unwrap();
+        assert_eq!(reader.twins.items_taken, 1);
+        assert_eq!(ours[2].0, [Item::Read(serde_json::json!({"a": 1}), None)]);
+    }
+
     fn read_alike(first: &str, second: &str) -> (usize, usize) {
         let text = format!("[{first},{second}]");
         let mut reader = Reader::new(&text);

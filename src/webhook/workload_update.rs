@@ -15,11 +15,12 @@
 //!
 //! The API server writes both objects of a review the same way, so an
 //! unchanged part of a template is the same text (scanned once: the two
-//! objects are read as [`json::TWIN`]s). Every template field a
-//! [`Template`] does not hold is kept as its text, and the two templates
-//! are built only when those texts are the same, marked as having the
-//! same rest: a template whose other fields changed (an env var, a probe,
-//! a new container) is beyond this read.
+//! objects are read as [`json::TWIN`]s, and the second one's containers
+//! and volumes that are the first one's bytes are copied from those).
+//! Every template field a [`Template`] does not hold is kept as its
+//! text, and the two templates are built only when those texts are the
+//! same, marked as having the same rest: a template whose other fields
+//! changed (an env var, a probe, a new container) is beyond this read.
 //! Those texts are still checked against their k8s-openapi types
 //! ([`super::schema`]), once (the other object's are the same text; a text
 //! that passed lately on this thread is not checked again, [`Passed`]), and
@@ -45,7 +46,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde::Deserialize;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
-use super::json::{self, Text};
+use super::json::{self, Item, Text};
 use super::objects::{Meta, checked};
 use super::passed::Passed;
 use super::schema::{AnyString, Check, KeyText, Shape};
@@ -117,6 +118,9 @@ fn templates(
     new: TemplateText<'_>,
     shapes: &'static Shapes,
 ) -> Option<(Template, Template)> {
+    let (mut old, mut new) = (old, new);
+    old.copy_items(&new)?;
+    new.copy_items(&old)?;
     let new_rests = new.rests(shapes);
     if old.rests(shapes) != new_rests {
         return None;
@@ -436,24 +440,26 @@ struct TemplateMeta<'a> {
     rest: Rest<'a>,
 }
 
+/// Its containers and volumes are [`Item`]s: the second object's that
+/// are the first one's bytes are copied from those, not read again.
 #[derive(Default)]
 struct TemplatePod<'a> {
-    containers: Option<Vec<Named<'a>>>,
+    containers: Option<Vec<Item<Named<'a>>>>,
     /// Read as containers are: a policy governs init containers and native
     /// sidecars too.
-    init_containers: Option<Vec<Named<'a>>>,
-    volumes: Option<Vec<ClaimVolume<'a>>>,
+    init_containers: Option<Vec<Item<Named<'a>>>>,
+    volumes: Option<Vec<Item<ClaimVolume<'a>>>>,
     rest: Rest<'a>,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Named<'a> {
     name: Option<String>,
     image: Option<String>,
     rest: Rest<'a>,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct ClaimVolume<'a> {
     name: Option<String>,
     persistent_volume_claim: Option<PersistentVolumeClaimVolumeSource>,
@@ -622,15 +628,29 @@ impl<'a> TemplateText<'a> {
                 ("containers", &pod.containers),
                 ("initContainers", &pod.init_containers),
             ] {
-                for (i, c) in items.iter().flatten().enumerate() {
+                for (i, c) in items_read(items).enumerate() {
                     of(&shapes.container, (list, i), TEMPLATE_DEPTH + 3, &c.rest);
                 }
             }
-            for (i, v) in pod.volumes.iter().flatten().enumerate() {
+            for (i, v) in items_read(&pod.volumes).enumerate() {
                 of(&shapes.volume, ("volumes", i), TEMPLATE_DEPTH + 3, &v.rest);
             }
         }
         all
+    }
+
+    /// Each of its items taken as the other object's ([`Item::Same`]),
+    /// copied from that one; `None` where the other has no item of that
+    /// count and type.
+    fn copy_items(&mut self, other: &TemplateText<'a>) -> Option<()> {
+        let Some(pod) = self.spec.as_mut() else {
+            return Some(());
+        };
+        let from = other.spec.as_ref();
+        let containers = from.map(|o| [&o.containers, &o.init_containers]);
+        copied(&mut pod.containers, containers.as_ref())?;
+        copied(&mut pod.init_containers, containers.as_ref())?;
+        copied(&mut pod.volumes, from.map(|o| [&o.volumes]).as_ref())
     }
 
     /// What decisions read of the template; `None` for a container or
@@ -638,8 +658,9 @@ impl<'a> TemplateText<'a> {
     /// ephemeral containers at all, even as null (a policy governs them;
     /// this read does not read them).
     fn reduce(self) -> Option<Kept> {
-        fn images(containers: Vec<Named>) -> Option<Vec<Image>> {
-            let image = |c: Named| {
+        fn images(containers: Vec<Item<Named>>) -> Option<Vec<Image>> {
+            let image = |c: Item<Named>| {
+                let Item::Read(c, _) = c else { return None };
                 Some(Image {
                     name: c.name?,
                     image: c.image,
@@ -657,7 +678,8 @@ impl<'a> TemplateText<'a> {
                 {
                     return None;
                 }
-                let volume = |v: ClaimVolume| {
+                let volume = |v: Item<ClaimVolume>| {
+                    let Item::Read(v, _) = v else { return None };
                     Some(template::ClaimVolume {
                         name: v.name?,
                         claim: v.persistent_volume_claim,
@@ -684,6 +706,34 @@ impl<'a> TemplateText<'a> {
             spec,
         })
     }
+}
+
+/// The items read of a list (after [`TemplateText::copy_items`], all).
+fn items_read<T>(items: &Option<Vec<Item<T>>>) -> impl Iterator<Item = &T> {
+    items.iter().flatten().filter_map(|item| match item {
+        Item::Read(value, _) => Some(value),
+        Item::Same(_) => None,
+    })
+}
+
+/// Each of `items` taken as the other object's, copied from its item of
+/// that count in `from`; `None` where it has none.
+fn copied<T: Clone, const N: usize>(
+    items: &mut Option<Vec<Item<T>>>,
+    from: Option<&[&Option<Vec<Item<T>>>; N]>,
+) -> Option<()> {
+    for item in items.iter_mut().flatten() {
+        let Item::Same(count) = *item else {
+            continue;
+        };
+        let mut theirs = from?.iter().flat_map(|list| list.iter().flatten());
+        let first = theirs.find_map(|other| match other {
+            Item::Read(value, Some(c)) if *c == count => Some(value),
+            _ => None,
+        })?;
+        *item = Item::Read(first.clone(), None);
+    }
+    Some(())
 }
 
 /// An object read field by field: the ones a decision reads into their
