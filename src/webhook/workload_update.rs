@@ -470,6 +470,9 @@ struct ClaimVolume<'a> {
 /// sent; fields the type does not know are skipped, as the full read does.
 type Rest<'a> = Vec<(&'a str, &'a str)>;
 
+/// Room for a [`Rest`] at its first field.
+const REST_FIELDS: usize = 16;
+
 /// One object's fields not built, with what checks them.
 struct RestOf<'r, 'a> {
     /// The type the object reduces.
@@ -763,7 +766,13 @@ impl<'de, T: Fields<'de>> Visitor<'de> for FieldsVisitor<T> {
             match shape.field(key) {
                 Some(_) => {
                     let text: Text<'de> = map.next_value()?;
-                    object.rest().push((key, text.get()));
+                    let rest = object.rest();
+                    // A container keeps about a dozen: grown once, not
+                    // three times.
+                    if rest.capacity() == 0 {
+                        rest.reserve(REST_FIELDS);
+                    }
+                    rest.push((key, text.get()));
                 }
                 None => {
                     map.next_value::<IgnoredAny>()?;
