@@ -113,8 +113,8 @@ pub(super) enum Item<T> {
 
 impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Item<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Items<T>(std::marker::PhantomData<T>);
-        impl<'de, T: serde::Deserialize<'de>> Visitor<'de> for Items<T> {
+        struct ItemVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> Visitor<'de> for ItemVisitor<T> {
             type Value = Item<T>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a JSON value")
@@ -135,7 +135,7 @@ impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Item<T> {
                     .map_err(|_| E::custom("an item count past usize"))
             }
         }
-        d.deserialize_newtype_struct(TWIN_ITEM, Items(std::marker::PhantomData))
+        d.deserialize_newtype_struct(TWIN_ITEM, ItemVisitor(std::marker::PhantomData))
     }
 }
 
@@ -1750,9 +1750,6 @@ mod tests {
         }
     }
 
-    /// Twins read by this reader and by serde_json, alike; how many of the
-    /// second's bytes this reader compared instead of scanning, and how
-    /// many of its texts it compared in part.
     /// A [`TWIN`] holding `T`.
     #[derive(Debug)]
     struct Twin<T>(T);
@@ -1799,14 +1796,12 @@ mod tests {
         for Twin(outer) in twins {
             let mut values = Vec::new();
             for item in outer {
-                // An outer item, itself counted before its own items.
                 let inner = match item {
                     Item::Read(inner, count) => {
-                        let at = count.inspect(|c| drop(counted.insert(*c, Value::Null)));
                         let items = inner.iter().map(|i| value(i, &mut counted)).collect();
                         let inner = Value::Array(items);
-                        if let Some(c) = at {
-                            counted.insert(c, inner.clone());
+                        if let Some(c) = count {
+                            counted.insert(*c, inner.clone());
                         }
                         inner
                     }
@@ -1875,6 +1870,9 @@ mod tests {
         assert_eq!(ours[2].0, [Item::Read(serde_json::json!({"a": 1}), None)]);
     }
 
+    /// Twins read by this reader and by serde_json, alike; how many of the
+    /// second's bytes this reader compared instead of scanning, and how
+    /// many of its texts it compared in part.
     fn read_alike(first: &str, second: &str) -> (usize, usize) {
         let text = format!("[{first},{second}]");
         let mut reader = Reader::new(&text);
