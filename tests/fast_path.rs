@@ -588,7 +588,8 @@ fn containers_and_volumes_the_same_in_both_objects_are_read_alike() {
     }
     // A volume that is the same bytes as a container of the other object,
     // at the same count: not copied from a container; the full way
-    // answers.
+    // answers. (A quick read that read such a volume instead would be
+    // right too; this declining shows the item was taken, then refused.)
     let mut odd = base.clone();
     let mut new = pod("object");
     new["containers"]

@@ -10,8 +10,8 @@
 //! [`TWIN`]s compares each of its texts with the first's at the same
 //! place and depth, and scans only about where they differ; each string
 //! it only checks, with the first's of the same count; and each of its
-//! [`Item`]s (a template's containers), with the first's of the same
-//! count, taken unread where they are the same bytes.
+//! [`Item`]s (a template's containers and volumes), with the first's of
+//! the same count, taken unread where they are the same bytes.
 //!
 //! It takes no text serde_json refuses: [`value_end`] accepts exactly the
 //! JSON serde_json accepts where it skips a value, and refuses more than
@@ -129,6 +129,9 @@ impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Item<T> {
                 let value = seq.next_element()?.ok_or_else(refused_item)?;
                 Ok(Item::Read(value, usize::try_from(count).ok()))
             }
+            // From this reader only: no other reads an `Item`, and one
+            // that hands a newtype to `deserialize_any` would make a
+            // number of one.
             fn visit_u64<E: de::Error>(self, count: u64) -> Result<Item<T>, E> {
                 usize::try_from(count)
                     .map(Item::Same)
@@ -474,6 +477,7 @@ impl<'de> Reader<'de> {
                 // An array's, an object's or a string's end is found within
                 // it: the same bytes, as deep, are read alike and end alike.
                 let same = first.depth == depth
+                    && length > 0
                     && matches!(text.get(first.start), Some(b'{' | b'[' | b'"'))
                     && text.get(first.start..first.end) == text.get(start..start + length);
                 if !same {
@@ -1779,8 +1783,8 @@ mod tests {
     /// Each of the twins' items as its value: one taken as the first's
     /// ([`Item::Same`]) as the first's item of its count.
     fn items_as_values(twins: &[Twin<Nested>]) -> Vec<Value> {
-        type Counted = std::collections::HashMap<usize, Value>;
-        fn value(item: &Item<Value>, counted: &mut Counted) -> Value {
+        type ByCount = std::collections::HashMap<usize, Value>;
+        fn value(item: &Item<Value>, counted: &mut ByCount) -> Value {
             match item {
                 Item::Read(v, count) => {
                     if let Some(c) = count {
@@ -1791,7 +1795,7 @@ mod tests {
                 Item::Same(c) => counted[c].clone(),
             }
         }
-        let mut counted = Counted::new();
+        let mut counted = ByCount::new();
         let mut twin_values = Vec::new();
         for Twin(outer) in twins {
             let mut values = Vec::new();
@@ -1868,6 +1872,49 @@ mod tests {
             serde::Deserialize::deserialize(&mut reader).unwrap();
         assert_eq!(reader.twins.items_taken, 1);
         assert_eq!(ours[2].0, [Item::Read(serde_json::json!({"a": 1}), None)]);
+    }
+
+    /// A string only checked, as an annotation's value is.
+    struct CheckedStr;
+
+    impl<'de> serde::Deserialize<'de> for CheckedStr {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            super::super::schema::AnyString
+                .deserialize(d)
+                .map(|()| CheckedStr)
+        }
+    }
+
+    #[test]
+    fn after_an_item_taken_the_next_texts_and_strings_are_compared_with_the_firsts_after_it() {
+        #[derive(serde::Deserialize)]
+        struct Inner<'a> {
+            #[serde(borrow)]
+            v: Text<'a>,
+            _s: CheckedStr,
+        }
+        #[derive(serde::Deserialize)]
+        struct Outer<'a> {
+            #[serde(borrow)]
+            l: Vec<Item<Inner<'a>>>,
+            #[serde(borrow)]
+            t: Text<'a>,
+            _s: CheckedStr,
+        }
+        // Each item holds a text and a string: after both are taken, the
+        // last text and string are the first's third ones.
+        let one = r#"{"l":[{"v":[1],"_s":"a"},{"v":[2],"_s":"b"}],"t":[3],"_s":"c"}"#;
+        let text = format!("[{one},{one}]");
+        let mut reader = Reader::new(&text);
+        let read: Vec<Twin<Outer>> = serde::Deserialize::deserialize(&mut reader).unwrap();
+        assert_eq!(reader.twins.items_taken, 2);
+        assert_eq!((reader.twins.taken, reader.twins.strings_taken), (1, 1));
+        assert_eq!(read[1].0.t.get(), "[3]");
+        assert!(matches!(read[1].0.l[..], [Item::Same(0), Item::Same(1)]));
+        let Item::Read(inner, Some(1)) = &read[0].0.l[1] else {
+            panic!("the first's second item, counted");
+        };
+        assert_eq!(inner.v.get(), "[2]");
     }
 
     /// Twins read by this reader and by serde_json, alike; how many of the

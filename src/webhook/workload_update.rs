@@ -631,11 +631,11 @@ impl<'a> TemplateText<'a> {
                 ("containers", &pod.containers),
                 ("initContainers", &pod.init_containers),
             ] {
-                for (i, c) in items_read(items).enumerate() {
+                for (i, c) in values_of(items).enumerate() {
                     of(&shapes.container, (list, i), TEMPLATE_DEPTH + 3, &c.rest);
                 }
             }
-            for (i, v) in items_read(&pod.volumes).enumerate() {
+            for (i, v) in values_of(&pod.volumes).enumerate() {
                 of(&shapes.volume, ("volumes", i), TEMPLATE_DEPTH + 3, &v.rest);
             }
         }
@@ -711,8 +711,8 @@ impl<'a> TemplateText<'a> {
     }
 }
 
-/// The items read of a list (after [`TemplateText::copy_items`], all).
-fn items_read<T>(items: &Option<Vec<Item<T>>>) -> impl Iterator<Item = &T> {
+/// The values of a list's items read (after [`TemplateText::copy_items`], all).
+fn values_of<T>(items: &Option<Vec<Item<T>>>) -> impl Iterator<Item = &T> {
     items.iter().flatten().filter_map(|item| match item {
         Item::Read(value, _) => Some(value),
         Item::Same(_) => None,
@@ -725,14 +725,24 @@ fn copied<T: Clone, const N: usize>(
     items: &mut Option<Vec<Item<T>>>,
     from: Option<&[&Option<Vec<Item<T>>>; N]>,
 ) -> Option<()> {
+    // Found by halves: a first object's items are counted in the order
+    // read, so each list's counts rise (tens of thousands of items cost
+    // no more than their read).
+    let count_of = |item: &Item<T>| match item {
+        Item::Read(_, Some(c)) => *c,
+        _ => usize::MAX,
+    };
     for item in items.iter_mut().flatten() {
         let Item::Same(count) = *item else {
             continue;
         };
-        let mut theirs = from?.iter().flat_map(|list| list.iter().flatten());
-        let first = theirs.find_map(|other| match other {
-            Item::Read(value, Some(c)) if *c == count => Some(value),
-            _ => None,
+        let mut lists = from?.iter().filter_map(|list| list.as_deref());
+        let first = lists.find_map(|list| {
+            let at = list.binary_search_by_key(&count, count_of).ok()?;
+            match list.get(at)? {
+                Item::Read(value, _) => Some(value),
+                Item::Same(_) => None,
+            }
         })?;
         *item = Item::Read(first.clone(), None);
     }
