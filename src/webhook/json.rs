@@ -1687,25 +1687,41 @@ mod tests {
         assert_eq!(taken, 5);
     }
 
-    /// An object of strings only checked (as annotations are), read as a
-    /// twin: its keys.
+    /// A [`TWIN`] holding `T`.
+    #[derive(Debug, PartialEq)]
+    struct Twin<T>(T);
+
+    impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Twin<T> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V<T>(std::marker::PhantomData<T>);
+            impl<'de, T: serde::Deserialize<'de>> Visitor<'de> for V<T> {
+                type Value = Twin<T>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a twin")
+                }
+                fn visit_newtype_struct<D: Deserializer<'de>>(
+                    self,
+                    d: D,
+                ) -> Result<Twin<T>, D::Error> {
+                    T::deserialize(d).map(Twin)
+                }
+            }
+            d.deserialize_newtype_struct(TWIN, V(std::marker::PhantomData))
+        }
+    }
+
+    /// An object of strings only checked (as annotations are): its keys.
     #[derive(Debug, PartialEq)]
     struct Checked(Vec<String>);
 
     impl<'de> serde::Deserialize<'de> for Checked {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
             use super::super::schema::AnyString;
-            struct Twin;
-            impl<'de> Visitor<'de> for Twin {
+            struct Keys;
+            impl<'de> Visitor<'de> for Keys {
                 type Value = Checked;
                 fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                     f.write_str("an object of strings")
-                }
-                fn visit_newtype_struct<D: Deserializer<'de>>(
-                    self,
-                    d: D,
-                ) -> Result<Checked, D::Error> {
-                    d.deserialize_map(Twin)
                 }
                 fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
                     let mut keys = Vec::new();
@@ -1716,7 +1732,7 @@ mod tests {
                     Ok(Checked(keys))
                 }
             }
-            d.deserialize_newtype_struct(TWIN, Twin)
+            d.deserialize_map(Keys)
         }
     }
 
@@ -1742,38 +1758,15 @@ mod tests {
         for (second, taken) in cases {
             for text in [format!("[{first},{second}]"), format!("[{second},{first}]")] {
                 let mut reader = Reader::new(&text);
-                let ours = <Vec<Checked> as serde::Deserialize>::deserialize(&mut reader)
+                let ours = <Vec<Twin<Checked>> as serde::Deserialize>::deserialize(&mut reader)
                     .and_then(|read| reader.end().map(|()| read))
                     .ok();
-                let theirs = serde_json::from_str::<Vec<Checked>>(&text).ok();
+                let theirs = serde_json::from_str::<Vec<Twin<Checked>>>(&text).ok();
                 assert_eq!(ours, theirs, "{text}");
                 if text.starts_with(&format!("[{first}")) {
                     assert_eq!(reader.twins.strings_taken, taken, "{text}");
                 }
             }
-        }
-    }
-
-    /// A [`TWIN`] holding `T`.
-    #[derive(Debug)]
-    struct Twin<T>(T);
-
-    impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Twin<T> {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct V<T>(std::marker::PhantomData<T>);
-            impl<'de, T: serde::Deserialize<'de>> Visitor<'de> for V<T> {
-                type Value = Twin<T>;
-                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                    f.write_str("a twin")
-                }
-                fn visit_newtype_struct<D: Deserializer<'de>>(
-                    self,
-                    d: D,
-                ) -> Result<Twin<T>, D::Error> {
-                    T::deserialize(d).map(Twin)
-                }
-            }
-            d.deserialize_newtype_struct(TWIN, V(std::marker::PhantomData))
         }
     }
 
